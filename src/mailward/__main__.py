@@ -1,0 +1,5 @@
+"""Allow ``python -m mailward``."""
+
+from mailward.cli import main
+
+main()

@@ -1,0 +1,172 @@
+"""What the gateway writes into delivered mail: verdict headers and banners.
+
+The delivered bytes are the original bytes plus what is added here, and
+nothing else: headers are prepended (never re-folded, so no address header
+can turn into two), and a banner is spliced into the body of each readable
+text and HTML part by its byte range, re-encoded with that part's own
+transfer encoding and charset. Parts under a signature or encryption
+(multipart/signed, multipart/encrypted, S/MIME) are left alone, since
+changing them would break the signature.
+
+SECURITY: X-Mailward-* headers that arrive with a message are forged
+verdicts; they are removed before ours are added.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import re
+import textwrap
+import unicodedata
+from dataclasses import dataclass
+
+from mailward.message import Message
+from mailward.mime import CRLF, IDENTITY_ENCODINGS, Entity
+from mailward.verdict import Action, Category, Verdict
+
+_OWN_HEADER = re.compile(rb"(?im)^x-mailward-[a-z-]*:.*(?:\r\n[ \t].*)*\r\n")
+_BODY_TAG = re.compile(rb"(?is)<body\b[^>]*>")
+_SIGNED_TYPES = {"multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
+                 "application/x-pkcs7-mime"}
+_REASONS = {Category.SPAM: "it looks like spam", Category.PHISH: "it may be phishing",
+            Category.MALWARE: "it may carry something dangerous",
+            Category.IMPOSTOR: "the sender may be impersonating someone",
+            Category.AUTH: "the sender could not be verified",
+            Category.POLICY: "it is unusual in form"}
+
+
+def fold(name: str, value: str) -> bytes:
+    """fold - one header field, folded at white space near 78 columns."""
+    value = re.sub(r"[\r\n]+", " ", value)
+    lines = textwrap.wrap(f"{name}: {value}", width=78, break_long_words=False,
+                          break_on_hyphens=False, subsequent_indent=" ") or [f"{name}:"]
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def strip_own_headers(raw: bytes, body_start: int) -> bytes:
+    """strip_own_headers - remove X-Mailward-* fields from the top header block."""
+    head = raw[:body_start]
+    cleaned = _OWN_HEADER.sub(b"", head)
+    return cleaned + raw[body_start:] if cleaned != head else raw
+
+
+def prepend_headers(raw: bytes, fields: list[tuple[str, str]]) -> bytes:
+    return b"".join(fold(name, value) for name, value in fields) + raw
+
+
+def verdict_headers(queue_id: str, verdict: Verdict) -> list[tuple[str, str]]:
+    fields = [("X-Mailward-Queue-Id", queue_id), ("X-Mailward-Verdict", verdict.header_value())]
+    if verdict.action == Action.TAG and verdict.category == Category.SPAM:
+        fields.append(("X-Spam-Flag", "YES"))
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class Banner:
+    text: str
+
+    def plain(self) -> str:
+        wrapped = textwrap.fill(self.text, width=76)
+        return f"{wrapped}\n{'-' * 40}\n\n".replace("\n", "\r\n")
+
+    def html(self) -> str:
+        return ('<table role="presentation" width="100%" cellpadding="8" cellspacing="0" '
+                'style="border:1px solid #c60;background:#fff3e0;margin:0 0 12px 0">'
+                '<tr><td style="font-family:sans-serif;font-size:13px;color:#5d2e00">'
+                f"{html.escape(self.text)}</td></tr></table>\r\n")
+
+
+def banner_text(verdict: Verdict, external_text: str, suspicious_text: str) -> str:
+    """banner_text - the wording for the reason the message is tagged."""
+    suspicious = [c for c, v in sorted(verdict.categories.items(), key=lambda kv: -kv[1])
+                  if v > 0 and Category(c) in _REASONS and c != Category.POLICY]
+    external = verdict.has("EXTERNAL_SENDER")
+    if not suspicious:
+        return external_text if external else suspicious_text.format(
+            reasons=_REASONS[Category.POLICY])
+    reasons = " and ".join(_REASONS[Category(c)] for c in suspicious[:2])
+    text = suspicious_text.format(reasons=reasons)
+    return f"{external_text} {text}" if external else text
+
+
+def _protected(entity: Entity) -> bool:
+    node: Entity | None = entity
+    while node is not None:
+        if node.content_type in _SIGNED_TYPES:
+            return True
+        node = node.parent
+    return False
+
+
+def _encode_text(text: str, charset: str) -> bytes:
+    charset = charset or "us-ascii"
+    try:
+        return text.encode(charset)
+    except (UnicodeEncodeError, LookupError):
+        ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore")
+        return ascii_text
+
+
+def _qp(data: bytes) -> bytes:
+    return binascii.b2a_qp(data.replace(CRLF, b"\n"), istext=True).replace(b"\n", CRLF)
+
+
+def _insert(payload: bytes, added: bytes, is_html: bool) -> bytes:
+    """_insert - put the banner after <body ...>, or first."""
+    match = _BODY_TAG.search(payload) if is_html else None
+    position = match.end() if match else 0
+    return payload[:position] + added + payload[position:]
+
+
+def _new_body(entity: Entity, banner: Banner) -> bytes | None:
+    """_new_body - the part's body with the banner, in the part's own encoding.
+
+    The splice works on bytes, so no byte of the original text goes through a
+    decode and re-encode that could change it; only the banner is encoded,
+    in the part's charset.
+    """
+    encoding = entity.transfer_encoding
+    if encoding not in IDENTITY_ENCODINGS | {"base64", "quoted-printable"}:
+        return None
+    if entity.charset.startswith(("utf-16", "utf-32", "ucs")):
+        return None
+    is_html = entity.content_type == "text/html"
+    added = _encode_text(banner.html() if is_html else banner.plain(), entity.charset)
+    if encoding in IDENTITY_ENCODINGS:
+        return _insert(entity.body, added, is_html)
+    if encoding == "quoted-printable":
+        if not is_html or _BODY_TAG.search(entity.body):
+            return _insert(entity.body, _qp(added), is_html)
+        return _qp(_insert(entity.payload, added, is_html))
+    encoded = base64.encodebytes(_insert(entity.payload, added, is_html)).replace(b"\n", CRLF)
+    return encoded if entity.body.endswith(CRLF) else encoded.rstrip(CRLF)
+
+
+def add_banner(message: Message, banner: Banner) -> bytes:
+    """add_banner - the raw message with the banner in each readable body part."""
+    edits: list[tuple[int, int, bytes]] = []
+    for entity in message.text_parts + message.html_parts:
+        if not entity.spliceable or _protected(entity):
+            continue
+        body = _new_body(entity, banner)
+        if body is not None:
+            edits.append((entity.body_start, entity.end, body))
+    raw = message.raw
+    for start, end, body in sorted(edits, reverse=True):
+        raw = raw[:start] + body + raw[end:]
+    return raw
+
+
+def render(message: Message, verdict: Verdict, queue_id: str, *,
+           external_text: str, suspicious_text: str,
+           extra_headers: list[tuple[str, str]] | None = None) -> bytes:
+    """render - the bytes to deliver for a DELIVER or TAG verdict."""
+    raw = message.raw
+    if verdict.action == Action.TAG:
+        banner = Banner(banner_text(verdict, external_text, suspicious_text))
+        raw = add_banner(message, banner)
+    raw = strip_own_headers(raw, message.root.body_start)
+    fields = verdict_headers(queue_id, verdict) + list(extra_headers or [])
+    return prepend_headers(raw, fields)

@@ -1,0 +1,1 @@
+"""Attachment defence: file types, containers, documents and the sandbox."""

@@ -1,0 +1,1 @@
+"""Sender authentication: DNS, SPF, DKIM, DMARC, ARC and Authentication-Results."""

@@ -1,0 +1,537 @@
+"""The ``mailward`` command and its sub-commands.
+
+Every sub-command reads the same configuration (``--config FILE``, or the
+embedded defaults) and reports a configuration error by naming the key,
+with exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from mailward.config import ConfigError, Settings, defaults_toml, load_settings, parse_duration, parse_hostport
+
+console = Console(stderr=True)
+
+
+class Context:
+    def __init__(self, config: str | None) -> None:
+        self.config_path = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings(self.config_path)
+            except ConfigError as error:
+                console.print(f"[red]{error}[/red]")
+                sys.exit(2)
+        return self._settings
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def run(coroutine: Awaitable[Any]) -> Any:
+    try:
+        return asyncio.run(coroutine)
+    except ConfigError as error:
+        console.print(f"[red]{error}[/red]")
+        sys.exit(2)
+
+
+async def with_gateway(settings: Settings, body: Callable[[Any], Awaitable[Any]]) -> Any:
+    """with_gateway - start a gateway (no listeners), run body, close it."""
+    from mailward.gateway import Gateway
+
+    gateway = Gateway(settings)
+    try:
+        await gateway.start()
+        return await body(gateway)
+    finally:
+        await gateway.close()
+
+
+@click.group()
+@click.option("--config", "-c", "config", type=click.Path(dir_okay=False),
+              envvar="MAILWARD_CONFIG", help="TOML configuration file (default: embedded).")
+@click.version_option(package_name="mailward")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """mailward: a self-hosted email security gateway."""
+    ctx.obj = Context(config)
+
+
+# serve
+
+
+@main.command()
+@click.option("--config", "-c", "config", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration file (default: embedded).")
+@pass_context
+def serve(context: Context, config: str | None) -> None:
+    """Run the gateway: SMTP, the web service and the delivery queue."""
+    if config:
+        context.config_path = config
+    settings = context.settings
+    from mailward.log import setup_logging
+
+    setup_logging(settings.log.level, settings.log.format)
+    run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    import logging
+
+    import uvicorn
+
+    from mailward.gateway import Gateway
+    from mailward.smtp.server import start_smtp
+    from mailward.web.app import create_app
+
+    log = logging.getLogger("mailward")
+    gateway = Gateway(settings)
+    await gateway.start()
+    smtp_host, smtp_port = parse_hostport(settings.smtp.listen, 25)
+    web_host, web_port = parse_hostport(settings.web.listen, 8025)
+    try:
+        smtp = await start_smtp(gateway, smtp_host, smtp_port)
+    except OSError as error:
+        raise ConfigError(f"smtp.listen: cannot listen on {settings.smtp.listen}: {error}") from None
+    web = uvicorn.Server(uvicorn.Config(create_app(gateway), host=web_host, port=web_port,
+                                        log_config=None, access_log=False, lifespan="off"))
+    web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    tasks = [asyncio.create_task(gateway.queue.run(), name="delivery"),
+             asyncio.create_task(web.serve(), name="web")]
+    log.info("mailward ready: SMTP %s, web %s, data %s", settings.smtp.listen,
+             settings.web.listen, settings.data_dir)
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not waiter and task.exception():
+            log.error("%s stopped: %s", task.get_name(), task.exception())
+    log.info("stopping")
+    smtp.close()
+    web.should_exit = True
+    await smtp.wait_closed()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await gateway.close()
+
+
+# config
+
+
+@main.group()
+def config() -> None:
+    """Show and check the configuration."""
+
+
+@config.command("defaults")
+def config_defaults() -> None:
+    """Print every key with its default and a one-line comment."""
+    click.echo(defaults_toml())
+
+
+@config.command("check")
+@click.argument("path", type=click.Path(dir_okay=False), required=False)
+@pass_context
+def config_check(context: Context, path: str | None) -> None:
+    """Check a configuration file (and the scores file it names)."""
+    from mailward.policy import load_scores
+
+    if path:
+        context.config_path = path
+    settings = context.settings
+    try:
+        scores = load_scores(settings.policy.scores_file)
+    except ConfigError as error:
+        console.print(f"[red]{error}[/red]")
+        sys.exit(2)
+    click.echo(f"configuration ok; {len(scores.symbols)} scored symbols from {scores.source}")
+
+
+# scan
+
+
+def _scan_files(paths: tuple[str, ...]) -> list[Path]:
+    from mailward.content.train import message_files
+
+    return message_files(Path(p) for p in paths)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+@pass_context
+def scan(context: Context, paths: tuple[str, ...], as_json: bool) -> None:
+    """Judge message files offline with the same pipeline (nothing is delivered)."""
+    settings = context.settings
+    from mailward.log import setup_logging
+
+    setup_logging("warning", settings.log.format)
+    files = _scan_files(paths)
+    if not files:
+        console.print("[red]no message files found[/red]")
+        sys.exit(1)
+    counts = run(with_gateway(settings, lambda gateway: _scan(gateway, files, as_json)))
+    summary = ", ".join(f"{action} {counts.get(action, 0)}" for action in
+                        ("deliver", "tag", "quarantine", "reject", "error"))
+    console.print(f"{len(files)} messages: {summary}")
+
+
+def scan_envelope(raw: bytes) -> Any:
+    """scan_envelope - an envelope for a message read from a file."""
+    from email.parser import BytesHeaderParser
+    from email.utils import getaddresses, parseaddr
+
+    from mailward.envelope import Envelope, new_queue_id
+
+    head = BytesHeaderParser().parsebytes(raw[:65536])
+    mail_from = parseaddr(str(head.get("return-path", "")))[1]
+    rcpts = [a for _, a in getaddresses([str(v) for v in head.get_all("to", [])]) if "@" in a]
+    return Envelope(queue_id=new_queue_id(), mail_from=mail_from, rcpt_to=rcpts[:100])
+
+
+async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
+    from mailward.pipeline import PipelineError
+
+    counts: Counter = Counter()
+    table = Table("file", "action", "score", "top symbols")
+    with Progress(console=console, transient=True, disable=as_json or len(files) < 2) as bar:
+        job = bar.add_task("scanning", total=len(files))
+        for path in files:
+            raw = path.read_bytes()[:gateway.settings.smtp.max_message_size]
+            try:
+                _, verdict, _ = await gateway.judge(scan_envelope(raw), raw)
+            except PipelineError as error:
+                counts["error"] += 1
+                if as_json:
+                    click.echo(json.dumps({"file": str(path), "action": "error",
+                                           "error": str(error)}))
+                bar.advance(job)
+                continue
+            counts[str(verdict.action)] += 1
+            if as_json:
+                click.echo(json.dumps({"file": str(path), "action": str(verdict.action),
+                                       "score": round(verdict.score, 3),
+                                       "categories": {k: round(v, 3) for k, v in
+                                                      verdict.categories.items()},
+                                       "findings": [f.as_dict() for f in verdict.findings]}))
+            elif len(table.rows) < 200:
+                table.add_row(str(path), str(verdict.action), f"{verdict.score:.2f}",
+                              " ".join(verdict.top_symbols(4)))
+            bar.advance(job)
+    if not as_json:
+        Console().print(table)
+        if len(files) > 200:
+            console.print(f"(table shows the first 200 of {len(files)})")
+    return counts
+
+
+# train
+
+
+@main.command()
+@click.option("--ham", "ham", multiple=True, required=True, type=click.Path(exists=True),
+              help="File or folder of legitimate mail (repeatable).")
+@click.option("--spam", "spam", multiple=True, required=True, type=click.Path(exists=True),
+              help="File or folder of spam (repeatable).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the model (default: the data directory).")
+@click.option("--holdout", default=0.2, show_default=True,
+              help="Share held out to measure quality before the final fit.")
+@pass_context
+def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...], out: str | None,
+          holdout: float) -> None:
+    """Train the spam model from folders of ham and spam."""
+    from mailward.content.spam import model_path
+    from mailward.content.train import message_files, train as fit
+    from mailward.services import Services
+
+    ham_files = message_files(Path(p) for p in ham)
+    spam_files = message_files(Path(p) for p in spam)
+    if not ham_files or not spam_files:
+        console.print("[red]need at least one ham and one spam message[/red]")
+        sys.exit(1)
+    with Progress(console=console) as bar:
+        job = bar.add_task("reading messages", total=len(ham_files) + len(spam_files))
+        model, quality = fit(ham_files, spam_files, holdout=holdout,
+                             progress=lambda n: bar.advance(job, n),
+                             sources=", ".join(ham + spam))
+    if quality:
+        for line in quality.lines():
+            click.echo(line)
+    target = Path(out) if out else model_path(Services.create(context.settings))
+    model.save(target)
+    click.echo(f"model written to {target} ({model.meta['ham']} ham, {model.meta['spam']} spam)")
+
+
+# intel
+
+
+@main.group()
+def intel() -> None:
+    """Manage the threat-intelligence store."""
+
+
+def _expiry(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.now(UTC) + timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a duration (7d) nor an ISO date") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@intel.command("add")
+@click.option("--type", "kind", required=True,
+              type=click.Choice(["url", "domain", "ip", "sha256", "sender", "sender_domain"]))
+@click.argument("value")
+@click.option("--source", default="local", show_default=True)
+@click.option("--category", default=None,
+              type=click.Choice(["phish", "malware", "spam", "impostor"]),
+              help="What the indicator means (default: malware for sha256, else phish).")
+@click.option("--expires", default=None, help="Duration (7d) or ISO date.")
+@click.option("--comment", default="")
+@pass_context
+def intel_add(context: Context, kind: str, value: str, source: str, category: str | None,
+              expires: str | None, comment: str) -> None:
+    """Add one indicator; a running gateway sees it within a second."""
+    from mailward.intel.store import IndicatorError, IntelStore, NewIndicator
+    from mailward.store import Store
+
+    item = NewIndicator(kind, value, source,
+                        category or ("malware" if kind == "sha256" else "phish"),
+                        expires_at=_expiry(expires), comment=comment)
+
+    async def body() -> tuple[int, int]:
+        store = Store(context.settings.database_url)
+        context.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await store.migrate()
+            return await IntelStore(store).add_many([item])
+        finally:
+            await store.close()
+
+    try:
+        added, updated = run(body())
+    except IndicatorError as error:
+        console.print(f"[red]{error}[/red]")
+        sys.exit(2)
+    click.echo(f"{'added' if added else 'updated'} {kind} {value}")
+
+
+@intel.command("list")
+@click.option("--type", "kind", default=None)
+@click.option("--limit", default=100, show_default=True)
+@pass_context
+def intel_list(context: Context, kind: str | None, limit: int) -> None:
+    """List indicators, newest first."""
+    from mailward.intel.store import IntelStore
+    from mailward.store import Store
+
+    async def body() -> list:
+        store = Store(context.settings.database_url)
+        try:
+            await store.migrate()
+            return await IntelStore(store).list(kind, limit)
+        finally:
+            await store.close()
+
+    for row in run(body()):
+        expires = row.expires_at.isoformat() if row.expires_at else "never"
+        click.echo(f"{row.type}\t{row.value}\t{row.category}\t{row.source}\texpires {expires}")
+
+
+# quarantine
+
+
+@main.group()
+def quarantine() -> None:
+    """Review quarantined messages."""
+
+
+async def _with_quarantine(settings: Settings, body: Callable[[Any], Awaitable[Any]]) -> Any:
+    from mailward.quarantine import Quarantine
+
+    async def inner(gateway: Any) -> Any:
+        return await body(Quarantine(gateway))
+
+    return await with_gateway(settings, inner)
+
+
+@quarantine.command("list")
+@click.option("--category", default=None)
+@click.option("--recipient", default=None)
+@click.option("--sender", default=None)
+@click.option("--all", "show_all", is_flag=True, help="Include released and deleted items.")
+@click.option("--limit", default=50, show_default=True)
+@pass_context
+def quarantine_list(context: Context, category: str | None, recipient: str | None,
+                    sender: str | None, show_all: bool, limit: int) -> None:
+    """List quarantined messages, newest first."""
+    from mailward.quarantine import Filters
+
+    filters = Filters(category, recipient, sender, None if show_all else "held")
+    items, total = run(_with_quarantine(context.settings, lambda q: q.list(filters, limit)))
+    table = Table("id", "received", "category", "sender", "recipients", "subject", "status")
+    for item in items:
+        table.add_row(item.id, item.created_at.strftime("%Y-%m-%d %H:%M"), item.category,
+                      item.sender, ", ".join(item.recipients)[:40], item.subject[:50],
+                      item.status)
+    Console().print(table)
+    console.print(f"{len(items)} of {total}")
+
+
+@quarantine.command("show")
+@click.argument("item_id")
+@click.option("--raw", is_flag=True, help="Print the original message bytes.")
+@pass_context
+def quarantine_show(context: Context, item_id: str, raw: bool) -> None:
+    """Show one quarantined message with its findings."""
+    from mailward.quarantine import QuarantineError, item_dict
+
+    async def body(q: Any) -> tuple[dict, Any]:
+        item = await q.get(item_id)
+        data = item_dict(item)
+        data["verdict"] = await q.verdict(item)
+        return data, (q.raw(item) if raw else None)
+
+    try:
+        data, original = run(_with_quarantine(context.settings, body))
+    except QuarantineError as error:
+        console.print(f"[red]{error}[/red]")
+        sys.exit(1)
+    if raw:
+        sys.stdout.buffer.write(original)
+        return
+    click.echo(json.dumps(data, indent=2))
+
+
+def _quarantine_action(context: Context, item_id: str, action: str) -> None:
+    import getpass
+
+    from mailward.quarantine import QuarantineError
+
+    async def body(q: Any) -> Any:
+        item = await getattr(q, action)(item_id, by=f"cli:{getpass.getuser()}")
+        if action == "release":
+            await q.gateway.queue.run_once()
+        return item
+
+    try:
+        item = run(_with_quarantine(context.settings, body))
+    except QuarantineError as error:
+        console.print(f"[red]{error}[/red]")
+        sys.exit(1)
+    click.echo(f"{item.id}: {item.status}")
+
+
+@quarantine.command("release")
+@click.argument("item_id")
+@pass_context
+def quarantine_release(context: Context, item_id: str) -> None:
+    """Deliver a quarantined message to its recipients."""
+    _quarantine_action(context, item_id, "release")
+
+
+@quarantine.command("delete")
+@click.argument("item_id")
+@pass_context
+def quarantine_delete(context: Context, item_id: str) -> None:
+    """Delete a quarantined message (its record stays for the trace)."""
+    _quarantine_action(context, item_id, "delete")
+
+
+# token
+
+
+@main.group()
+def token() -> None:
+    """Manage API bearer tokens."""
+
+
+async def _with_store(settings: Settings, body: Callable[[Any], Awaitable[Any]]) -> Any:
+    from mailward.store import Store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    try:
+        await store.migrate()
+        return await body(store)
+    finally:
+        await store.close()
+
+
+@token.command("create")
+@click.argument("name", default="api")
+@pass_context
+def token_create(context: Context, name: str) -> None:
+    """Create a token and print it (it is shown only this once)."""
+    from mailward.web.tokens import create_token
+
+    click.echo(run(_with_store(context.settings, lambda store: create_token(store, name))))
+
+
+@token.command("list")
+@pass_context
+def token_list(context: Context) -> None:
+    """List tokens (never their values)."""
+    from mailward.web.tokens import list_tokens
+
+    for row in run(_with_store(context.settings, list_tokens)):
+        state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+        click.echo(f"{row.id}\t{row.name}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@pass_context
+def token_revoke(context: Context, token_id: int) -> None:
+    """Revoke a token by its id (see `mailward token list`)."""
+    from mailward.web.tokens import revoke_token
+
+    if not run(_with_store(context.settings, lambda store: revoke_token(store, token_id))):
+        console.print(f"[red]no active token {token_id}[/red]")
+        sys.exit(1)
+    click.echo(f"token {token_id} revoked")
+
+
+# db
+
+
+@main.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@pass_context
+def db_upgrade(context: Context) -> None:
+    """Bring the database schema to the newest revision."""
+    run(_with_store(context.settings, lambda store: asyncio.sleep(0)))
+    click.echo(f"database at the newest revision ({context.settings.database_url.split('@')[-1]})")

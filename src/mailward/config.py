@@ -1,0 +1,370 @@
+"""Typed settings from one TOML file, with every default embedded.
+
+The whole schema lives here so that ``mailward config defaults`` can print
+every key with its default and its one-line comment. A site file overrides
+only the keys it names; an unknown key, a wrong type or an unsafe
+combination is an error that names the key, and the server does not start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024,
+               "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+               "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_DURATION_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600,
+                   "d": 86400, "w": 604800}
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message says what to fix."""
+
+
+def parse_size(value: Any) -> int:
+    """parse_size - bytes from an int or a string such as ``25MiB``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 25MiB")
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size such as 25MiB or 1048576")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_duration(value: Any) -> float:
+    """parse_duration - seconds from a number or a string such as ``5d``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 60s or 5d")
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _DURATION_UNITS:
+        raise ValueError(f"{value!r} is not a duration such as 60s, 15m or 5d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
+    """parse_hostport - split ``host:port``, ``[v6]:port`` or a bare host."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":") or str(default_port)
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def _listen(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string HOST:PORT")
+    parse_hostport(value, 0 if ":" in value else 1)
+    return value
+
+
+Listen = Annotated[str, BeforeValidator(_listen)]
+
+
+def _network(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+
+
+Network = Annotated[str, BeforeValidator(_network)]
+
+
+def _domain(value: Any) -> str:
+    text = str(value).strip().lower().rstrip(".")
+    if not re.fullmatch(r"[a-z0-9*]([a-z0-9.-]*[a-z0-9])?", text):
+        raise ValueError(f"{value!r} is not a domain name")
+    return text
+
+
+Domain = Annotated[str, BeforeValidator(_domain)]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SmtpSettings(Section):
+    listen: Listen = Field("127.0.0.1:2525", description="address and port the SMTP server listens on")
+    hostname: str = Field("", description="name in the banner, EHLO and Received (empty = this host's FQDN)")
+    accepted_domains: list[Domain] = Field(default_factory=list, description="recipient domains we accept mail for (empty = any, allowed only on loopback)")
+    max_message_size: Size = Field("25MiB", description="largest message accepted (SIZE); larger gets 552")
+    max_recipients: int = Field(100, ge=1, description="recipients per message; more get 452")
+    command_timeout: Duration = Field("300s", description="idle time allowed between client commands")
+    data_timeout: Duration = Field("600s", description="time allowed to send the whole DATA section")
+    max_bad_commands: int = Field(10, ge=1, description="error replies in one session before it is closed with 421")
+    max_sessions: int = Field(500, ge=1, description="simultaneous SMTP sessions across all clients")
+    require_starttls: bool = Field(False, description="refuse MAIL before STARTTLS (530); off for a public MX")
+    tls_cert: str = Field("", description="PEM certificate for STARTTLS (empty = self-signed one in the data directory)")
+    tls_key: str = Field("", description="PEM private key for tls_cert")
+    bare_lf: Literal["reject", "normalize"] = Field("reject", description="a bare LF or CR in DATA: reject with 550 5.5.2, or normalise it to CRLF")
+    smtputf8: bool = Field(True, description="offer SMTPUTF8 (RFC 6531)")
+
+
+class WebSettings(Section):
+    listen: Listen = Field("127.0.0.1:8025", description="address and port of the HTTP API, console and click service")
+    public_url: str = Field("", description="base URL users reach the web service at (empty = http://<listen>)")
+
+
+class StorageSettings(Section):
+    data_dir: str = Field("./mailward-data", description="directory for the database, spool, quarantine and mailboxes")
+    database_url: str = Field("", description="SQLAlchemy URL, e.g. postgresql://user@host/db (empty = SQLite in data_dir)")
+
+
+class DeliverySettings(Section):
+    relay: str = Field("", description="downstream server, smtp://host:port or lmtp://host:port (empty = built-in mailbox store)")
+    relay_timeout: Duration = Field("60s", description="time allowed for one delivery attempt to the relay")
+    concurrency: int = Field(8, ge=1, description="deliveries in progress at once")
+    retry_first: Duration = Field("60s", description="delay before the first retry after a temporary failure")
+    retry_max: Duration = Field("1h", description="longest delay between retries (the delay doubles up to this)")
+    max_age: Duration = Field("5d", description="give up and bounce after a message has waited this long")
+    bounce_relay: str = Field("", description="where bounces go (empty = the relay; with the mailbox store, local senders only)")
+    bounce_from: str = Field("", description="From address of bounces (empty = MAILER-DAEMON@hostname)")
+
+
+class PipelineSettings(Section):
+    deadline: Duration = Field("60s", description="time allowed to judge one message; past it the sender gets 451 4.3.0")
+    concurrency: int = Field(16, ge=1, description="messages judged at once")
+    max_mime_depth: int = Field(30, ge=1, description="MIME nesting followed; deeper parts are a finding, not parsed")
+    max_mime_parts: int = Field(2000, ge=1, description="MIME parts followed in one message")
+    max_text_bytes: Size = Field("512KiB", description="text of a message fed to classifiers (a longer text is cut, and that is recorded)")
+    disabled_checks: list[str] = Field(default_factory=list, description="names of checks that do not run")
+
+
+class PolicySettings(Section):
+    scores_file: str = Field("", description="TOML file of symbol scores and action thresholds (empty = the shipped one)")
+    tag_external: bool = Field(False, description="add the external-sender banner to all mail from outside accepted_domains")
+    allow_senders: list[str] = Field(default_factory=list, description="sender addresses or @domains always delivered (malware still stopped)")
+    block_senders: list[str] = Field(default_factory=list, description="sender addresses or @domains always rejected")
+
+
+class BannerSettings(Section):
+    external: str = Field("CAUTION: This message came from outside your organisation. Do not click links or open attachments unless you recognise the sender.", description="banner text for mail from an external sender")
+    suspicious: str = Field("WARNING: mailward found this message suspicious ({reasons}). Be careful with links, attachments and requests for money or credentials.", description="banner text for suspicious mail; {reasons} names the findings")
+
+
+class ConnectionSettings(Section):
+    allow: list[Network] = Field(default_factory=list, description="client networks (CIDR) never refused at connect")
+    block: list[Network] = Field(default_factory=list, description="client networks (CIDR) refused at connect with 554")
+    reputation: bool = Field(True, description="learn each client IP's reputation from the verdicts on its mail")
+    reputation_min_messages: int = Field(10, ge=1, description="messages seen from an IP before its reputation counts")
+    reputation_reject_ratio: float = Field(0.9, gt=0, le=1, description="share of bad mail from an IP above which it is refused at connect")
+    dnsbl_zones: list[Domain] = Field(default_factory=list, description="DNS blocklist zones queried for each client IP")
+    dnsbl_required: int = Field(1, ge=1, description="how many DNSBL zones must list an IP before it is refused")
+    dnsbl_timeout: Duration = Field("2s", description="time allowed for the DNSBL look-ups of one connection")
+
+
+class RateLimitSettings(Section):
+    backend: str = Field("memory", description="where counters live: memory, or redis://host:port/db to share them between nodes")
+    connections_per_ip: str = Field("60/60s", description="new connections per client IP (N/period)")
+    connections_per_network: str = Field("300/60s", description="new connections per /24 (IPv4) or /64 (IPv6)")
+    messages_per_ip: str = Field("120/60s", description="messages per client IP (N/period)")
+    messages_per_network: str = Field("600/60s", description="messages per /24 or /64 network")
+    sessions_per_ip: int = Field(20, ge=1, description="simultaneous sessions per client IP")
+    sessions_per_network: int = Field(50, ge=1, description="simultaneous sessions per /24 or /64 network")
+
+    @model_validator(mode="after")
+    def _rates(self) -> "RateLimitSettings":
+        for name in ("connections_per_ip", "connections_per_network",
+                     "messages_per_ip", "messages_per_network"):
+            try:
+                parse_rate(getattr(self, name))
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
+        return self
+
+
+class DnsSettings(Section):
+    nameservers: list[str] = Field(default_factory=list, description="resolvers as HOST or HOST:PORT (empty = /etc/resolv.conf)")
+    timeout: Duration = Field("3s", description="time allowed for one DNS query, retries included")
+    zone_file: str = Field("", description="answer from this RFC 1035 master file instead of the network")
+    cache_size: int = Field(100_000, ge=0, description="answers kept in the TTL-respecting cache")
+
+
+class SpamSettings(Section):
+    model: str = Field("", description="spam model file (empty = the model in the data directory if trained there, else the shipped one)")
+
+
+class AntivirusSettings(Section):
+    eicar: bool = Field(True, description="recognise the EICAR test file")
+    max_archive_depth: int = Field(5, ge=0, description="archive nesting followed when scanning")
+    max_archive_members: int = Field(1000, ge=1, description="archive members scanned per message")
+    max_unpacked_size: Size = Field("100MiB", description="bytes unpacked from archives per message")
+
+
+class OutboundSettings(Section):
+    enabled: bool = Field(False, description="relay the organisation's own outbound mail from trusted connectors")
+    relay: str = Field("", description="smart host for outbound mail, smtp://host:port")
+    client_networks: list[Network] = Field(default_factory=list, description="networks the organisation's outbound servers connect from")
+    connector_cert_names: list[str] = Field(default_factory=list, description="TLS client-certificate names a trusted connector must present")
+    client_ca_file: str = Field("", description="CA bundle that verifies connector client certificates")
+    allowed_m365_tenant_ids: list[str] = Field(default_factory=list, description="Microsoft 365 tenant ids whose mail may leave through us")
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest severity written")
+    format: Literal["text", "json"] = Field("text", description="text for people, json for log collectors")
+
+
+class Settings(Section):
+    """The whole configuration; each attribute is one TOML table."""
+
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    banner: BannerSettings = Field(default_factory=BannerSettings)
+    connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
+    ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    spam: SpamSettings = Field(default_factory=SpamSettings)
+    antivirus: AntivirusSettings = Field(default_factory=AntivirusSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="after")
+    def _no_open_relay(self) -> "Settings":
+        host, _ = parse_hostport(self.smtp.listen, 25)
+        if not self.smtp.accepted_domains and not _is_loopback(host):
+            raise ValueError(
+                "smtp.accepted_domains: is empty while smtp.listen is "
+                f"{self.smtp.listen}, which is not loopback; that would be an "
+                "open relay. List the domains you accept mail for.")
+        if self.outbound.enabled and not self.outbound.relay:
+            raise ValueError("outbound.relay: must be set when outbound.enabled is true")
+        return self
+
+    # Derived locations under the data directory.
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir).expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        url = self.storage.database_url
+        if not url:
+            return f"sqlite+aiosqlite:///{self.data_dir / 'mailward.db'}"
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            return "postgresql+asyncpg://" + url.split("://", 1)[1]
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+        return url
+
+    @property
+    def hostname(self) -> str:
+        return self.smtp.hostname or socket.getfqdn()
+
+    @property
+    def public_url(self) -> str:
+        if self.web.public_url:
+            return self.web.public_url.rstrip("/")
+        host, port = parse_hostport(self.web.listen, 8025)
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """parse_rate - ``N/period`` into (N, seconds); ``0`` means unlimited."""
+    count, sep, period = str(text).partition("/")
+    if not count.strip().isdigit() or not sep:
+        raise ValueError(f"{text!r} is not N/period, e.g. 60/60s")
+    return int(count), parse_duration(period)
+
+
+def _format_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (see `mailward config defaults`)"
+        lines.append(f"{key}: {message}" if key else message)
+    return "; ".join(lines)
+
+
+def load_settings(path: str | Path | None = None,
+                  overrides: dict[str, Any] | None = None) -> Settings:
+    """load_settings - read one TOML file over the embedded defaults."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"config error: {_format_error(error)}") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def defaults_toml() -> str:
+    """defaults_toml - every key with its default and its comment, as TOML."""
+    out = ["# mailward configuration: every key, its default and what it does.",
+           "# A site file names only the keys it changes.", ""]
+    for section_name, section_field in Settings.model_fields.items():
+        section_cls = section_field.annotation
+        out.append(f"[{section_name}]")
+        for key, field in section_cls.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            out.append(f"# {field.description}")
+            out.append(f"{key} = {_toml_value(default)}")
+        out.append("")
+    return "\n".join(out)

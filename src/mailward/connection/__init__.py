@@ -1,0 +1,1 @@
+"""Connection filtering: allow and block lists, IP reputation, DNSBL, rate limits."""

@@ -1,0 +1,1 @@
+"""Content analysis: spam model, antivirus engines, impostor and language checks."""

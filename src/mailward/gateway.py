@@ -1,0 +1,236 @@
+"""The gateway: receive, judge, act. The frame every capability plugs into.
+
+One Gateway object per process owns the services, the pipeline, the spool,
+the mailbox store and the delivery queue. The SMTP server hands it each
+message's envelope and bytes (``receive``); ``mailward scan`` asks it only to
+judge (``judge``). Acting on a verdict is recorded in one database
+transaction (the message, its deliveries or its quarantine entry, and what
+it carries for the index) before the sender is answered 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mailward import actions
+from mailward.attachments.files import UnpackLimits
+from mailward.config import Settings
+from mailward.connection.reputation import ReputationBook
+from mailward.envelope import Envelope
+from mailward.intel.store import url_hash
+from mailward.mailbox.base import INBOX, JUNK
+from mailward.mailbox.maildir import MaildirStore
+from mailward.message import Message
+from mailward.mime import Limits
+from mailward.pipeline import Pipeline, PipelineError, QueueLog, Task
+from mailward.registry import build_pipeline
+from mailward.services import Services
+from mailward.smtp.spool import Spool
+from mailward.store.models import Delivery, MessageFile, MessageRecord, MessageUrl, QuarantineItem
+from mailward.verdict import Action, Category, Verdict
+
+log = logging.getLogger("mailward.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply: code, enhanced status and text."""
+
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+def new_quarantine_id() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+
+
+class Gateway:
+    """Everything one mailward process runs, wired from the settings."""
+
+    def __init__(self, settings: Settings, services: Services | None = None) -> None:
+        self.settings = settings
+        self.services = services or Services.create(settings)
+        self.spool = Spool(settings.data_dir)
+        self.mailboxes = MaildirStore(settings.data_dir / "mailboxes")
+        self.reputation = ReputationBook(self.services.store)
+        self.services.extras["reputation"] = self.reputation
+        self.services.extras["gateway"] = self
+        self.pipeline: Pipeline | None = None
+        self.queue = None
+        self._judging = asyncio.Semaphore(settings.pipeline.concurrency)
+        self.mime_limits = Limits(settings.pipeline.max_mime_depth,
+                                  settings.pipeline.max_mime_parts)
+        av = settings.antivirus
+        self.unpack_limits = UnpackLimits(av.max_archive_depth, av.max_archive_members,
+                                          av.max_unpacked_size)
+
+    async def start(self) -> None:
+        """start - migrate the store, load intelligence, build the pipeline."""
+        from mailward.smtp.queue import DeliveryQueue
+
+        await self.services.start()
+        self.pipeline = build_pipeline(self.services)
+        self.queue = DeliveryQueue(self)
+        self._recover()
+
+    async def close(self) -> None:
+        await self.services.close()
+
+    def _recover(self) -> None:
+        """_recover - set aside messages judged by a process that died mid-way."""
+        for path in self.spool.leftovers():
+            self.spool.set_aside(path)
+
+    # Judging.
+
+    def parse(self, raw: bytes) -> Message:
+        message = Message(raw, limits=self.mime_limits,
+                          max_text_bytes=self.settings.pipeline.max_text_bytes)
+        message.unpack_limits = self.unpack_limits
+        return message
+
+    async def judge(self, envelope: Envelope, raw: bytes,
+                    session_findings: list | None = None) -> tuple[Message, Verdict, Task]:
+        """judge - parse and run the pipeline; raises PipelineError."""
+        assert self.pipeline is not None, "Gateway.start() was not awaited"
+        async with self._judging:
+            message = await asyncio.to_thread(self.parse, raw)
+            task = Task(envelope=envelope, services=self.services, message=message,
+                        findings=list(session_findings or []))
+            verdict = await self.pipeline.judge(task)
+        return message, verdict, task
+
+    # Receiving over SMTP.
+
+    async def receive(self, envelope: Envelope, raw: bytes,
+                      session_findings: list | None = None) -> Reply:
+        """receive - spool, judge and act on one message; the SMTP reply."""
+        qlog = QueueLog(log, envelope.queue_id)
+        started = time.perf_counter()
+        await asyncio.to_thread(self.spool.write_incoming, envelope.queue_id, raw)
+        try:
+            message, verdict, task = await self.judge(envelope, raw, session_findings)
+            reply = await self.act(envelope, message, verdict)
+        except PipelineError as error:
+            qlog.error("not judged, parked for a re-run: %s", error)
+            await asyncio.to_thread(self.spool.park, envelope.queue_id, str(error))
+            return Reply(451, "4.3.0 Temporary failure judging the message, try again later")
+        except Exception as error:
+            qlog.exception("failed to act on the message; parked")
+            await asyncio.to_thread(self.spool.park, envelope.queue_id,
+                                    f"{type(error).__name__}: {error}")
+            return Reply(451, "4.3.0 Temporary local failure, try again later")
+        elapsed = time.perf_counter() - started
+        self._log_decision(envelope, message, verdict, elapsed)
+        await self.reputation.record(envelope.peer_ip, verdict)
+        return reply
+
+    def _log_decision(self, envelope: Envelope, message: Message, verdict: Verdict,
+                      elapsed: float) -> None:
+        symbols = ",".join(verdict.top_symbols(6)) or "-"
+        QueueLog(log, envelope.queue_id).info(
+            "peer=%s from=<%s> to=%s action=%s score=%.2f symbols=%s took=%.0fms",
+            envelope.peer_ip or "-", envelope.mail_from, ",".join(envelope.rcpt_to),
+            verdict.action, verdict.score, symbols, elapsed * 1000,
+            extra={"peer": envelope.peer_ip, "mail_from": envelope.mail_from,
+                   "recipients": envelope.rcpt_to, "action": str(verdict.action),
+                   "score": round(verdict.score, 2), "symbols": verdict.top_symbols(6),
+                   "message_id": message.message_id, "took_ms": round(elapsed * 1000, 1)})
+
+    async def act(self, envelope: Envelope, message: Message, verdict: Verdict) -> Reply:
+        """act - record the verdict and do what it says; the SMTP reply."""
+        qid = envelope.queue_id
+        if verdict.action == Action.REJECT:
+            await self._record(envelope, message, verdict, state="rejected")
+            await asyncio.to_thread(self.spool.discard, qid)
+            return Reply(550, f"5.7.1 {verdict.reject_text}")
+        if verdict.action == Action.QUARANTINE:
+            await asyncio.to_thread(self.spool.hold, qid)
+            await self._record(envelope, message, verdict, state="quarantined")
+            return Reply(250, f"2.0.0 Ok: queued as {qid}")
+        await asyncio.to_thread(self.spool.accept, qid)
+        await self._record(envelope, message, verdict, state="queued")
+        if self.queue is not None:
+            self.queue.wake()
+        return Reply(250, f"2.0.0 Ok: queued as {qid}")
+
+    def folder_for(self, verdict: Verdict) -> str:
+        if verdict.action == Action.TAG and verdict.category == Category.SPAM:
+            return JUNK
+        return INBOX
+
+    async def _record(self, envelope: Envelope, message: Message, verdict: Verdict,
+                      state: str) -> None:
+        """_record - the message, its deliveries or quarantine entry, its index rows."""
+        now = datetime.now(UTC)
+        header_from = message.from_addresses[0].address if message.from_addresses else ""
+        record = MessageRecord(
+            queue_id=envelope.queue_id, received_at=envelope.received_at,
+            direction="outbound" if envelope.outbound else "inbound",
+            peer_ip=envelope.peer_ip, helo=envelope.helo[:255],
+            mail_from=envelope.mail_from[:320], header_from=header_from[:320],
+            recipients=list(envelope.rcpt_to), subject=message.subject[:2000],
+            message_id=message.message_id[:998], size=len(message.raw),
+            sha256=message.sha256, action=str(verdict.action),
+            category=str(verdict.category) if verdict.category else None,
+            score=verdict.score, reason=verdict.reason, verdict=verdict.as_dict(),
+            envelope=envelope.as_dict(), state=state)
+        async with self.services.store.session() as session:
+            session.add(record)
+            await session.flush()
+            if state == "queued":
+                folder = self.folder_for(verdict)
+                for recipient in envelope.rcpt_to:
+                    route = "outbound" if envelope.outbound and not self.is_local(recipient) \
+                        else "inbound"
+                    session.add(Delivery(queue_id=envelope.queue_id, recipient=recipient,
+                                         status="pending", attempts=0, next_attempt_at=now,
+                                         folder=folder, route=route))
+            if state == "quarantined":
+                session.add(QuarantineItem(
+                    id=new_quarantine_id(), queue_id=envelope.queue_id, created_at=now,
+                    category=str(verdict.category or Category.POLICY), reason=verdict.reason,
+                    sender=header_from or envelope.mail_from, recipients=list(envelope.rcpt_to),
+                    subject=message.subject[:2000], size=len(message.raw)))
+            if state != "rejected":
+                self._index_rows(session, envelope.queue_id, message)
+            await session.commit()
+
+    def _index_rows(self, session, queue_id: str, message: Message) -> None:
+        seen_urls = set()
+        for found in message.urls:
+            digest = url_hash(found.url)
+            if digest in seen_urls:
+                continue
+            seen_urls.add(digest)
+            session.add(MessageUrl(queue_id=queue_id, url=found.url, url_hash=digest,
+                                   domain=found.host[:255]))
+        for node in message.files:
+            if node.data:
+                session.add(MessageFile(queue_id=queue_id, sha256=node.sha256,
+                                        path=node.path[:2000],
+                                        content_type=node.declared_type[:255], size=node.size))
+
+    def is_local(self, address: str) -> bool:
+        from mailward.content.external import is_own_domain
+
+        domains = self.settings.smtp.accepted_domains
+        return not domains or is_own_domain(address.rpartition("@")[2], domains)
+
+    # What delivered mail looks like.
+
+    def render(self, message: Message, verdict: Verdict, queue_id: str,
+               recipient: str, extra_headers: list[tuple[str, str]] | None = None) -> bytes:
+        """render - the bytes delivered to one recipient."""
+        banner = self.settings.banner
+        return actions.render(message, verdict, queue_id, external_text=banner.external,
+                              suspicious_text=banner.suspicious, extra_headers=extra_headers)

@@ -1,0 +1,1 @@
+"""Threat intelligence: the indicator store and its feeds."""

@@ -1,0 +1,1 @@
+"""Mailbox adapters: find a delivered copy and move it between folders."""

@@ -1,0 +1,244 @@
+"""One parsed message, shared by every check.
+
+The spooled bytes are parsed once. Every view a check needs (headers, the
+From addresses, text and HTML parts, the text a reader sees, attachments,
+URLs) is computed on first use and kept, so checks never parse again and
+never disagree about what the message contains.
+
+SECURITY: the input is hostile. Parsing never raises: malformed input is
+recorded in ``defects`` (which checks may turn into findings), and every
+expensive view is bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from email.headerregistry import Address
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from mailward import htmltext, mime
+
+if TYPE_CHECKING:
+    from mailward.attachments.files import FileNode
+    from mailward.urls.extract import ExtractedUrl
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """One address from a header: display name, address and domain."""
+
+    display_name: str
+    address: str
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2].lower()
+
+
+# RFC 5322 addr-spec with the dot-atom local part or a quoted string; the
+# domain is a dot-atom of letters, digits and hyphens (or A-labels).
+_ADDR_SPEC = re.compile(
+    r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uffff-]+"
+    r"(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uffff-]+)*"
+    r'|"(?:[^"\\\r\n]|\\.)*")'
+    r"@[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\u0080-\uffff-]*[A-Za-z0-9\u0080-\uffff])?"
+    r"(?:\.[A-Za-z0-9\u0080-\uffff](?:[A-Za-z0-9\u0080-\uffff-]*[A-Za-z0-9\u0080-\uffff])?)*")
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _strict_mailboxes(header_value: object) -> list[Mailbox] | None:
+    """_strict_mailboxes - the addresses of a parsed address header, or None.
+
+    None means malformed: the header parser registered a defect, or an
+    address does not survive a strict RFC 5322 check, or the raw text holds
+    more angle-bracketed addresses than were parsed (the specials that
+    legacy parsers split into several addresses).
+    """
+    try:
+        groups = header_value.groups  # type: ignore[attr-defined]
+        defects = header_value.defects  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    result: list[Mailbox] = []
+    for group in groups:
+        for address in group.addresses:
+            if not isinstance(address, Address):
+                return None
+            spec = address.addr_spec
+            if not _ADDR_SPEC.fullmatch(spec):
+                return None
+            result.append(Mailbox(address.display_name or "", spec))
+    if defects:
+        return None
+    raw = _QUOTED.sub('""', str(header_value))
+    if raw.count("<") != raw.count(">") or raw.count("<") > len(result):
+        return None
+    return result
+
+
+class Message:
+    """The parsed form of one message's raw bytes."""
+
+    def __init__(self, raw: bytes, *, limits: mime.Limits | None = None,
+                 max_text_bytes: int = 512 * 1024) -> None:
+        self.raw, defects = mime.canonicalize(raw)
+        self.defects: list[str] = defects
+        self.max_text_bytes = max_text_bytes
+        self.unpack_limits = None
+        self.root = mime.parse(self.raw, limits or mime.Limits())
+
+    # Headers of the top-level entity.
+
+    def header(self, name: str) -> str | None:
+        """header - the first value of a top-level header, or None."""
+        return self.root.header(name)
+
+    def header_all(self, name: str) -> list[str]:
+        """header_all - every value of a top-level header, in order, decoded."""
+        return [mime.decode_words(value) for value in self.root.raw_values(name)]
+
+    @cached_property
+    def raw_headers(self) -> list[tuple[str, str]]:
+        """raw_headers - (name, unfolded raw value) of each top-level header line."""
+        block = self.raw[:self.root.body_start].decode("utf-8", "replace")
+        fields: list[tuple[str, str]] = []
+        for line in block.split("\r\n"):
+            if line[:1] in (" ", "\t") and fields:
+                name, value = fields[-1]
+                fields[-1] = (name, value + " " + line.strip())
+            elif ":" in line:
+                name, _, value = line.partition(":")
+                fields.append((name.strip(), value.strip()))
+        return fields
+
+    def count_header(self, name: str) -> int:
+        lowered = name.lower()
+        return sum(1 for field, _ in self.raw_headers if field.lower() == lowered)
+
+    @cached_property
+    def subject(self) -> str:
+        return self.header("subject") or ""
+
+    @cached_property
+    def message_id(self) -> str:
+        value = self.header("message-id") or ""
+        return value.strip()
+
+    @cached_property
+    def from_addresses(self) -> list[Mailbox]:
+        """from_addresses - the RFC 5322.From mailboxes; [] when malformed.
+
+        Several From headers, or one that does not parse strictly, give [] and
+        a defect: such a header must never yield an address that allow and
+        block lists or DMARC would trust.
+        """
+        count = self.count_header("from")
+        if count == 0:
+            self.defects.append("FROM_MISSING")
+            return []
+        if count > 1:
+            self.defects.append("FROM_MULTIPLE")
+            return []
+        values = self.root.header_objects("from")
+        mailboxes = _strict_mailboxes(values[0]) if values else None
+        if not mailboxes:
+            self.defects.append("FROM_MALFORMED")
+            return []
+        return mailboxes
+
+    @cached_property
+    def from_domain(self) -> str | None:
+        """from_domain - the one RFC 5322.From domain, or None (RFC 7489 6.6.1)."""
+        if len(self.from_addresses) != 1:
+            return None
+        return self.from_addresses[0].domain
+
+    def addresses(self, name: str) -> list[Mailbox]:
+        """addresses - strictly parsed mailboxes of an address header (To, Cc...)."""
+        found: list[Mailbox] = []
+        for value in self.root.header_objects(name):
+            found.extend(_strict_mailboxes(value) or [])
+        return found
+
+    # Parts.
+
+    @cached_property
+    def entities(self) -> list[mime.Entity]:
+        return list(self.root.walk())
+
+    @cached_property
+    def leaves(self) -> list[mime.Entity]:
+        return [e for e in self.entities if not e.children and not e.is_multipart]
+
+    @cached_property
+    def text_parts(self) -> list[mime.Entity]:
+        return [e for e in self.leaves if e.content_type == "text/plain"
+                and not e.is_attachment]
+
+    @cached_property
+    def html_parts(self) -> list[mime.Entity]:
+        return [e for e in self.leaves if e.content_type == "text/html"
+                and not e.is_attachment]
+
+    @cached_property
+    def attachments(self) -> list[mime.Entity]:
+        """attachments - leaf parts that are files rather than body text."""
+        return [e for e in self.leaves if e.is_attachment]
+
+    @cached_property
+    def all_defects(self) -> list[str]:
+        found = list(self.defects)
+        for entity in self.entities:
+            found.extend(entity.defects)
+        return found
+
+    # Text a reader sees.
+
+    @cached_property
+    def rendered_html(self) -> list[htmltext.RenderedHtml]:
+        return [htmltext.render(part.text, self.max_text_bytes * 4)
+                for part in self.html_parts]
+
+    @cached_property
+    def text(self) -> str:
+        """text - the readable body: plain parts, then the visible HTML text.
+
+        When a message has both a plain and an HTML alternative, both are
+        kept: attackers put different content in each. The result is cut at
+        ``max_text_bytes`` characters and the cut is recorded as a defect.
+        """
+        pieces = [htmltext.normalize_text(part.text) for part in self.text_parts]
+        pieces.extend(rendered.visible for rendered in self.rendered_html)
+        text = "\n\n".join(piece for piece in pieces if piece)
+        if len(text) > self.max_text_bytes:
+            self.defects.append("TEXT_TRUNCATED")
+            text = text[:self.max_text_bytes]
+        return text
+
+    @cached_property
+    def hidden_text(self) -> str:
+        return " ".join(r.hidden for r in self.rendered_html if r.hidden)
+
+    # Deeper views, computed by the stage that owns them.
+
+    @cached_property
+    def urls(self) -> list["ExtractedUrl"]:
+        from mailward.urls.extract import extract_urls
+
+        return extract_urls(self)
+
+    @cached_property
+    def files(self) -> list["FileNode"]:
+        """files - every attachment and archive member, recursively unpacked."""
+        from mailward.attachments.files import unpack_message
+
+        return unpack_message(self, self.unpack_limits)
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()

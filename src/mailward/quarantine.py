@@ -1,0 +1,156 @@
+"""The quarantine: messages held for review, released or deleted.
+
+A quarantined message keeps its original bytes in the data directory and one
+row in the store. Release delivers the original to its recipients through
+the delivery queue, with the verdict headers and a note of who released it;
+delete removes the bytes and keeps the record for the message trace. The CLI
+and the REST API both work through this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from mailward.mailbox.base import INBOX
+from mailward.smtp.spool import move_durable
+from mailward.store.models import Delivery, MessageRecord, QuarantineItem
+
+if TYPE_CHECKING:
+    from mailward.gateway import Gateway
+
+
+class QuarantineError(Exception):
+    """A quarantine operation that cannot be done; the text says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    category: str | None = None
+    recipient: str | None = None
+    sender: str | None = None
+    status: str | None = "held"
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def item_dict(item: QuarantineItem) -> dict[str, Any]:
+    return {"id": item.id, "queue_id": item.queue_id,
+            "created_at": item.created_at.isoformat(), "category": item.category,
+            "reason": item.reason, "sender": item.sender, "recipients": item.recipients,
+            "subject": item.subject, "size": item.size, "status": item.status,
+            "released_at": item.released_at.isoformat() if item.released_at else None,
+            "released_by": item.released_by}
+
+
+class Quarantine:
+    """List, show, release and delete quarantined messages."""
+
+    def __init__(self, gateway: "Gateway") -> None:
+        self.gateway = gateway
+        self.store = gateway.services.store
+
+    async def list(self, filters: Filters = Filters(), limit: int = 50,
+                   offset: int = 0) -> tuple[list[QuarantineItem], int]:
+        """list - one page of items, newest first, and the total matching."""
+        query = select(QuarantineItem)
+        if filters.status:
+            query = query.where(QuarantineItem.status == filters.status)
+        if filters.category:
+            query = query.where(QuarantineItem.category == filters.category)
+        if filters.sender:
+            query = query.where(QuarantineItem.sender.ilike(f"%{_like(filters.sender)}%",
+                                                            escape="\\"))
+        if filters.recipient:
+            query = query.where(func.lower(func.cast(QuarantineItem.recipients, _text()))
+                                .like(f"%{_like(filters.recipient.lower())}%", escape="\\"))
+        if filters.since:
+            query = query.where(QuarantineItem.created_at >= filters.since)
+        if filters.until:
+            query = query.where(QuarantineItem.created_at < filters.until)
+        async with self.store.session() as session:
+            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await session.scalars(query.order_by(QuarantineItem.created_at.desc())
+                                         .limit(limit).offset(offset))
+            return list(rows.all()), int(total or 0)
+
+    async def get(self, item_id: str) -> QuarantineItem:
+        async with self.store.session() as session:
+            item = await session.get(QuarantineItem, item_id)
+        if item is None:
+            raise QuarantineError(f"no quarantined message {item_id!r}")
+        return item
+
+    async def verdict(self, item: QuarantineItem) -> dict[str, Any]:
+        async with self.store.session() as session:
+            record = await session.scalar(select(MessageRecord).where(
+                MessageRecord.queue_id == item.queue_id))
+        return record.verdict if record else {}
+
+    def raw(self, item: QuarantineItem) -> bytes:
+        path = self.gateway.spool.held(item.queue_id)
+        if not path.exists():
+            raise QuarantineError(f"the bytes of {item.id} are gone (deleted or released)")
+        return path.read_bytes()
+
+    async def release(self, item_id: str, by: str) -> QuarantineItem:
+        """release - deliver the original to its recipients."""
+        item = await self.get(item_id)
+        if item.status != "held":
+            raise QuarantineError(f"{item_id} is {item.status}, not held")
+        spool = self.gateway.spool
+        source = spool.held(item.queue_id)
+        if not source.exists():
+            raise QuarantineError(f"the bytes of {item_id} are gone")
+        await asyncio.to_thread(move_durable, source, spool.queued(item.queue_id))
+        now = datetime.now(UTC)
+        async with self.store.session() as session:
+            stored = await session.get(QuarantineItem, item_id)
+            record = await session.scalar(select(MessageRecord).where(
+                MessageRecord.queue_id == item.queue_id))
+            stored.status, stored.released_at, stored.released_by = "released", now, by
+            verdict = dict(record.verdict)
+            verdict["released_by"] = by
+            record.verdict = verdict
+            record.state = "queued"
+            existing = {row.recipient for row in (await session.scalars(select(Delivery).where(
+                Delivery.queue_id == item.queue_id))).all()}
+            for recipient in item.recipients:
+                if recipient not in existing:
+                    session.add(Delivery(queue_id=item.queue_id, recipient=recipient,
+                                         status="pending", attempts=0, next_attempt_at=now,
+                                         folder=INBOX, route="inbound"))
+            await session.commit()
+            item = stored
+        if self.gateway.queue is not None:
+            self.gateway.queue.wake()
+        return item
+
+    async def delete(self, item_id: str, by: str) -> QuarantineItem:
+        item = await self.get(item_id)
+        if item.status == "released":
+            raise QuarantineError(f"{item_id} was released; nothing to delete")
+        self.gateway.spool.held(item.queue_id).unlink(missing_ok=True)
+        async with self.store.session() as session:
+            stored = await session.get(QuarantineItem, item_id)
+            stored.status, stored.released_at, stored.released_by = "deleted", datetime.now(UTC), by
+            record = await session.scalar(select(MessageRecord).where(
+                MessageRecord.queue_id == item.queue_id))
+            if record is not None:
+                record.state = "deleted"
+            await session.commit()
+            return stored
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _text():
+    from sqlalchemy import Text
+
+    return Text()

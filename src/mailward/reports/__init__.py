@@ -1,0 +1,1 @@
+"""User reports: intake, campaign matching, actions and metrics."""

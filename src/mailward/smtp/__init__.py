@@ -1,0 +1,1 @@
+"""SMTP: the server, the spool, the delivery queue and bounces."""

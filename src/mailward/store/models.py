@@ -1,0 +1,222 @@
+"""Tables of the mailward store (SQLAlchemy 2 declarative models).
+
+One schema serves SQLite (the embedded default) and PostgreSQL. Every change
+of it is an Alembic migration under ``store/migrations``; these models are
+what the migrations must produce.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MessageRecord(Base):
+    """One received message: envelope, headers of interest, the verdict."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(String(32), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")
+    peer_ip: Mapped[str] = mapped_column(String(64), default="", index=True)
+    helo: Mapped[str] = mapped_column(String(255), default="")
+    mail_from: Mapped[str] = mapped_column(String(320), default="", index=True)
+    header_from: Mapped[str] = mapped_column(String(320), default="", index=True)
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str] = mapped_column(String(998), default="", index=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(16), default="", index=True)
+    category: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    verdict: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Delivery(Base):
+    """The delivery of one message to one recipient, with its retries."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("queue_id", "recipient"),
+                      Index("ix_deliveries_due", "status", "next_attempt_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("messages.queue_id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    folder: Mapped[str] = mapped_column(String(64), default="INBOX")
+    route: Mapped[str] = mapped_column(String(16), default="inbound")
+
+
+class Copy(Base):
+    """The message index: one delivered copy, where it lives and what it is."""
+
+    __tablename__ = "copies"
+    __table_args__ = (UniqueConstraint("queue_id", "recipient"),
+                      Index("ix_copies_recipient_sender", "recipient", "sender"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("messages.queue_id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(998), default="", index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    mailbox: Mapped[str] = mapped_column(String(32))
+    folder: Mapped[str] = mapped_column(String(255), default="INBOX")
+    native_id: Mapped[str] = mapped_column(String(512), default="")
+    sender: Mapped[str] = mapped_column(String(320), default="", index=True)
+    sender_domain: Mapped[str] = mapped_column(String(255), default="", index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    action: Mapped[str] = mapped_column(String(16), default="")
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    delivered_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="delivered")
+
+
+class MessageUrl(Base):
+    """A normalised URL a message carries, found by its hash or its domain."""
+
+    __tablename__ = "message_urls"
+    __table_args__ = (UniqueConstraint("queue_id", "url_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("messages.queue_id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    url_hash: Mapped[str] = mapped_column(String(64), index=True)
+    domain: Mapped[str] = mapped_column(String(255), index=True)
+
+
+class MessageFile(Base):
+    """A file a message carries: attachment or archive member."""
+
+    __tablename__ = "message_files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("messages.queue_id", ondelete="CASCADE"),
+                                          index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str] = mapped_column(String(255), default="")
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class QuarantineItem(Base):
+    """A message held for review; the original bytes are in the data directory."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("messages.queue_id", ondelete="CASCADE"),
+                                          index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    category: Mapped[str] = mapped_column(String(16), default="policy", index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    sender: Mapped[str] = mapped_column(String(320), default="")
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="held", index=True)
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    released_by: Mapped[str] = mapped_column(String(320), default="")
+
+
+class Indicator(Base):
+    """A piece of threat intelligence: a URL, domain, IP, hash or sender."""
+
+    __tablename__ = "indicators"
+    __table_args__ = (UniqueConstraint("type", "value", "source"),
+                      Index("ix_indicators_lookup", "type", "value"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(2048))
+    source: Mapped[str] = mapped_column(String(128), default="local")
+    category: Mapped[str] = mapped_column(String(16), default="phish")
+    confidence: Mapped[int] = mapped_column(Integer, default=100)
+    first_seen: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    comment: Mapped[str] = mapped_column(Text, default="")
+
+
+class ApiToken(Base):
+    """A bearer token for the REST API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class IpReputation(Base):
+    """What the verdicts on an IP's past mail say about the IP."""
+
+    __tablename__ = "ip_reputation"
+
+    ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    good: Mapped[int] = mapped_column(Integer, default=0)
+    bad: Mapped[int] = mapped_column(Integer, default=0)
+    last_seen: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Meta(Base):
+    """Small named counters, e.g. the generation of the intelligence store."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,1 @@
+"""Post-delivery response: retro-scan, retraction, incidents and alerts."""

@@ -1,0 +1,1 @@
+"""URL defence: extraction, reputation, rewriting and the click-time service."""

@@ -119,6 +119,7 @@ async def _serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     tasks = [asyncio.create_task(gateway.queue.run(), name="delivery"),
+             asyncio.create_task(gateway.services.intel_cache.watch(), name="intel"),
              asyncio.create_task(web.serve(), name="web")]
     log.info("mailward ready: SMTP %s, web %s, data %s", settings.smtp.listen,
              settings.web.listen, settings.data_dir)

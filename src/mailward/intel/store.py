@@ -247,6 +247,15 @@ class IntelCache:
         log.info("intelligence loaded: %d indicators (generation %d)",
                  len(exact) + len(networks), generation)
 
+    async def watch(self) -> None:
+        """watch - reload in the background as soon as the store changes."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception as error:  # the store may be briefly unreachable
+                log.warning("intelligence refresh failed: %s", error)
+            await asyncio.sleep(self.refresh_interval)
+
     def __len__(self) -> int:
         return len(self._exact) + len(self._networks)
 

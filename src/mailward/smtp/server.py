@@ -173,7 +173,7 @@ class GatewayHandler:
         queue_id = getattr(envelope, "queue_id", None) or session.session_id
         ours = Envelope(queue_id=queue_id, peer_ip=str(peer[0]), peer_port=int(peer[1]),
                         helo=session.host_name or "",
-                        mail_from=(envelope.mail_from or "") if envelope else "",
+                        mail_from=sender_of(envelope) if envelope else "",
                         rcpt_to=list(envelope.rcpt_tos) if envelope else [])
         return Task(envelope=ours, services=self.gateway.services,
                     findings=session_findings(session, envelope))
@@ -260,7 +260,7 @@ class GatewayHandler:
         if refusal:
             return refusal.reply
         envelope.queue_id = new_queue_id()
-        envelope.mail_from = address
+        envelope.mail_from = address  # "<>" for the null sender; see sender_of
         envelope.mail_options.extend(mail_options)
         envelope.findings = []
         stage_refusal = await self._stage(server, Stage.MAIL, envelope)
@@ -338,7 +338,7 @@ class GatewayHandler:
         queue_id = getattr(envelope, "queue_id", None) or new_queue_id()
         tls, cert_names = self._tls(server)
         outbound = bool(getattr(envelope, "outbound", False))
-        ours = Envelope(queue_id=queue_id, mail_from=envelope.mail_from or "",
+        ours = Envelope(queue_id=queue_id, mail_from=sender_of(envelope),
                         rcpt_to=list(envelope.rcpt_tos),
                         peer_ip=str(session.peer[0]) if session.peer else "",
                         peer_port=int(session.peer[1]) if session.peer else 0,
@@ -365,6 +365,12 @@ class GatewayHandler:
                         "(%s)", queue_id, ",".join(sorted(tenants)) or "none")
             return "550 5.7.1 Relaying denied: sending tenant is not allowed"
         return None
+
+
+def sender_of(envelope: SmtpEnvelope) -> str:
+    """sender_of - the envelope sender, "" for the null sender (aiosmtpd keeps "<>")."""
+    address = envelope.mail_from or ""
+    return "" if address == "<>" else address
 
 
 def session_findings(session: Session, envelope: SmtpEnvelope | None) -> list:

@@ -1,0 +1,133 @@
+"""A real DNS server on loopback (dnslib), serving a zone given as a dict.
+
+Zone format (the same as the DNS cases in ../shared/cases): each name maps to
+``{"A": [...], "AAAA": [...], "TXT": [...], "MX": ["10 host"], "PTR": [...],
+"CNAME": [...], "NS": [...]}``, or to ``"NXDOMAIN"``, ``"SERVFAIL"`` or
+``"TIMEOUT"`` (never answered). A TXT value may be a list of strings (one
+record of several character-strings). Names not in the zone are NXDOMAIN.
+Answers go over UDP and TCP; a UDP answer over 512 bytes is truncated so that
+the client retries over TCP, as real servers do.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+
+def _txt(value: Any) -> TXT:
+    if isinstance(value, list):
+        return TXT([v.encode() if isinstance(v, str) else v for v in value])
+    data = value.encode() if isinstance(value, str) else value
+    chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+    return TXT(chunks)
+
+
+class ZoneResolver(BaseResolver):
+    def __init__(self, zone: dict[str, Any], ttl: int = 300) -> None:
+        self.zone = {}
+        self.ttl = ttl
+        self.queries: list[tuple[str, str]] = []
+        self.update(zone)
+
+    def update(self, zone: dict[str, Any]) -> None:
+        for name, records in zone.items():
+            self.zone[name.lower().rstrip(".")] = records
+
+    def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
+        reply = request.reply()
+        qname = str(request.q.qname).rstrip(".").lower()
+        qtype = QTYPE[request.q.qtype]
+        self.queries.append((qname, qtype))
+        records = self.zone.get(qname)
+        if records is None or records == "NXDOMAIN":
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        if records == "SERVFAIL":
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
+        if records == "TIMEOUT":
+            return None  # type: ignore[return-value]
+        makers = {"A": A, "AAAA": AAAA, "TXT": _txt, "PTR": PTR, "CNAME": CNAME, "NS": NS}
+        if "CNAME" in records and qtype != "CNAME":
+            for target in records["CNAME"]:
+                reply.add_answer(RR(qname, QTYPE.CNAME, rdata=CNAME(target), ttl=self.ttl))
+            return reply
+        for value in records.get(qtype, []):
+            if qtype == "MX":
+                preference, _, host = str(value).partition(" ")
+                rdata = MX(host, int(preference))
+            else:
+                rdata = makers[qtype](value)
+            reply.add_answer(RR(qname, getattr(QTYPE, qtype), rdata=rdata, ttl=self.ttl))
+        return reply
+
+
+class _Quiet(DNSLogger):
+    def __init__(self) -> None:
+        super().__init__(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_udp_tcp_port() -> int:
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port for DNS")
+
+
+class DnsTestServer:
+    """UDP and TCP DNS on 127.0.0.1:port, answering from a zone dict."""
+
+    def __init__(self, zone: dict[str, Any] | None = None, port: int | None = None,
+                 ttl: int = 300) -> None:
+        self.port = port or free_udp_tcp_port()
+        self.resolver = ZoneResolver(zone or {}, ttl)
+        logger = _Quiet()
+        self.udp = DNSServer(self.resolver, port=self.port, address="127.0.0.1", logger=logger)
+        self.tcp = DNSServer(self.resolver, port=self.port, address="127.0.0.1", tcp=True,
+                             logger=logger)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "DnsTestServer":
+        self.udp.start_thread()
+        self.tcp.start_thread()
+        return self
+
+    def stop(self) -> None:
+        for server in (self.udp, self.tcp):
+            server.server.shutdown()
+            server.server.server_close()
+
+    def __enter__(self) -> "DnsTestServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set(self, zone: dict[str, Any]) -> None:
+        self.resolver.update(zone)
+
+    def clear_queries(self) -> None:
+        self.resolver.queries.clear()
+
+    @property
+    def queries(self) -> list[tuple[str, str]]:
+        return list(self.resolver.queries)

@@ -1,0 +1,256 @@
+"""The main job end to end: a real `mailward serve`, real SMTP in and out."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import socket
+import time
+
+import httpx
+import pytest
+
+from tests.support.gateway import crlf
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def attachment_message(name: str, payload: bytes, subject: str = "invoice") -> bytes:
+    encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    return (b"From: Dana Reyes <dana@example.org>\r\nTo: user@example.com\r\n"
+            b"Subject: " + subject.encode() + b"\r\nMessage-ID: <att@example.org>\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nPlease see attached.\r\n"
+            b"--b\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Disposition: attachment; filename=\"" + name.encode() + b"\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded + b"--b--\r\n")
+
+
+def ham(shared) -> bytes:
+    path = sorted((shared / "corpus/spam/ham").iterdir())[0]
+    return crlf(path.read_bytes())
+
+
+def test_ham_reaches_the_relay_with_verdict_headers(gateway_factory, smtp_sink, shared):
+    gateway = gateway_factory(relay=smtp_sink.url)
+    reply = gateway.send(ham(shared))
+    queue_id = reply.rsplit(" ", 1)[-1]
+    [received] = smtp_sink.wait_for(1)
+    head = received.data.split(b"\r\n\r\n", 1)[0].decode()
+    assert f"X-Mailward-Queue-Id: {queue_id}" in head
+    assert "X-Mailward-Verdict: deliver; score=" in head
+    assert head.count("X-Mailward-Verdict") == 1
+    assert "Received: from client.test.example" in head
+    assert received.rcpt_tos == ["user@example.com"]
+    assert f"{queue_id}:" in gateway.wait_log("delivered to <user@example.com>")
+
+
+def test_eicar_attachment_is_refused_in_the_session(gateway_factory, smtp_sink):
+    gateway = gateway_factory(relay=smtp_sink.url)
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        gateway.send(attachment_message("readme.com", EICAR))
+    assert refused.value.smtp_code == 550
+    assert b"5.7.1" in refused.value.smtp_error and b"malware" in refused.value.smtp_error
+    time.sleep(0.5)
+    assert smtp_sink.messages == []
+
+
+def test_eicar_inside_a_zip_is_refused(gateway_factory, smtp_sink, shared):
+    gateway = gateway_factory(relay=smtp_sink.url)
+    archive = (shared / "corpus/malware/synthetic/eicar_com.zip").read_bytes()
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        gateway.send(attachment_message("docs.zip", archive))
+    assert refused.value.smtp_code == 550
+
+
+def test_blocklisted_url_is_quarantined_and_release_delivers(gateway_factory, smtp_sink):
+    gateway = gateway_factory(relay=smtp_sink.url)
+    gateway.cli("intel", "add", "--type", "url", "https://login.bad.example.net/verify")
+    message = (b"From: it@example.org\r\nTo: user@example.com\r\nSubject: verify\r\n"
+               b"Message-ID: <q1@example.org>\r\n\r\n"
+               b"Please verify at https://login.bad.example.net/verify today.\r\n")
+    gateway.wait_log("intelligence loaded: 1 indicators")
+    reply = gateway.send(message)
+    assert reply.startswith("2.0.0")
+    token = gateway.token()
+    headers = {"Authorization": f"Bearer {token}"}
+    listing = httpx.get(f"{gateway.web_url}/api/v1/quarantine", headers=headers).json()
+    assert listing["total"] == 1
+    item = listing["items"][0]
+    assert item["category"] == "phish" and item["recipients"] == ["user@example.com"]
+    detail = httpx.get(f"{gateway.web_url}/api/v1/quarantine/{item['id']}",
+                       headers=headers).json()
+    assert any(f["symbol"] == "URL_BLOCKLISTED" for f in detail["verdict"]["findings"])
+    assert smtp_sink.messages == []
+
+    released = httpx.post(f"{gateway.web_url}/api/v1/quarantine/{item['id']}/release",
+                          headers=headers)
+    assert released.status_code == 200 and released.json()["status"] == "released"
+    [received] = smtp_sink.wait_for(1)
+    assert b"https://login.bad.example.net/verify" in received.data
+    assert b"X-Mailward-Released: by token:tests" in received.data
+    again = httpx.post(f"{gateway.web_url}/api/v1/quarantine/{item['id']}/release",
+                       headers=headers)
+    assert again.status_code == 409
+
+
+def test_api_requires_a_valid_token(gateway_factory):
+    gateway = gateway_factory()
+    url = f"{gateway.web_url}/api/v1/quarantine"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer mw_forged"}).status_code == 401
+    assert httpx.get(f"{gateway.web_url}/healthz").status_code == 200
+    token = gateway.token("revoked")
+    listing = gateway.cli("token", "list").stdout.decode()
+    token_id = [line.split("\t")[0] for line in listing.splitlines() if "\trevoked\t" in line][0]
+    gateway.cli("token", "revoke", token_id)
+    assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_killed_right_after_250_delivers_once_after_restart(gateway_factory, smtp_sink, shared):
+    # Delivery is pointed at a closed port so the message is still queued when
+    # the process dies; the restart points it at the sink.
+    gateway = gateway_factory(relay="smtp://127.0.0.1:9", start=True)
+    queue_ids = [gateway.send(ham(shared)).rsplit(" ", 1)[-1] for _ in range(3)]
+    gateway.kill()
+    gateway.sections["delivery"]["relay"] = smtp_sink.url
+    gateway.sections["delivery"]["retry_first"] = "0s"
+    from tests.support.gateway import write_config
+
+    write_config(gateway.config_path, gateway.sections)
+    gateway.start()
+    received = smtp_sink.wait_for(3, timeout=30)
+    time.sleep(2)
+    ids = [line.split(b": ", 1)[1].strip() for message in smtp_sink.messages
+           for line in message.data.split(b"\r\n") if line.startswith(b"X-Mailward-Queue-Id:")]
+    assert sorted(ids) == sorted(qid.encode() for qid in queue_ids)
+    assert len(received) == 3
+
+
+def test_kill_during_delivery_never_loses_the_message(gateway_factory, smtp_sink, shared):
+    gateway = gateway_factory(relay=smtp_sink.url)
+    queue_id = gateway.send(ham(shared)).rsplit(" ", 1)[-1]
+    gateway.kill()
+    gateway.start()
+    smtp_sink.wait_for(1, timeout=30)
+    time.sleep(1.5)
+    ids = [m.data.split(b"X-Mailward-Queue-Id: ", 1)[1].split(b"\r\n")[0]
+           for m in smtp_sink.messages]
+    assert ids == [queue_id.encode()]
+
+
+def test_permanent_refusal_downstream_bounces_to_the_sender(gateway_factory, smtp_sink, shared):
+    smtp_sink.handler.codes["gone@example.com"] = 550
+    gateway = gateway_factory(relay=smtp_sink.url)
+    gateway.send(ham(shared), mail_from="sender@example.org",
+                 rcpts=["gone@example.com", "user@example.com"])
+    messages = smtp_sink.wait_for(2)
+    bounce = [m for m in messages if m.mail_from == ""]
+    assert len(bounce) == 1 and bounce[0].rcpt_tos == ["sender@example.org"]
+    assert b"multipart/report; report-type=delivery-status" in bounce[0].data
+    assert b"Final-Recipient: rfc822; gone@example.com" in bounce[0].data
+    assert b"Status: 5.0.0" in bounce[0].data or b"Status: 5." in bounce[0].data
+
+
+def test_temporary_refusal_is_retried(gateway_factory, smtp_sink, shared):
+    smtp_sink.handler.codes["later@example.com"] = 451
+    gateway = gateway_factory(relay=smtp_sink.url)
+    gateway.send(ham(shared), rcpts=["later@example.com"])
+    gateway.wait_log("deferred (attempt 1)")
+    del smtp_sink.handler.codes["later@example.com"]
+    [received] = smtp_sink.wait_for(1, timeout=30)
+    assert received.rcpt_tos == ["later@example.com"]
+
+
+def test_mailbox_store_delivery_without_a_relay(gateway_factory, shared):
+    gateway = gateway_factory()
+    queue_id = gateway.send(ham(shared), rcpts=["Alice@example.com"]).rsplit(" ", 1)[-1]
+    gateway.wait_log("delivered to <Alice@example.com> via maildir")
+    inbox = gateway.data_dir / "mailboxes/example.com/alice/new"
+    [copy] = list(inbox.iterdir())
+    assert queue_id in copy.name
+    assert b"X-Mailward-Queue-Id: " + queue_id.encode() in copy.read_bytes()
+    for folder in (".Junk", ".Quarantine"):
+        assert (gateway.data_dir / "mailboxes/example.com/alice" / folder / "cur").is_dir()
+
+
+def test_a_config_error_names_the_key_and_stops_the_server(tmp_path):
+    from tests.support.gateway import RunningGateway
+
+    gateway = RunningGateway(tmp_path, {"smtp": {"listen": "0.0.0.0:2525"}})
+    with pytest.raises(RuntimeError) as failed:
+        gateway.start(timeout=20)
+    assert "smtp.accepted_domains" in str(failed.value)
+    assert "open relay" in str(failed.value)
+
+
+def test_relaying_to_a_foreign_domain_is_denied(gateway_factory):
+    gateway = gateway_factory(config={"smtp": {"accepted_domains": ["example.com"]}})
+    with gateway.smtp() as client:
+        client.mail("sender@example.org")
+        code, text = client.rcpt("victim@example.net")
+        assert code == 550 and b"5.7.1" in text
+        assert client.rcpt("user@example.com")[0] == 250
+        assert client.rcpt("user@sub.example.com")[0] == 250
+
+
+def test_too_many_recipients_get_452(gateway_factory):
+    gateway = gateway_factory(config={"smtp": {"max_recipients": 3}})
+    with gateway.smtp() as client:
+        client.mail("sender@example.org")
+        codes = [client.rcpt(f"u{i}@example.com")[0] for i in range(4)]
+    assert codes == [250, 250, 250, 452]
+
+
+def test_oversized_message_gets_552(gateway_factory):
+    gateway = gateway_factory(config={"smtp": {"max_message_size": "64KiB"}})
+    with gateway.smtp() as client:
+        assert client.mail("sender@example.org", ["SIZE=100000"])[0] == 552
+        client.rset()
+        client.mail("sender@example.org")
+        client.rcpt("user@example.com")
+        code, _ = client.data(b"Subject: big\r\n\r\n" + b"x" * 70 * 1024 + b"\r\n")
+        assert code == 552
+
+
+def test_a_1mb_header_line_gets_a_verdict(gateway_factory, smtp_sink):
+    gateway = gateway_factory(relay=smtp_sink.url)
+    message = (b"From: a@example.org\r\nX-Long: " + b"a" * (1024 * 1024) +
+               b"\r\nSubject: long\r\n\r\nbody\r\n")
+    reply = gateway.send(message)
+    assert reply.startswith("2.0.0")
+    [received] = smtp_sink.wait_for(1)
+    assert received.data.endswith(message)
+
+
+def test_command_timeout_closes_an_idle_session(gateway_factory):
+    gateway = gateway_factory(config={"smtp": {"command_timeout": "1s"}})
+    with socket.create_connection(("127.0.0.1", gateway.smtp_port), timeout=10) as sock:
+        assert sock.recv(1024).startswith(b"220")
+        time.sleep(2.5)
+        assert sock.recv(1024) == b""
+
+
+def test_too_many_bad_commands_close_the_session(gateway_factory):
+    gateway = gateway_factory(config={"smtp": {"max_bad_commands": 3}})
+    with socket.create_connection(("127.0.0.1", gateway.smtp_port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        replies = []
+        for _ in range(5):
+            try:
+                sock.sendall(b"BOGUS\r\n")
+                replies.append(reader.readline())
+            except OSError:
+                break
+        assert any(line.startswith(b"421") for line in replies)
+
+
+def test_null_sender_is_accepted(gateway_factory, smtp_sink):
+    gateway = gateway_factory(relay=smtp_sink.url)
+    with gateway.smtp() as client:
+        assert client.mail("<>")[0] == 250
+        assert client.rcpt("user@example.com")[0] == 250
+        assert client.data(b"From: MAILER-DAEMON@example.org\r\nSubject: bounce\r\n\r\nx\r\n")[0] == 250
+    [received] = smtp_sink.wait_for(1)
+    assert received.mail_from == ""

@@ -536,3 +536,19 @@ def db_upgrade(context: Context) -> None:
     """Bring the database schema to the newest revision."""
     run(_with_store(context.settings, lambda store: asyncio.sleep(0)))
     click.echo(f"database at the newest revision ({context.settings.database_url.split('@')[-1]})")
+
+
+# Sub-commands that live beside the code they drive, as module:attribute.
+SUBCOMMANDS: list[str] = [
+]
+
+
+def _register() -> None:
+    import importlib
+
+    for path in SUBCOMMANDS:
+        module, _, attribute = path.partition(":")
+        main.add_command(getattr(importlib.import_module(module), attribute))
+
+
+_register()

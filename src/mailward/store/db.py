@@ -66,4 +66,5 @@ class Store:
 
 
 def _upgrade(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")
+    # "heads": each area of mailward may start its own branch of revisions.
+    command.upgrade(alembic_config(connection), "heads")

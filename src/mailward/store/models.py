@@ -213,6 +213,28 @@ class IpReputation(Base):
     last_seen: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class Click(Base):
+    """One click on a rewritten link: who, when, from where, and the verdict then."""
+
+    __tablename__ = "clicks"
+    __table_args__ = (Index("ix_clicks_url_hash_time", "url_hash", "clicked_at"),
+                      Index("ix_clicks_recipient_time", "recipient", "clicked_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(String(32), index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    url: Mapped[str] = mapped_column(Text)
+    url_hash: Mapped[str] = mapped_column(String(64))
+    clicked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    client_ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(Text, default="")
+    method: Mapped[str] = mapped_column(String(8), default="GET")
+    verdict: Mapped[str] = mapped_column(String(16), default="allowed")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    automated: Mapped[bool] = mapped_column(default=False)
+    automated_reason: Mapped[str] = mapped_column(Text, default="")
+
+
 class Meta(Base):
     """Small named counters, e.g. the generation of the intelligence store."""
 

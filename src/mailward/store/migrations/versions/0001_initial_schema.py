@@ -16,6 +16,27 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('clicks',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('queue_id', sa.String(length=32), nullable=False),
+    sa.Column('recipient', sa.String(length=320), nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
+    sa.Column('url_hash', sa.String(length=64), nullable=False),
+    sa.Column('clicked_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('client_ip', sa.String(length=64), nullable=False),
+    sa.Column('user_agent', sa.Text(), nullable=False),
+    sa.Column('method', sa.String(length=8), nullable=False),
+    sa.Column('verdict', sa.String(length=16), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('automated', sa.Boolean(), nullable=False),
+    sa.Column('automated_reason', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('clicks', schema=None) as batch_op:
+        batch_op.create_index('ix_clicks_queue_id', ['queue_id'], unique=False)
+        batch_op.create_index('ix_clicks_url_hash_time', ['url_hash', 'clicked_at'], unique=False)
+        batch_op.create_index('ix_clicks_recipient_time', ['recipient', 'clicked_at'], unique=False)
+
     op.create_table('api_tokens',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('name', sa.String(length=128), nullable=False),
@@ -188,6 +209,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('clicks')
     with op.batch_alter_table('quarantine', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_quarantine_status'))
         batch_op.drop_index(batch_op.f('ix_quarantine_queue_id'))

@@ -222,6 +222,45 @@ class AntivirusSettings(Section):
     max_unpacked_size: Size = Field("100MiB", description="bytes unpacked from archives per message")
 
 
+class AttachmentSettings(Section):
+    enabled: bool = Field(True, description="analyse every attachment and archive member statically")
+    dangerous_extensions: list[str] = Field(default_factory=lambda: list(_dangerous_extensions()), description="file extensions that are dangerous, also inside containers (ATTACH_DANGEROUS_TYPE)")
+    dangerous_kinds: list[str] = Field(default_factory=lambda: list(_dangerous_kinds()), description="content types (as identified from the bytes) that are dangerous whatever the name")
+    max_seconds: Duration = Field("20s", description="time allowed to unpack and analyse the files of one message; past it ATTACH_ANALYSIS_INCOMPLETE")
+
+
+class SandboxSettings(Section):
+    backends: list[Literal["auto", "browser", "boxjs", "cape"]] = Field(default_factory=lambda: ["auto"], description="sandboxes files are detonated in: browser (HTML, SVG, URLs in headless Chromium), boxjs (JScript droppers), cape (a CAPE server); auto = the built-in ones whose programs are installed")
+    deadline: Duration = Field("7m", description="longest time a message is held for its sandbox verdict; then ATTACH_SANDBOX_TIMEOUT decides (quarantine by default)")
+    concurrency: int = Field(2, ge=1, description="detonations running at once on this node")
+    queue: str = Field("", description="task queue storage: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
+    run_seconds: Duration = Field("30s", description="time one detonation may run before it is killed")
+    memory: Size = Field("2GiB", description="memory (data segment) one detonation may use")
+    max_file_size: Size = Field("32MiB", description="largest file sent to a sandbox; larger ones are judged statically only")
+    isolate_network: bool = Field(True, description="run built-in detonations in a network namespace with no way out (needs unshare and user namespaces)")
+    chromium: str = Field("/usr/bin/chromium", description="the Chromium binary the browser sandbox drives")
+    boxjs: str = Field("", description="the box-js program (empty = node_modules/.bin/box-js in data_dir or the working directory, then PATH)")
+    cape_url: str = Field("", description="base URL of a CAPE sandbox REST API, e.g. http://cape:8000/apiv2")
+    cape_token: str = Field("", description="API token for CAPE (sent as Authorization: Token ...)")
+    cape_poll: Duration = Field("20s", description="interval between CAPE status polls")
+    cape_malicious_score: float = Field(7.0, description="CAPE malscore at or above which a file is malicious")
+    cape_suspicious_score: float = Field(4.0, description="CAPE malscore at or above which a file is suspicious")
+    dynamic_delivery: bool = Field(False, description="deliver the body at once with held attachments replaced by a notice; the full message follows when the sandbox clears it")
+    notice: str = Field("This attachment is being checked for threats. It will be delivered to you in a separate copy of this message once it is found safe.", description="text that replaces a held attachment under dynamic delivery")
+
+
+def _dangerous_extensions() -> tuple[str, ...]:
+    from mailward.attachments.identify import DEFAULT_DANGEROUS_EXTENSIONS
+
+    return DEFAULT_DANGEROUS_EXTENSIONS
+
+
+def _dangerous_kinds() -> tuple[str, ...]:
+    from mailward.attachments.identify import DEFAULT_DANGEROUS_KINDS
+
+    return DEFAULT_DANGEROUS_KINDS
+
+
 class OutboundSettings(Section):
     enabled: bool = Field(False, description="relay the organisation's own outbound mail from trusted connectors")
     relay: str = Field("", description="smart host for outbound mail, smtp://host:port")
@@ -251,6 +290,8 @@ class Settings(Section):
     dns: DnsSettings = Field(default_factory=DnsSettings)
     spam: SpamSettings = Field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = Field(default_factory=AntivirusSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from mailward.envelope import Envelope
+from mailward.hold import HoldRequest
 from mailward.message import Message
 from mailward.policy import Policy
 from mailward.verdict import Finding, Verdict
@@ -48,7 +49,8 @@ class Task:
     """What one check run sees: the envelope, the message, shared services.
 
     ``findings`` holds what earlier stages and waves found; ``scratch`` lets
-    a check publish derived results (by its own name) for later checks.
+    a check publish derived results (by its own name) for later checks;
+    ``holds`` collects requests that the message wait for an outside verdict.
     """
 
     envelope: Envelope
@@ -57,6 +59,7 @@ class Task:
     findings: list[Finding] = field(default_factory=list)
     scratch: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    holds: list[HoldRequest] = field(default_factory=list)
 
     @property
     def log(self) -> logging.LoggerAdapter:

@@ -121,6 +121,8 @@ async def _serve(settings: Settings) -> None:
     tasks = [asyncio.create_task(gateway.queue.run(), name="delivery"),
              asyncio.create_task(gateway.services.intel_cache.watch(), name="intel"),
              asyncio.create_task(web.serve(), name="web")]
+    tasks += [asyncio.create_task(holder.run(), name=name)
+              for name, holder in gateway.holders.items()]
     log.info("mailward ready: SMTP %s, web %s, data %s", settings.smtp.listen,
              settings.web.listen, settings.data_dir)
     waiter = asyncio.create_task(stop.wait())

@@ -245,8 +245,6 @@ class SandboxSettings(Section):
     cape_poll: Duration = Field("20s", description="interval between CAPE status polls")
     cape_malicious_score: float = Field(7.0, description="CAPE malscore at or above which a file is malicious")
     cape_suspicious_score: float = Field(4.0, description="CAPE malscore at or above which a file is suspicious")
-    dynamic_delivery: bool = Field(False, description="deliver the body at once with held attachments replaced by a notice; the full message follows when the sandbox clears it")
-    notice: str = Field("This attachment is being checked for threats. It will be delivered to you in a separate copy of this message once it is found safe.", description="text that replaces a held attachment under dynamic delivery")
 
 
 def _dangerous_extensions() -> tuple[str, ...]:

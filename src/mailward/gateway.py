@@ -6,6 +6,12 @@ message's envelope and bytes (``receive``); ``mailward scan`` asks it only to
 judge (``judge``). Acting on a verdict is recorded in one database
 transaction (the message, its deliveries or its quarantine entry, and what
 it carries for the index) before the sender is answered 250.
+
+A message whose checks asked for a hold (``mailward.hold``) and that the
+static verdict would deliver is "held": spooled and recorded with its
+deliveries in the "held" status, which the delivery queue never picks. Its
+holder later calls ``resolve_hold``; the policy decides again over all the
+findings, and the message is released to the queue or quarantined, once.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import select
+
 from mailward import actions
 from mailward.attachments.files import UnpackLimits
 from mailward.config import Settings
+from mailward.hold import Holder, HoldRequest
 from mailward.connection.reputation import ReputationBook
 from mailward.envelope import Envelope
 from mailward.intel.store import url_hash
@@ -29,9 +38,9 @@ from mailward.mime import Limits
 from mailward.pipeline import Pipeline, PipelineError, QueueLog, Task
 from mailward.registry import build_pipeline
 from mailward.services import Services
-from mailward.smtp.spool import Spool
+from mailward.smtp.spool import Spool, move_durable
 from mailward.store.models import Delivery, MessageFile, MessageRecord, MessageUrl, QuarantineItem
-from mailward.verdict import Action, Category, Verdict
+from mailward.verdict import Action, Category, Finding, Verdict
 
 log = logging.getLogger("mailward.gateway")
 
@@ -66,6 +75,9 @@ class Gateway:
         self.services.extras["gateway"] = self
         self.pipeline: Pipeline | None = None
         self.queue = None
+        # Holders (a sandbox service) register here while the checks are built.
+        self.holders: dict[str, Holder] = {}
+        self._resolving = asyncio.Lock()
         self._judging = asyncio.Semaphore(settings.pipeline.concurrency)
         self.mime_limits = Limits(settings.pipeline.max_mime_depth,
                                   settings.pipeline.max_mime_parts)
@@ -119,7 +131,7 @@ class Gateway:
         await asyncio.to_thread(self.spool.write_incoming, envelope.queue_id, raw)
         try:
             message, verdict, task = await self.judge(envelope, raw, session_findings)
-            reply = await self.act(envelope, message, verdict)
+            reply = await self.act(envelope, message, verdict, task.holds)
         except PipelineError as error:
             qlog.error("not judged, parked for a re-run: %s", error)
             await asyncio.to_thread(self.spool.park, envelope.queue_id, str(error))
@@ -146,9 +158,18 @@ class Gateway:
                    "score": round(verdict.score, 2), "symbols": verdict.top_symbols(6),
                    "message_id": message.message_id, "took_ms": round(elapsed * 1000, 1)})
 
-    async def act(self, envelope: Envelope, message: Message, verdict: Verdict) -> Reply:
+    async def act(self, envelope: Envelope, message: Message, verdict: Verdict,
+                  holds: list[HoldRequest] | None = None) -> Reply:
         """act - record the verdict and do what it says; the SMTP reply."""
         qid = envelope.queue_id
+        if holds and verdict.action in (Action.DELIVER, Action.TAG) \
+                and all(request.owner in self.holders for request in holds):
+            await asyncio.to_thread(self.spool.accept, qid)
+            await self._record(envelope, message, verdict, state="held")
+            for owner in dict.fromkeys(request.owner for request in holds):
+                await self.holders[owner].hold(envelope, message, verdict,
+                                               [r for r in holds if r.owner == owner])
+            return Reply(250, f"2.0.0 Ok: queued as {qid}")
         if verdict.action == Action.REJECT:
             await self._record(envelope, message, verdict, state="rejected")
             await asyncio.to_thread(self.spool.discard, qid)
@@ -187,13 +208,14 @@ class Gateway:
         async with self.services.store.session() as session:
             session.add(record)
             await session.flush()
-            if state == "queued":
+            if state in ("queued", "held"):
                 folder = self.folder_for(verdict)
+                status = "pending" if state == "queued" else "held"
                 for recipient in envelope.rcpt_to:
                     route = "outbound" if envelope.outbound and not self.is_local(recipient) \
                         else "inbound"
                     session.add(Delivery(queue_id=envelope.queue_id, recipient=recipient,
-                                         status="pending", attempts=0, next_attempt_at=now,
+                                         status=status, attempts=0, next_attempt_at=now,
                                          folder=folder, route=route))
             if state == "quarantined":
                 session.add(QuarantineItem(
@@ -204,6 +226,90 @@ class Gateway:
             if state != "rejected":
                 self._index_rows(session, envelope.queue_id, message)
             await session.commit()
+
+    # Held messages.
+
+    async def resolve_hold(self, queue_id: str, findings: list[Finding],
+                           note: str) -> Verdict | None:
+        """resolve_hold - decide a held message again with new findings, exactly once.
+
+        The new verdict is the policy's over the recorded findings and the
+        holder's. Deliver and tag release the deliveries to the queue;
+        quarantine (and reject, which can no longer be said to the sender)
+        moves the message to the quarantine. None when the message is no
+        longer held (another node or an earlier call decided it).
+        """
+        async with self._resolving:
+            verdict = await self._resolve_hold(queue_id, findings, note)
+        if verdict is not None and verdict.action in (Action.DELIVER, Action.TAG) \
+                and self.queue is not None:
+            self.queue.wake()
+        return verdict
+
+    async def _resolve_hold(self, queue_id: str, findings: list[Finding],
+                            note: str) -> Verdict | None:
+        assert self.pipeline is not None
+        qlog = QueueLog(log, queue_id)
+        async with self.services.store.session() as session:
+            record = await session.scalar(select(MessageRecord).where(
+                MessageRecord.queue_id == queue_id).with_for_update())
+            if record is None or record.state != "held":
+                return None
+            verdict = self._decide_again(record, findings, note)
+            now = datetime.now(UTC)
+            rows = (await session.scalars(select(Delivery).where(
+                Delivery.queue_id == queue_id, Delivery.status == "held"))).all()
+            record.action, record.score = str(verdict.action), verdict.score
+            record.category = str(verdict.category) if verdict.category else None
+            record.reason, record.verdict = verdict.reason, verdict.as_dict()
+            moved = False
+            if verdict.action in (Action.DELIVER, Action.TAG):
+                record.state = "queued"
+                for row in rows:
+                    row.status, row.next_attempt_at = "pending", now
+                    row.folder = self.folder_for(verdict)
+            else:
+                record.state = "quarantined"
+                for row in rows:
+                    await session.delete(row)
+                session.add(QuarantineItem(
+                    id=new_quarantine_id(), queue_id=queue_id, created_at=now,
+                    category=str(verdict.category or Category.POLICY), reason=verdict.reason,
+                    sender=record.header_from or record.mail_from,
+                    recipients=list(record.recipients), subject=record.subject,
+                    size=record.size))
+                await asyncio.to_thread(move_durable, self.spool.queued(queue_id),
+                                        self.spool.held(queue_id))
+                moved = True
+            try:
+                await session.commit()
+            except Exception:
+                if moved:
+                    await asyncio.to_thread(move_durable, self.spool.held(queue_id),
+                                            self.spool.queued(queue_id))
+                raise
+        qlog.info("hold resolved (%s): action=%s score=%.2f symbols=%s", note, verdict.action,
+                  verdict.score, ",".join(verdict.top_symbols(6)) or "-")
+        return verdict
+
+    def _decide_again(self, record: MessageRecord, findings: list[Finding],
+                      note: str) -> Verdict:
+        """_decide_again - the policy over the recorded findings plus the new ones."""
+        assert self.pipeline is not None
+        policy = self.pipeline.policy
+        earlier = []
+        for scored in Verdict.from_dict(record.verdict).findings:
+            rule = policy.scores.rule(scored.symbol)
+            weight = scored.score / rule.score if rule.score else 1.0
+            earlier.append(Finding(scored.symbol, scored.category, scored.detail, weight))
+        verdict = policy.decide(earlier + list(findings),
+                                sender=record.header_from or record.mail_from)
+        if verdict.action == Action.REJECT:
+            verdict.action = Action.QUARANTINE
+            verdict.reason += " (after acceptance a reject is a quarantine)"
+        if verdict.action.rank >= Action.QUARANTINE.rank:
+            verdict.reason = f"{note}: {verdict.reason}"
+        return verdict
 
     def _index_rows(self, session, queue_id: str, message: Message) -> None:
         seen_urls = set()

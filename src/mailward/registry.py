@@ -27,6 +27,7 @@ BUILTIN_CHECKS = [
     "mailward.content.structure:StructureCheck",
     "mailward.content.external:ExternalSenderCheck",
     "mailward.content.antivirus:AntivirusCheck",
+    "mailward.attachments.check:AttachmentCheck",
     "mailward.urls.reputation:UrlReputationCheck",
     "mailward.content.spam:SpamModelCheck",
 ]

@@ -84,6 +84,12 @@ SYMBOLS: dict[str, str] = {
     "ATTACH_ANALYSIS_FAILED": "an analyser failed on a file (the file was not analysed)",
     "ATTACH_ANALYSIS_INCOMPLETE": "the time for analysing the message's files ran out",
     "ATTACH_SANDBOX_PENDING": "a file was submitted to the sandbox; the message waits",
+    # Emitted when the sandbox decides a held message (see sandbox.service).
+    "ATTACH_SANDBOX_MALICIOUS": "the sandbox saw a file act maliciously",
+    "ATTACH_SANDBOX_SUSPICIOUS": "the sandbox saw a file do something suspicious",
+    "ATTACH_SANDBOX_CLEAN": "the sandbox saw nothing of note",
+    "ATTACH_SANDBOX_ERROR": "the sandbox could not analyse a file",
+    "ATTACH_SANDBOX_TIMEOUT": "no sandbox verdict before the deadline",
 }
 _PHISH = {"ATTACH_HTML_PASSWORD_FORM", "ATTACH_HTML_REDIRECT", "ATTACH_PDF_FORM_SUBMIT"}
 _SCRIPT_EXTENSIONS = {"js", "jse", "vbs", "vbe", "wsf", "wsh", "hta", "ps1", "bat", "cmd",

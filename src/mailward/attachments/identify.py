@@ -53,8 +53,11 @@ KIND_EXTENSIONS: dict[str, frozenset[str]] = {
                         "ppam", "sldx", "sldm", "vsdx", "vsdm", "thmx", "xps", "oxps"}),
     "odf": frozenset({"odt", "ods", "odp", "odg", "ott", "ots", "otp", "odf"}),
     "jar": frozenset({"jar", "war", "ear", "apk"}),
+    # Encrypted Office Open XML files are OLE containers too.
     "ole": frozenset({"doc", "dot", "xls", "xlt", "xla", "ppt", "pps", "pot", "msg",
-                      "vsd", "pub", "mpp", "wps", "xlsb", "doc2"}),
+                      "vsd", "pub", "mpp", "wps", "xlsb", "doc2", "docx", "docm", "dotx",
+                      "dotm", "xlsx", "xlsm", "xltx", "xltm", "xlam", "pptx", "pptm", "potx",
+                      "potm", "ppsx", "ppsm"}),
     "msi": frozenset({"msi", "msp", "mst"}),
     "rtf": frozenset({"rtf", "doc"}),
     "7z": frozenset({"7z"}),

@@ -72,6 +72,23 @@ def _relationship_notes(node: FileNode) -> list[Note]:
     return notes
 
 
+def _is_workbook(data: bytes) -> bool:
+    return b"xl/workbook" in data[:1 << 20] or b"xl/_rels" in data[:1 << 20]
+
+
+def _macrosheet_notes(node: FileNode) -> list[Note]:
+    """_macrosheet_notes - Excel 4 macro sheets stored as parts of a workbook package."""
+    try:
+        names = zipfile.ZipFile(io.BytesIO(node.data)).namelist()
+    except (zipfile.BadZipFile, ValueError):
+        return []
+    sheets = [n for n in names if "/macrosheets/" in n.lower()]
+    if not sheets:
+        return []
+    return [Note("ATTACH_XLM_MACRO", f"{node.path}: Excel 4 (XLM) macro sheets "
+                 f"({', '.join(sheets[:3])})", {"parts": sheets[:20]})]
+
+
 def _vba_notes(node: FileNode) -> list[Note]:
     from oletools import olevba
 
@@ -107,22 +124,25 @@ def _dde_notes(node: FileNode) -> list[Note]:
     from oletools import msodde
 
     text = ""
+    excel = False
     if node.kind == "ooxml":
         lowered = node.name.lower()
         reader = msodde.process_xlsx if lowered.endswith((".xlsx", ".xlsm", ".xlsb", ".xltx",
                                                           ".xltm", ".xlam")) \
             else msodde.process_docx
+        excel = reader is msodde.process_xlsx
         text = reader(io.BytesIO(node.data)) or ""
-        if not text and reader is msodde.process_docx:
-            text = msodde.process_xlsx(io.BytesIO(node.data)) or ""
+        if not text and not excel and _is_workbook(node.data):
+            text, excel = msodde.process_xlsx(io.BytesIO(node.data)) or "", True
     elif node.kind == "ole":
         import olefile
 
         text = msodde.process_doc(olefile.OleFileIO(node.data)) or ""
     elif node.kind in ("text", "xml"):
         text = _text_dde(node.data)
-    fields = [line.strip() for line in str(text).splitlines()
-              if re.search(r"(?i)\bdde(auto)?\b|\|", line)]
+    # Word gives every field (DDE ones are named so); Excel gives DDE links only.
+    fields = [line.strip() for line in str(text).splitlines() if line.strip()
+              and (excel or re.search(r"(?i)\bdde(auto)?\b|\|", line))]
     if not fields:
         return []
     return [Note("ATTACH_DDE", f"{node.path}: DDE field {fields[0][:160]!r}",
@@ -200,6 +220,7 @@ def office_notes(node: FileNode) -> list[Note]:
         return _rtf_notes(node)
     if node.kind == "ooxml":
         notes.extend(_relationship_notes(node))
+        notes.extend(_macrosheet_notes(node))
     if node.kind in ("ole", "ooxml", "xml", "text") or node.name.lower().endswith(".slk"):
         if node.kind in ("ole", "ooxml") or node.name.lower().endswith((".slk", ".xml")):
             notes.extend(_vba_notes(node))

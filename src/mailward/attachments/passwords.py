@@ -26,7 +26,7 @@ _AFTER = re.compile(
     rf"(?i)(?<![\w])(?:{_KEYWORDS})(?![\w])\s*(?:is|ist|est|es|é|:|=|-|—|–|\(|\s)*"
     r"\s*[\"'“”‘’«»<\[]?([^\s\"'“”‘’«»<>\[\]]{1,64})")
 _TRAILING = ".,;:!?)»”’\"'"
-COMMON = ("infected", "infected-test", "malware", "virus", "password", "123", "1234",
+COMMON = ("infected", "password", "1234", "infected-test", "malware", "virus", "123",
           "12345", "123456", "1111", "0000", "2024", "2025", "2026", "abc123", "test",
           "secret", "invoice", "VelvetSweatshop")
 

@@ -185,9 +185,7 @@ def _zip_member(node: FileNode, archive: zipfile.ZipFile, info: zipfile.ZipInfo,
     for password in budget.passwords:
         try:
             data = _read_member(archive, info, budget.left, password)
-        except (RuntimeError, zipfile.BadZipFile, ValueError, OSError, EOFError):
-            continue
-        except Exception:
+        except Exception:  # a wrong password shows as any of several errors
             continue
         opened = node.child(name, data, password=password)
         opened.notes.append(Note("ATTACH_ENCRYPTED_OPENED",
@@ -202,8 +200,7 @@ def _unzip(node: FileNode, budget: _Budget) -> Iterator[FileNode]:
     try:
         archive = _open_zip(node.data)
         infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError,
-            NotImplementedError, struct.error) as error:
+    except Exception as error:  # zipfile and pyzipper raise their own classes
         node.problems.append(f"ARCHIVE_CORRUPT: {error}")
         return
     for info in infos:
@@ -226,8 +223,7 @@ def _unzip(node: FileNode, budget: _Budget) -> Iterator[FileNode]:
             info.orig_filename = local  # type: ignore[misc]
         try:
             member = _zip_member(node, archive, info, budget)
-        except (zipfile.BadZipFile, NotImplementedError, ValueError, EOFError, OSError,
-                RuntimeError, struct.error) as error:
+        except Exception as error:  # a member that cannot be read is a finding
             node.problems.append(f"ARCHIVE_MEMBER_UNREADABLE: {info.filename}: {error}")
             continue
         if mismatch and local is not None:

@@ -25,6 +25,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,11 @@ def run_confined(argv: list[str], workdir: Path, limits: Limits,
                  env: dict[str, str] | None = None) -> Outcome:
     """run_confined - run argv in workdir under the limits; what it returned."""
     workdir.mkdir(parents=True, exist_ok=True)
+    # A short TMPDIR of its own: Chromium puts sockets there, whose paths are
+    # limited to 108 bytes.
+    scratch = tempfile.mkdtemp(prefix="mwsb-")
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir),
-                   "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
+                   "TMPDIR": scratch, "LANG": "C.UTF-8"}
     environment.update(env or {})
     command = list(argv)
     if not limits.network:
@@ -100,6 +104,7 @@ def run_confined(argv: list[str], workdir: Path, limits: Limits,
         _kill_group(process)
         stdout, stderr = process.communicate()
     _kill_group(process)
+    shutil.rmtree(scratch, ignore_errors=True)
     return Outcome(process.returncode, stdout[-8 * 1024 * 1024:], stderr[-65536:], timed_out,
                    time.monotonic() - started)
 

@@ -72,11 +72,11 @@ def test_every_malformed_message_gets_a_verdict(running, name):
             delivered = wait_delivered(sink, queue_id)
             sent = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
             assert delivered.endswith(sent)
-            added = delivered[: len(delivered) - len(sent)].split(b"\r\n")
-            assert added[0].startswith(b"X-Mailward-Queue-Id: ")
-            assert added[1].startswith(b"X-Mailward-Verdict: deliver")
-            assert added[2].startswith(b"Received: from client.test.example")
-            assert all(line[:1] in (b" ", b"\t") for line in added[3:-1])
+            added = delivered[: len(delivered) - len(sent)]
+            fields = [line.split(b":")[0] for line in added.split(b"\r\n")
+                      if line and line[:1] not in (b" ", b"\t")]
+            assert fields == [b"X-Mailward-Queue-Id", b"X-Mailward-Verdict", b"Received"]
+            assert b"Received: from client.test.example" in added
     assert "Traceback" not in gateway.log()
     with gateway.smtp() as client:  # the gateway is still serving
         assert client.noop()[0] == 250

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -208,7 +209,9 @@ def scan_envelope(raw: bytes) -> Any:
 
     from mailward.envelope import Envelope, new_queue_id
 
-    head = BytesHeaderParser().parsebytes(raw[:65536])
+    end = raw.find(b"\n\n")
+    end = raw.find(b"\r\n\r\n") if end < 0 else end
+    head = BytesHeaderParser().parsebytes(raw[:end if 0 < end < 65536 else 65536])
     mail_from = parseaddr(str(head.get("return-path", "")))[1]
     rcpts = [a for _, a in getaddresses([str(v) for v in head.get_all("to", [])]) if "@" in a]
     return Envelope(queue_id=new_queue_id(), mail_from=mail_from, rcpt_to=rcpts[:100])
@@ -401,12 +404,18 @@ def quarantine_list(context: Context, category: str | None, recipient: str | Non
 
     filters = Filters(category, recipient, sender, None if show_all else "held")
     items, total = run(_with_quarantine(context.settings, lambda q: q.list(filters, limit)))
-    table = Table("id", "received", "category", "sender", "recipients", "subject", "status")
-    for item in items:
-        table.add_row(item.id, item.created_at.strftime("%Y-%m-%d %H:%M"), item.category,
-                      item.sender, ", ".join(item.recipients)[:40], item.subject[:50],
-                      item.status)
-    Console().print(table)
+    rows = [(item.id, item.created_at.strftime("%Y-%m-%d %H:%M"), item.category, item.sender,
+             ", ".join(item.recipients), item.subject, item.status) for item in items]
+    if not sys.stdout.isatty():
+        # For scripts: one tab-separated line per item, nothing cut.
+        for row in rows:
+            click.echo("\t".join(" ".join(str(v).split()) for v in row))
+    else:
+        table = Table("id", "received", "category", "sender", "recipients", "subject", "status")
+        table.columns[0].no_wrap = True
+        for row in rows:
+            table.add_row(*(escape(str(v)[:60]) for v in row))
+        Console().print(table)
     console.print(f"{len(items)} of {total}")
 
 

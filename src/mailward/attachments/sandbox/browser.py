@@ -175,13 +175,16 @@ async def _observe(job: Path, target: str, chromium: str, wait: float) -> dict[s
                                   "sha256": hashlib.sha256(data).hexdigest(),
                                   "kind": identify(data) if data else "empty"})
 
+    clock = time.monotonic()
     async with async_playwright() as driver:
+        seen["t_driver"] = round(time.monotonic() - clock, 3)
         browser = await driver.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS,
                                                downloads_path=str(job / "downloads"))
         context = await browser.new_context(accept_downloads=True, java_script_enabled=True,
                                             service_workers="block")
         await context.route("**/*", route)
         page = await context.new_page()
+        seen["t_launch"] = round(time.monotonic() - clock, 3)
         pending: list[asyncio.Task] = []
         page.on("download", lambda d: pending.append(asyncio.ensure_future(on_download(d))))
         page.on("dialog", lambda d: (seen["dialogs"].append(d.message[:300]),
@@ -192,6 +195,7 @@ async def _observe(job: Path, target: str, chromium: str, wait: float) -> dict[s
             await page.goto(start_url, wait_until="load", timeout=wait * 1000)
         except Exception as error:
             seen["load_error"] = str(error)[:300]
+        seen["t_load"] = round(time.monotonic() - clock, 3)
         await page.wait_for_timeout(min(2000, wait * 500))
         try:
             seen["forms"] = await page.eval_on_selector_all(
@@ -204,7 +208,9 @@ async def _observe(job: Path, target: str, chromium: str, wait: float) -> dict[s
             seen["dom_error"] = str(error)[:300]
         if pending:
             await asyncio.wait(pending, timeout=wait)
+        seen["t_observed"] = round(time.monotonic() - clock, 3)
         await browser.close()
+        seen["t_closed"] = round(time.monotonic() - clock, 3)
     return seen
 
 

@@ -540,6 +540,7 @@ def db_upgrade(context: Context) -> None:
 
 # Sub-commands that live beside the code they drive, as module:attribute.
 SUBCOMMANDS: list[str] = [
+    "mailward.urls.commands:url",
 ]
 
 

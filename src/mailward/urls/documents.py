@@ -61,9 +61,14 @@ def is_pdf(node: "FileNode") -> bool:
 
 def is_ooxml(node: "FileNode") -> bool:
     """is_ooxml - a zip with an OOXML content-types part (docx, xlsx, pptx...)."""
-    if node.data[:4] != b"PK\x03\x04":
+    if node.data[:4] != b"PK\x03\x04" or b"[Content_Types].xml" not in node.data:
         return False
-    return b"[Content_Types].xml" in node.data[:65536] or b"[Content_Types].xml" in node.data[-65536:]
+    try:
+        with zipfile.ZipFile(io.BytesIO(node.data)) as archive:
+            return any(info.filename == "[Content_Types].xml"
+                       for info in archive.infolist()[:MAX_OOXML_MEMBERS])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
+        return False
 
 
 def is_html(node: "FileNode") -> bool:

@@ -40,8 +40,8 @@ def is_image(data: bytes) -> bool:
 def _formats():
     import zxingcpp
 
-    return (zxingcpp.BarcodeFormat.QRCode | zxingcpp.BarcodeFormat.MicroQRCode
-            | zxingcpp.BarcodeFormat.RMQRCode)
+    return [zxingcpp.BarcodeFormat.QRCode, zxingcpp.BarcodeFormat.MicroQRCode,
+            zxingcpp.BarcodeFormat.RMQRCode]
 
 
 def pil_urls(image) -> list[str]:

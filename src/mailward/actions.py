@@ -183,8 +183,8 @@ def _edit(entity: Entity, banner: Banner | None,
         body = _new_body(entity, banner) if banner is not None else None
         return None if body is None else (entity.body_start, entity.end, body)
     encoding = entity.transfer_encoding
-    if encoding not in IDENTITY_ENCODINGS | {"base64", "quoted-printable"}:
-        return None
+    if encoding not in ("base64", "quoted-printable"):
+        encoding = ""  # an unknown encoding was read as raw bytes; it is spliced as such
     is_html = entity.content_type == "text/html"
     if banner is not None and not entity.charset.startswith(("utf-16", "utf-32", "ucs")):
         added = _encode_text(banner.html() if is_html else banner.plain(), entity.charset)

@@ -12,7 +12,8 @@ Links are looked for where a person or a mail client would see them:
   values are read as the HTML parser decodes them (entities undone, the
   first of duplicated attributes kept); ``javascript:``, ``vbscript:`` and
   navigable ``data:`` URIs are kept aside as findings; the visible and the
-  hidden text are searched as text parts are;
+  hidden text are searched as text parts are, and the markup itself for
+  what the parser drops (a tag cut off at the end, comments, scripts);
 - attachments and archive members (the message's file tree): PDF, Office
   OOXML, HTML and SVG files, calendar invitations, Internet shortcuts, text
   files (``urls.documents``), and QR codes in images, in PDF pages and in
@@ -70,6 +71,7 @@ _LINK_ATTRIBUTES = ("href", "src", "action", "formaction", "background", "data",
 _NAVIGABLE = frozenset({"a", "area", "form", "button", "input", "iframe", "frame", "embed",
                         "object", "meta"})
 _PSL = PublicSuffixList(accept_unknown=False)
+_NONE = ParsedUrl("", "", "", "", "", False, False)
 _RESERVED_TLDS = frozenset({"example", "test"})  # RFC 2606: documentation and tests
 
 
@@ -266,6 +268,11 @@ def extract(message: "Message", max_urls: int = MAX_URLS) -> Extraction:
                               for s in scripts)
         take(text_candidates(rendered.visible, "html:text"), entity.path)
         take(text_candidates(rendered.hidden, "html:hidden-text"), entity.path)
+        # What the parser drops (a tag cut off at the end, comments, scripts)
+        # is no link for the reader, but still evidence for reputation.
+        take((c for c in text_candidates(entity.text, "html:source")
+              if c.where == "html:source" and (parse_url(c.raw) or _NONE).url not in seen),
+             entity.path)
         take((Candidate(url, "qr:inline-data-image") for url in qr.data_image_urls(
             entity.text)), entity.path)
     for node, candidates, scripts in documents.file_candidates(message):

@@ -31,6 +31,7 @@ the places kept per message are bounded too.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from dataclasses import dataclass, field
@@ -130,20 +131,32 @@ class Candidate:
 # Text.
 
 
-def text_candidates(text: str, where: str = "text") -> Iterator[Candidate]:
-    """text_candidates - URL-looking strings of plain text, left to right."""
+def text_candidates(text: str, where: str = "text", bare: bool = True) -> Iterator[Candidate]:
+    """text_candidates - URL-looking strings of plain text, left to right.
+
+    ``bare`` also looks for ``host.tld/path`` without a scheme or ``www.``.
+    """
     text = strip_invisible(text[:MAX_TEXT_CHARS])
-    taken: list[tuple[int, int]] = []
-    for match in _BRACKETED.finditer(text):
-        taken.append(match.span())
-        yield Candidate(re.sub(r"\s+", "", match.group(1)), where)
+    brackets: list[tuple[int, int]] = []
+    if "<" in text:
+        for match in _BRACKETED.finditer(text):
+            brackets.append(match.span())
+            yield Candidate(re.sub(r"\s+", "", match.group(1)), where)
+    starts: list[int] = []
+    ends: list[int] = []
     for match in _TEXT_URL.finditer(text):
-        if _inside(match.start(), taken):
+        if brackets and _inside(match.start(), brackets):
             continue
-        taken.append(match.span())
+        starts.append(match.start())
+        ends.append(match.end())
         yield Candidate(trim_trailing(match.group(0)), where)
+    if not bare or "/" not in text:
+        return
     for match in _BARE_HOST.finditer(text):
-        if _inside(match.start(), taken) or not is_tld(match.group(2)):
+        index = bisect.bisect_right(starts, match.start()) - 1
+        if index >= 0 and match.start() < ends[index]:
+            continue
+        if (brackets and _inside(match.start(), brackets)) or not is_tld(match.group(2)):
             continue
         yield Candidate("http://" + trim_trailing(match.group(0)), f"{where}:no-scheme")
 
@@ -270,8 +283,8 @@ def extract(message: "Message", max_urls: int = MAX_URLS) -> Extraction:
         take(text_candidates(rendered.hidden, "html:hidden-text"), entity.path)
         # What the parser drops (a tag cut off at the end, comments, scripts)
         # is no link for the reader, but still evidence for reputation.
-        take((c for c in text_candidates(entity.text, "html:source")
-              if c.where == "html:source" and (parse_url(c.raw) or _NONE).url not in seen),
+        take((c for c in text_candidates(entity.text, "html:source", bare=False)
+              if (parse_url(c.raw) or _NONE).url not in seen),
              entity.path)
         take((Candidate(url, "qr:inline-data-image") for url in qr.data_image_urls(
             entity.text)), entity.path)

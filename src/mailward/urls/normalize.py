@@ -29,6 +29,7 @@ MAX_URL_LENGTH = 8192
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"
                                     "\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
                                     "\u2066\u2067\u2068\u2069"), None)
+_ANY_INVISIBLE = re.compile("[" + "".join(map(chr, _INVISIBLE)) + "]")
 _TRAILING = ".,;:!?'\"*"
 _CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
 _WWW = re.compile(r"(?i)www\d{0,3}\.")
@@ -55,7 +56,7 @@ class ParsedUrl:
 
 def strip_invisible(text: str) -> str:
     """strip_invisible - drop zero-width and bidi control characters."""
-    return text.translate(_INVISIBLE)
+    return text.translate(_INVISIBLE) if _ANY_INVISIBLE.search(text) else text
 
 
 def trim_trailing(text: str) -> str:

@@ -85,10 +85,10 @@ def start_tags(source: str) -> Iterator[tuple[str, list[Attribute]]]:
             return  # EOF inside a tag: the tokenizer emits nothing
         yield name, attributes
         if name in _RAW_TEXT:
-            end = source.lower().find(f"</{name}", position)
-            if end < 0 or name == "plaintext":
+            closing = re.compile(f"</{re.escape(name)}", re.IGNORECASE).search(source, position)
+            if closing is None or name == "plaintext":
                 return
-            position = end
+            position = closing.start()
 
 
 def _attributes(source: str, position: int) -> tuple[list[Attribute], int]:

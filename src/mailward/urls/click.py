@@ -7,7 +7,10 @@ names the reason: a warning for a suspicious link, a block for a malicious
 one; whether the page offers to continue is configured per verdict (never,
 by default, for malicious links).
 
-Each click is a row of ``clicks``: the message, the recipient (found again
+Clicks are written in batches (at most 500 rows, 50 ms apart) so that a
+burst of clicks costs one commit, not one each; a queue of pending rows
+bounds memory, and a full queue slows the clicks down instead of dropping
+them. Each click is a row of ``clicks``: the message, the recipient (found again
 from the opaque recipient id among the message's recipients), the URL and
 the hash of its normalised form (``intel.store.url_hash``, as the index and
 the post-delivery response use it), the time, client IP and user agent, the
@@ -23,13 +26,15 @@ destination never learns the token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from mailward.intel.store import url_hash
 from mailward.store.models import Click, Delivery, MessageRecord
@@ -47,6 +52,8 @@ log = logging.getLogger("mailward.urls")
 
 ALLOWED, WARNED, BLOCKED, THROUGH = "allowed", "warned", "blocked", "clicked-through"
 _MALICIOUS = ("phish", "malware", "impostor")
+_BATCH_ROWS, _BATCH_WAIT, _QUEUE_ROWS = 500, 0.05, 20_000
+_RECIPIENT_CACHE, _RECIPIENT_TTL = 10_000, 30.0
 _SUSPICIOUS_SIGNALS = ("URL_LOOKALIKE", "URL_USERINFO", "URL_IP_OBFUSCATED", "URL_MIXED_SCRIPT")
 
 
@@ -87,6 +94,9 @@ class ClickService:
         self.protected = heuristics.Protected(own, self.lists)
         self.scanners = [re.compile(p) for p in (*self.lists.scanner_agents,
                                                  *self.settings.scanner_agents)]
+        self._pending: asyncio.Queue[dict] = asyncio.Queue(maxsize=_QUEUE_ROWS)
+        self._writer: asyncio.Task | None = None
+        self._known: dict[str, tuple[float, list[str], dict[str, datetime]]] = {}
 
     def verify(self, request: Request) -> ClickLink:
         """verify - the signed link of a request (``valid`` false when it is not ours)."""
@@ -119,38 +129,73 @@ class ClickService:
             verdict = THROUGH
         return Judgement(verdict, reason, parsed.href, link, may_continue=through)
 
-    async def record(self, request: Request, judgement: Judgement) -> Click:
-        """record - the click as a row of ``clicks``, with who and whether it is automated."""
+    async def record(self, request: Request, judgement: Judgement) -> dict:
+        """record - log the click (who, whether automated); written in the next batch."""
         link = judgement.link
         now = self.services.clock()
-        async with self.services.store.session() as session:
-            rows = (await session.execute(select(Delivery.recipient, Delivery.delivered_at)
-                                          .where(Delivery.queue_id == link.queue_id))).all()
-            recipients = [row.recipient for row in rows]
-            if not recipients:
-                stored = await session.scalar(select(MessageRecord.recipients).where(
-                    MessageRecord.queue_id == link.queue_id))
-                recipients = list(stored or [])
-            recipient = self.signer.recipient_of(link, recipients)
-            delivered = next((row.delivered_at for row in rows if row.recipient == recipient),
-                             None)
-            automated = self.automated(request, delivered, now)
-            parsed = parse_url(link.url)
-            click = Click(queue_id=link.queue_id,
-                          recipient=(recipient or f"unknown:{link.rid}").lower(),
-                          url=link.url[:8192],
-                          url_hash=url_hash(parsed.url if parsed else link.url),
-                          clicked_at=now, client_ip=request.client_ip[:64],
-                          user_agent=request.user_agent[:1000], method=request.method[:8],
-                          verdict=judgement.verdict, reason=judgement.reason[:2000],
-                          automated=bool(automated), automated_reason=automated)
-            session.add(click)
-            await session.commit()
-        log.info("%s: click by <%s> on %s: %s%s%s", link.queue_id, click.recipient,
+        recipients, delivered_at = await self._recipients(link.queue_id)
+        recipient = self.signer.recipient_of(link, recipients)
+        automated = self.automated(request, delivered_at.get(recipient or ""), now)
+        parsed = parse_url(link.url)
+        row = {"queue_id": link.queue_id,
+               "recipient": (recipient or f"unknown:{link.rid}").lower(),
+               "url": link.url[:8192], "url_hash": url_hash(parsed.url if parsed else link.url),
+               "clicked_at": now, "client_ip": request.client_ip[:64],
+               "user_agent": request.user_agent[:1000], "method": request.method[:8],
+               "verdict": judgement.verdict, "reason": judgement.reason[:2000],
+               "automated": bool(automated), "automated_reason": automated}
+        await self._pending.put(row)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_batches(), name="clicks")
+        log.info("%s: click by <%s> on %s: %s%s%s", link.queue_id, row["recipient"],
                  parsed.host if parsed else "-", judgement.verdict,
                  f" ({judgement.reason})" if judgement.reason else "",
                  f" automated: {automated}" if automated else "")
-        return click
+        return row
+
+    async def _recipients(self, queue_id: str) -> tuple[list[str], dict[str, datetime]]:
+        """_recipients - a message's recipients and delivery times, cached briefly."""
+        cached = self._known.get(queue_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1], cached[2]
+        async with self.services.store.session() as session:
+            rows = (await session.execute(select(Delivery.recipient, Delivery.delivered_at)
+                                          .where(Delivery.queue_id == queue_id))).all()
+            recipients = [row.recipient for row in rows]
+            if not recipients:
+                stored = await session.scalar(select(MessageRecord.recipients).where(
+                    MessageRecord.queue_id == queue_id))
+                recipients = list(stored or [])
+        delivered = {row.recipient: row.delivered_at for row in rows if row.delivered_at}
+        if len(self._known) >= _RECIPIENT_CACHE:
+            self._known.clear()
+        self._known[queue_id] = (time.monotonic() + _RECIPIENT_TTL, recipients, delivered)
+        return recipients, delivered
+
+    async def _write_batches(self) -> None:
+        """_write_batches - insert logged clicks in batches, one transaction each."""
+        while True:
+            rows = [await self._pending.get()]
+            deadline = time.monotonic() + _BATCH_WAIT
+            while len(rows) < _BATCH_ROWS and (left := deadline - time.monotonic()) > 0:
+                try:
+                    rows.append(await asyncio.wait_for(self._pending.get(), left))
+                except TimeoutError:
+                    break
+            try:
+                async with self.services.store.session() as session:
+                    await session.execute(insert(Click), rows)
+                    await session.commit()
+            except Exception:
+                log.exception("%d clicks could not be logged", len(rows))
+            finally:
+                for _ in rows:
+                    self._pending.task_done()
+
+    async def flush(self) -> None:
+        """flush - wait until every click logged so far is in the store."""
+        if self._writer is not None and not self._writer.done():
+            await self._pending.join()
 
     def automated(self, request: Request, delivered: datetime | None, now: datetime) -> str:
         """automated - why a click looks like a machine's, or ''."""

@@ -137,6 +137,7 @@ async def list_clicks(request: Request, queue_id: str | None = None,
         query = query.where(Click.clicked_at >= since)
     if human:
         query = query.where(Click.automated.is_(False))
+    await clicks.click_service(get_gateway(request)).flush()
     async with get_gateway(request).services.store.session() as session:
         rows = (await session.scalars(query)).all()
     return {"items": [click_dict(row) for row in rows]}

@@ -262,3 +262,17 @@ def test_url_limit_comes_from_the_configuration():
     message = Message(b.message(b.text_part(" ".join(f"https://h{i}.example.net/" for i in range(50)))))
     message.max_urls = 10
     assert len(message.urls) == 10 and message.url_extraction.truncated
+
+
+def test_rewritten_links_are_unwrapped_for_judgement(tmp_path):
+    from mailward.urls.signing import KeyRing, Signer
+
+    keys = KeyRing(tmp_path / "keys.json")
+    keys.load()
+    ours = Signer(keys, "https://mx.example.com").link("https://inner.example.net/a?b=1&c=2",
+                                                         "q1", "user@example.com")
+    safelinks = ("https://eur01.safelinks.protection.outlook.com/?url=https%3A%2F%2F"
+                 "safe.example.net%2Fx&data=05")
+    found = places(b.message(b.text_part(f"{ours} and {safelinks}")))
+    assert found["https://inner.example.net/a?b=1&c=2"] == "text:unwrapped"
+    assert found["https://safe.example.net/x"] == "text:unwrapped"

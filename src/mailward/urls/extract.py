@@ -271,6 +271,9 @@ def extract(message: "Message", max_urls: int = MAX_URLS) -> Extraction:
                 seen[parsed.url] = found
             if len(result.places) < max_places:
                 result.places.append(found)
+            inner = unwrap(parsed.href)
+            if inner and not candidate.where.endswith(":unwrapped"):
+                take([Candidate(inner, candidate.where + ":unwrapped", candidate.text)], part)
 
     for entity in message.text_parts:
         take(text_candidates(entity.text), entity.path)
@@ -296,6 +299,31 @@ def extract(message: "Message", max_urls: int = MAX_URLS) -> Extraction:
     if result.truncated:
         message.defects.append("URLS_TRUNCATED")
     return result
+
+
+def unwrap(href: str) -> str | None:
+    """unwrap - the link inside a rewritten link (ours, Safe Links, Google), or None.
+
+    A copy that was delivered (and is reported or re-scanned later) carries
+    rewritten links; the destination is what must be judged.
+    """
+    head, _, query = href.partition("?")
+    if not query:
+        return None
+    if "/u/1." in head and query.startswith(("u=", "go=1&u=")):
+        from mailward.urls.signing import url_from_query
+
+        return url_from_query(query.removeprefix("go=1&")) or None
+    host = head.split("//", 1)[-1].split("/", 1)[0].lower()
+    if host.endswith(".safelinks.protection.outlook.com") or (
+            host.startswith(("www.google.", "google.")) and head.endswith("/url")):
+        from urllib.parse import parse_qs
+
+        values = parse_qs(query[:MAX_TEXT_CHARS])
+        for key in ("url", "q"):
+            if values.get(key) and values[key][0].lower().startswith(("http:", "https:")):
+                return values[key][0]
+    return None
 
 
 def _found(parsed: ParsedUrl, candidate: Candidate, part: str) -> ExtractedUrl:

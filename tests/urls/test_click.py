@@ -185,3 +185,26 @@ def test_dot_stuffed_quoted_printable_link_is_rewritten_whole(gateway_factory, s
     [link] = LINKS.findall(html.payload)
     assert _click(link.decode()).headers["location"] == "https://login.example.net/verify?id=7"
     assert b"login.examplenet" not in html.payload
+
+
+def test_suspicious_link_warns_and_continues_when_allowed(gateway_factory, smtp_sink):
+    gateway = gateway_factory(relay=smtp_sink.url, config={"urls": {"scanner_window": "0s"}})
+    raw = (b"From: dana@example.org\r\nTo: user@example.com\r\nSubject: s\r\n"
+           b"Message-ID: <w@example.org>\r\n\r\n"
+           b"Sign in: https://paypal.com@login.example.net/session\r\n"
+           b"Long: https://long.example.net/" + b"a" * 20_000 + b"\r\n")
+    gateway.send(raw, rcpts=["user@example.com"])
+    links = LINKS.findall(_copies(smtp_sink, 1)["user@example.com"])
+    trick = next(l for l in links if b"paypal.com@" in l).decode()
+    answer = _click(trick)
+    assert answer.status_code == 200 and "may be dangerous" in answer.text
+    assert "paypal.com" in answer.text and "Continue to the site anyway" in answer.text
+    onward = re.search(r'href="([^"]+)"', answer.text).group(1).replace("&amp;", "&")
+    assert onward.startswith("/u/") and "go=1&" in onward
+    followed = _click(gateway.web_url + onward)
+    assert followed.status_code == 302
+    assert followed.headers["location"] == "https://paypal.com@login.example.net/session"
+    long_link = next(l for l in links if b"long.example.net" in l).decode()
+    assert _click(long_link).status_code == 302  # a 20 kB request line is served
+    verdicts = [c["verdict"] for c in _clicks(gateway, gateway.token())]
+    assert verdicts[:3] == ["allowed", "clicked-through", "warned"]

@@ -15,12 +15,14 @@ def url() -> None:
 
 
 def _settings():
+    """_settings - the settings of the running command."""
     from mailward.cli import Context
 
     return click.get_current_context().find_object(Context).settings
 
 
 def _keys(settings):
+    """_keys - the key ring the settings name."""
     from mailward.urls.signing import KeyRing
 
     path = settings.urls.keys_file or str(settings.data_dir / "url-keys.json")
@@ -48,6 +50,7 @@ def decode(link: str, as_json: bool) -> None:
     result = signer.decode(link)
 
     async def recipients() -> list[str]:
+        """recipients - the message's recipients from the store."""
         from sqlalchemy import select
 
         store = Store(settings.database_url)

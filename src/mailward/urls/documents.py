@@ -25,7 +25,13 @@ import zipfile
 from typing import TYPE_CHECKING, Iterator
 
 from mailward.urls import qr
-from mailward.urls.extract import Candidate, ScriptUri, html_candidates, text_candidates, unfold_ical
+from mailward.urls.extract import (
+    Candidate,
+    ScriptUri,
+    html_candidates,
+    text_candidates,
+    unfold_ical,
+)
 
 if TYPE_CHECKING:
     from mailward.attachments.files import FileNode
@@ -52,10 +58,12 @@ Found = tuple["FileNode", list[Candidate], list[ScriptUri]]
 
 
 def _name(node: "FileNode") -> str:
+    """_name - the file name, lower-cased."""
     return (node.name or "").lower()
 
 
 def is_pdf(node: "FileNode") -> bool:
+    """is_pdf - a PDF by its header (ISO 32000-1 section 7.5.2, within 1 KiB)."""
     return b"%PDF-" in node.data[:1024]
 
 
@@ -72,6 +80,7 @@ def is_ooxml(node: "FileNode") -> bool:
 
 
 def is_html(node: "FileNode") -> bool:
+    """is_html - an HTML or SVG file by name, declared type or first bytes."""
     head = node.data[:1024].lstrip().lower()
     return (_name(node).endswith(_HTML_NAMES) or node.declared_type in ("text/html",
             "image/svg+xml", "application/xhtml+xml")
@@ -80,16 +89,19 @@ def is_html(node: "FileNode") -> bool:
 
 
 def is_calendar(node: "FileNode") -> bool:
+    """is_calendar - an iCalendar file (RFC 5545) by name, type or first line."""
     return _name(node).endswith((".ics", ".ical", ".ifb")) or \
         node.declared_type == "text/calendar" or node.data[:15].upper() == b"BEGIN:VCALENDAR"
 
 
 def is_shortcut(node: "FileNode") -> bool:
+    """is_shortcut - a Windows Internet shortcut by name or section header."""
     return _name(node).endswith((".url", ".website")) or \
         node.data[:40].lstrip().lower().startswith(b"[internetshortcut]")
 
 
 def _text(data: bytes) -> str:
+    """_text - file bytes as text (UTF-16 by its BOM, else UTF-8), bounded."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return data[:MAX_TEXT_FILE].decode("utf-16", "replace")
     return data[:MAX_TEXT_FILE].decode("utf-8", "replace")
@@ -166,6 +178,7 @@ def ooxml_candidates(data: bytes) -> Iterator[Candidate]:
 
 
 def _relationships(content: bytes) -> Iterator[Candidate]:
+    """_relationships - targets of relationships with TargetMode External."""
     for match in _RELATIONSHIP.finditer(content):
         values = {m.group(1).decode(): (m.group(2) or m.group(3) or b"")
                   for m in _ATTRIBUTE.finditer(match.group(0))}
@@ -175,6 +188,7 @@ def _relationships(content: bytes) -> Iterator[Candidate]:
 
 
 def _xml_unescape(text: str) -> str:
+    """_xml_unescape - XML character and entity references undone."""
     import html
 
     return html.unescape(text)
@@ -184,7 +198,12 @@ def _xml_unescape(text: str) -> str:
 
 
 def pdf_candidates(data: bytes) -> Iterator[Candidate]:
-    """pdf_candidates - link annotation targets, page text URLs, QR codes in page images."""
+    """pdf_candidates - link annotation targets, page text URLs, QR codes in page images.
+
+    TODO: a QR code drawn with vector operators rather than embedded as an
+    image is not seen, since pages are not rasterised; such a PDF hides its
+    link from the QR decoder until a sandboxed renderer is added.
+    """
     if len(data) > MAX_PDF_BYTES:
         return
     from pypdf import PdfReader
@@ -220,9 +239,11 @@ def pdf_candidates(data: bytes) -> Iterator[Candidate]:
 
 
 def _annotations(page) -> Iterator[Candidate]:
+    """_annotations - URI and Launch action targets of a page's annotations."""
     try:
         annotations = page.get("/Annots") or []
-        annotations = annotations.get_object() if hasattr(annotations, "get_object") else annotations
+        if hasattr(annotations, "get_object"):
+            annotations = annotations.get_object()
     except Exception:
         return
     for reference in list(annotations)[:500]:

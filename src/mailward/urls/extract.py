@@ -65,7 +65,8 @@ _TEXT_URL = re.compile(r"(?i)(?:\bhttps?:(?://|\\\\)|(?<![\w@.-])www\d{0,3}\.)"
 _BRACKETED = re.compile(r"(?i)<(?:URL:)?\s*(https?://[^<>\x00]{1,8192}?)>")
 _BARE_HOST = re.compile(r"(?i)(?<![\w@./:-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}"
                         r"([a-z]{2,24}))(/[^\s<>\"'`\x00-\x1f\x7f]{0,8192})")
-_CSS_URL = re.compile(r"""(?i)url\(\s*(['"]?)([^'")]{1,8192})\1\s*\)|@import\s+(['"])([^'"]{1,8192})\3""")
+_CSS_URL = re.compile(r"""(?i)url\(\s*(['"]?)([^'")]{1,8192})\1\s*\)"""
+                      r"""|@import\s+(['"])([^'"]{1,8192})\3""")
 _REFRESH_URL = re.compile(r"""(?i)url\s*=\s*['"]?([^'"\s>]{1,8192})""")
 _LINK_ATTRIBUTES = ("href", "src", "action", "formaction", "background", "data", "poster",
                     "xlink:href")
@@ -96,6 +97,7 @@ class ExtractedUrl:
 
     @property
     def host(self) -> str:
+        """host - the URL's host as A-labels."""
         return url_host(self.url)
 
 
@@ -162,6 +164,7 @@ def text_candidates(text: str, where: str = "text", bare: bool = True) -> Iterat
 
 
 def _inside(position: int, spans: list[tuple[int, int]]) -> bool:
+    """_inside - the position falls in one of the spans."""
     return any(start <= position < end for start, end in spans)
 
 
@@ -215,11 +218,13 @@ def html_candidates(html: str, where: str = "html") -> tuple[list[Candidate], li
 
 
 def _anchor_text(node) -> str:
+    """_anchor_text - the text a reader sees for a link (or its image's alt)."""
     text = node.text(deep=True, separator=" ") or node.attributes.get("alt") or ""
     return " ".join(strip_invisible(text).split())[:MAX_ANCHOR_TEXT]
 
 
 def _css_urls(css: str) -> Iterator[str]:
+    """_css_urls - the url() and @import targets of a style sheet."""
     for match in _CSS_URL.finditer(css[:MAX_TEXT_CHARS]):
         yield (match.group(2) or match.group(4) or "").strip()
 
@@ -240,7 +245,7 @@ def _add(found: list[Candidate], scripts: list[ScriptUri], value: str, base: str
             value = join_url(base, value)
         except ValueError:
             return
-    elif not scheme and not value.startswith(("//", "\\\\")) and not value.lower().startswith("www"):
+    elif not scheme and not value.startswith(("//", "\\\\", "www", "WWW")):
         return  # a relative link with no base: it leads nowhere from a mail client
     found.append(Candidate(value, where, anchor))
 
@@ -257,6 +262,7 @@ def extract(message: "Message", max_urls: int = MAX_URLS) -> Extraction:
     max_places = max_urls * 4
 
     def take(candidates: Iterable[Candidate], part: str) -> None:
+        """take - normalise candidates and keep them within the bounds."""
         for candidate in candidates:
             if result.truncated and len(result.places) >= max_places:
                 return
@@ -327,6 +333,7 @@ def unwrap(href: str) -> str | None:
 
 
 def _found(parsed: ParsedUrl, candidate: Candidate, part: str) -> ExtractedUrl:
+    """_found - the record of one place a URL was found."""
     return ExtractedUrl(parsed.url, candidate.where, part, raw=candidate.raw[:2048],
                         text=candidate.text, userinfo=parsed.userinfo,
                         ip_obfuscated=parsed.ip_obfuscated)

@@ -49,6 +49,7 @@ class Lists:
 
 
 def _lists_from(data: dict, source: str) -> Lists:
+    """_lists_from - validated lists from parsed TOML; errors name the key."""
     brands = {}
     for name, table in data.get("brands", {}).items():
         domains = table.get("domains") if isinstance(table, dict) else None
@@ -191,6 +192,7 @@ class Protected:
                             if len(name) >= 4}
 
     def owned(self, host: str) -> bool:
+        """owned - the host belongs to a protected domain or brand."""
         return registrable(host) in self.owners
 
     @lru_cache(maxsize=16384)

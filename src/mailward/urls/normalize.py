@@ -51,6 +51,7 @@ class ParsedUrl:
 
     @property
     def punycode(self) -> bool:
+        """punycode - some label of the host is an A-label."""
         return any(label.startswith("xn--") for label in self.host.split("."))
 
 

@@ -29,7 +29,8 @@ MAX_PIXELS = 40_000_000
 MAX_SIDE = 2000
 MAX_DATA_IMAGES = 10
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
-_DATA_IMAGE = re.compile(r"(?i)data:image/(?:png|jpe?g|gif|bmp|webp);base64,([A-Za-z0-9+/=\s]{64,14000000})")
+_DATA_IMAGE = re.compile(r"(?i)data:image/(?:png|jpe?g|gif|bmp|webp);base64,"
+                         r"([A-Za-z0-9+/=\s]{64,14000000})")
 
 
 def is_image(data: bytes) -> bool:
@@ -38,6 +39,7 @@ def is_image(data: bytes) -> bool:
 
 
 def _formats():
+    """_formats - the barcode formats decoded: the QR code family."""
     import zxingcpp
 
     return [zxingcpp.BarcodeFormat.QRCode, zxingcpp.BarcodeFormat.MicroQRCode,

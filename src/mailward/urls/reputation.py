@@ -78,11 +78,13 @@ class UrlReputationCheck:
 
     @classmethod
     def from_services(cls, services: Services) -> "UrlReputationCheck":
+        """from_services - the check with the lists and protected domains of the settings."""
         lists = heuristics.load_lists(services.settings.urls.lists_file)
         services.extras["url_lists"] = lists
         return cls(services, lists)
 
     async def check(self, task: Task) -> list[Finding]:
+        """check - intelligence, form, script URIs and never-seen domains of one message."""
         assert task.message is not None
         await self.cache.refresh()
         extraction = task.message.url_extraction
@@ -122,7 +124,8 @@ class UrlReputationCheck:
             distinct = list({found.url: (found, why) for found, why in hits}.values())
             shown = "; ".join(f"{found.url} ({found.where}: {why})"
                               for found, why in distinct[:_EVIDENCE_URLS])
-            more = f" and {len(distinct) - _EVIDENCE_URLS} more" if len(distinct) > _EVIDENCE_URLS else ""
+            extra = len(distinct) - _EVIDENCE_URLS
+            more = f" and {extra} more" if extra > 0 else ""
             findings.append(Finding(symbol, _category(symbol), shown + more,
                                     data={"urls": [f.url for f, _ in distinct],
                                           "where": [f.where for f, _ in distinct]}))
@@ -202,6 +205,7 @@ def url_signals(found: ExtractedUrl, protected: heuristics.Protected,
 
 
 def _name_signals(host: str, protected: heuristics.Protected) -> list[tuple[str, str]]:
+    """_name_signals - signals of a host name: punycode, mixed scripts, lookalikes."""
     signals = []
     if any(label.startswith("xn--") for label in host.split(".")):
         signals.append(("URL_PUNYCODE", heuristics.to_unicode(host)))
@@ -216,17 +220,21 @@ def _name_signals(host: str, protected: heuristics.Protected) -> list[tuple[str,
 
 
 def _written(raw: str) -> str:
+    """_written - the host as it was written in the raw URL."""
     rest = raw.split("//", 1)[-1]
     return rest.split("/", 1)[0][:80]
 
 
 def _category(symbol: str) -> Category:
+    """_category - spam for the weak form signals, phishing for the rest."""
     return Category.SPAM if symbol in ("URL_LONG", "URL_MANY_SUBDOMAINS") else Category.PHISH
 
 
 def _scripts(scripts) -> list[Finding]:
+    """_scripts - one finding each for script URIs and data URIs."""
     findings = []
-    for symbol, kinds in (("URL_SCRIPT_URI", ("javascript", "vbscript")), ("URL_DATA_URI", ("data",))):
+    for symbol, kinds in (("URL_SCRIPT_URI", ("javascript", "vbscript")),
+                          ("URL_DATA_URI", ("data",))):
         hits = [s for s in scripts if s.scheme in kinds]
         if hits:
             shown = "; ".join(f"{s.value[:80]} ({s.where})" for s in hits[:_EVIDENCE_URLS])

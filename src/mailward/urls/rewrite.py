@@ -232,10 +232,12 @@ def rewritable(entity: "Entity") -> bool:
 
 
 def _first(attributes: list[Attribute], name: str) -> Attribute | None:
+    """_first - the first attribute of a name, as browsers keep it."""
     return next((a for a in attributes if a.name == name), None)
 
 
 def _codec(charset: str) -> str:
+    """_codec - a Python codec name for a MIME charset (unknown: UTF-8)."""
     import codecs
 
     try:
@@ -253,6 +255,7 @@ def _value(attribute: Attribute | None, charset: str) -> str:
 
 
 def _apply(data: bytes, edits: list[tuple[int, int, str]]) -> bytes | None:
+    """_apply - the data with each (start, end) span replaced, or None if no edit."""
     if not edits:
         return None
     pieces, last = [], 0
@@ -264,7 +267,8 @@ def _apply(data: bytes, edits: list[tuple[int, int, str]]) -> bytes | None:
     return b"".join(pieces)
 
 
-def copy_rewriter(gateway, queue_id: str, recipient: str) -> Callable[["Entity"], bytes | None] | None:
+def copy_rewriter(gateway, queue_id: str,
+                  recipient: str) -> Callable[["Entity"], bytes | None] | None:
     """copy_rewriter - the part rewriter of one delivered copy, or None when off."""
     settings = gateway.settings
     if not settings.urls.rewrite or not gateway.is_local(recipient):

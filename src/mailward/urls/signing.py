@@ -70,6 +70,7 @@ class KeyRing:
         self._lock = threading.Lock()
 
     def _stat(self) -> tuple[float, int] | None:
+        """_stat - the file's modification time and size, or None."""
         try:
             info = self.path.stat()
         except FileNotFoundError:
@@ -109,15 +110,18 @@ class KeyRing:
 
     @property
     def current(self) -> SigningKey:
+        """current - the key that signs new links."""
         self._fresh()
         assert self._current is not None
         return self._current
 
     def get(self, key_id: str) -> SigningKey | None:
+        """get - the key of an id, if it is still in the file."""
         self._fresh()
         return self._keys.get(key_id)
 
     def keys(self) -> list[SigningKey]:
+        """keys - every key that verifies."""
         self._fresh()
         return list(self._keys.values())
 
@@ -142,6 +146,7 @@ class KeyRing:
         return True
 
     def _write(self, keys: list[SigningKey]) -> None:
+        """_write - replace the keys file atomically, mode 0600, fsynced."""
         data = {"keys": [{"id": k.id, "secret": base64.b64encode(k.secret).decode(),
                           "created": k.created} for k in keys]}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,10 +160,12 @@ class KeyRing:
 
 
 def _new_key(key_id: str) -> SigningKey:
+    """_new_key - a fresh 256-bit key."""
     return SigningKey(key_id, secrets.token_bytes(32), datetime.now(UTC).isoformat())
 
 
 def _mac(key: SigningKey, message: str) -> bytes:
+    """_mac - HMAC-SHA256 of a message with a key."""
     return hmac.new(key.secret, message.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
 
@@ -169,6 +176,7 @@ def recipient_id(key: SigningKey, queue_id: str, recipient: str) -> str:
 
 
 def _signature(key: SigningKey, queue_id: str, rid: str, url: str) -> str:
+    """_signature - the link signature, 128 bits, base64url."""
     digest = _mac(key, f"{VERSION}|{key.id}|{queue_id}|{rid}|{url}")[:16]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
@@ -206,6 +214,7 @@ class Signer:
         return f"{self.prefix}{token}?u={encode_url(url)}"
 
     def is_ours(self, url: str) -> bool:
+        """is_ours - the URL is already a click link of this gateway."""
         return url.startswith(self.prefix)
 
     def verify(self, token: str, url: str) -> ClickLink:
@@ -259,6 +268,7 @@ def url_from_query(query: str) -> str:
 
 
 def _decodable(value: str) -> bool:
+    """_decodable - the percent-escapes decode as UTF-8."""
     try:
         unquote(value[:MAX_LINK * 3], errors="strict")
     except UnicodeDecodeError:

@@ -36,6 +36,7 @@ _PAGE_HEADERS = {**_HEADERS, "Content-Security-Policy":
 
 
 def _page(title: str, body: str, status: int, method: str) -> Response:
+    """_page - an HTML page with the safe headers (no body for HEAD)."""
     document = (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
                 f"<meta name=viewport content='width=device-width'><title>{html.escape(title)}"
                 "</title></head><body style='font-family:sans-serif;max-width:40em;margin:3em auto;"
@@ -47,6 +48,7 @@ def _page(title: str, body: str, status: int, method: str) -> Response:
 
 
 def _client_ip(request: Request) -> str:
+    """_client_ip - the peer address of the request."""
     return request.client.host if request.client else ""
 
 
@@ -74,6 +76,7 @@ async def follow(request: Request, token: str) -> Response:
 
 
 def _warning(request: Request, judgement: clicks.Judgement) -> Response:
+    """_warning - the warning (200) or block (403) page of a judged click."""
     blocked = judgement.verdict == clicks.BLOCKED
     title = "This link was blocked" if blocked else "This link may be dangerous"
     body = (f"<p>{'mailward blocked' if blocked else 'mailward warns about'} the link to "
@@ -111,6 +114,7 @@ async def decode(request: Request, url: str = Query(..., max_length=200_000),
 
 
 def click_dict(click: Click) -> dict[str, Any]:
+    """click_dict - one click as JSON."""
     return {"id": click.id, "queue_id": click.queue_id, "recipient": click.recipient,
             "url": click.url, "url_hash": click.url_hash,
             "clicked_at": click.clicked_at.isoformat(), "client_ip": click.client_ip,

@@ -10,7 +10,9 @@ by default, for malicious links).
 Clicks are written in batches (at most 500 rows, 50 ms apart) so that a
 burst of clicks costs one commit, not one each; a queue of pending rows
 bounds memory, and a full queue slows the clicks down instead of dropping
-them. Each click is a row of ``clicks``: the message, the recipient (found again
+them. TODO: the gateway does not flush the pending rows when it stops, so
+the clicks of the last 50 ms before a shutdown or crash can be missing from
+the log that answers "did anyone click?". Each click is a row of ``clicks``: the message, the recipient (found again
 from the opaque recipient id among the message's recipients), the URL and
 the hash of its normalised form (``intel.store.url_hash``, as the index and
 the post-delivery response use it), the time, client IP and user agent, the

@@ -269,6 +269,38 @@ class OutboundSettings(Section):
     allowed_m365_tenant_ids: list[str] = Field(default_factory=list, description="Microsoft 365 tenant ids whose mail may leave through us")
 
 
+class UrlSettings(Section):
+    max_urls: int = Field(1000, ge=1, description="distinct URLs extracted per message; past it the cut is recorded (URLS_TRUNCATED)")
+    rewrite: bool = Field(True, description="rewrite http(s) links of delivered mail to the click service, signed per recipient")
+    click_base: str = Field("", description="base URL of the click service in rewritten links (empty = web.public_url)")
+    allow_domains: list[str] = Field(default_factory=list, description="hosts whose links are not rewritten: example.com is that host only, *.example.com any host under it")
+    keys_file: str = Field("", description="signing keys of rewritten links, JSON, rotated with `mailward url keys rotate` (empty = url-keys.json in data_dir)")
+    protected_domains: list[Domain] = Field(default_factory=list, description="domains whose lookalikes are flagged, besides smtp.accepted_domains and the brand list")
+    lists_file: str = Field("", description="TOML file of brands, URL shorteners, free hosting and form services (empty = the shipped one)")
+    max_subdomains: int = Field(4, ge=1, description="labels left of the registrable domain above which a host counts as excessive")
+    max_length: int = Field(500, ge=32, description="URL length above which a URL counts as excessive")
+    new_domain_warmup: int = Field(500, ge=0, description="registrable domains the gateway must have seen before a never-seen domain is a finding")
+    click_through_suspicious: bool = Field(True, description="the warning page for a suspicious link offers to continue")
+    click_through_malicious: bool = Field(False, description="the block page for a known-malicious link offers to continue")
+    scanner_window: Duration = Field("20s", description="a click this soon after delivery counts as a link scanner, not a person")
+    scanner_agents: list[str] = Field(default_factory=list, description="extra regular expressions of user agents that are link scanners")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "UrlSettings":
+        for rule in self.allow_domains:
+            body = rule.removeprefix("*.")
+            if not body or "*" in body or not re.fullmatch(r"[A-Za-z0-9.-]+", body):
+                raise ValueError(f"allow_domains: {rule!r} is not a host or *.domain")
+        for pattern in self.scanner_agents:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"scanner_agents: {pattern!r}: {error}") from None
+        if self.click_base and not re.match(r"(?i)https?://[^/]+", self.click_base):
+            raise ValueError(f"click_base: {self.click_base!r} is not an http(s) URL")
+        return self
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest severity written")
     format: Literal["text", "json"] = Field("text", description="text for people, json for log collectors")
@@ -292,6 +324,7 @@ class Settings(Section):
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    urls: UrlSettings = Field(default_factory=UrlSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
@@ -326,6 +359,10 @@ class Settings(Section):
     @property
     def hostname(self) -> str:
         return self.smtp.hostname or socket.getfqdn()
+
+    @property
+    def click_base(self) -> str:
+        return (self.urls.click_base or self.public_url).rstrip("/")
 
     @property
     def public_url(self) -> str:

@@ -40,6 +40,7 @@ from mailward.registry import build_pipeline
 from mailward.services import Services
 from mailward.smtp.spool import Spool, move_durable
 from mailward.store.models import Delivery, MessageFile, MessageRecord, MessageUrl, QuarantineItem
+from mailward.urls.index import record_domains
 from mailward.verdict import Action, Category, Finding, Verdict
 
 log = logging.getLogger("mailward.gateway")
@@ -143,6 +144,7 @@ class Gateway:
         message = Message(raw, limits=self.mime_limits,
                           max_text_bytes=self.settings.pipeline.max_text_bytes)
         message.unpack_limits = self.unpack_limits
+        message.max_urls = self.settings.urls.max_urls
         return message
 
     async def judge(self, envelope: Envelope, raw: bytes,
@@ -262,6 +264,7 @@ class Gateway:
                     subject=message.subject[:2000], size=len(message.raw)))
             if state != "rejected":
                 self._index_rows(session, envelope.queue_id, message)
+                await record_domains(session, self.services.store, message)
             await self.reputation.count(session, envelope.peer_ip, verdict)
             await session.commit()
 
@@ -375,6 +378,9 @@ class Gateway:
     def render(self, message: Message, verdict: Verdict, queue_id: str,
                recipient: str, extra_headers: list[tuple[str, str]] | None = None) -> bytes:
         """render - the bytes delivered to one recipient."""
+        from mailward.urls.rewrite import copy_rewriter
+
         banner = self.settings.banner
         return actions.render(message, verdict, queue_id, external_text=banner.external,
-                              suspicious_text=banner.suspicious, extra_headers=extra_headers)
+                              suspicious_text=banner.suspicious, extra_headers=extra_headers,
+                              rewrite=copy_rewriter(self, queue_id, recipient))

@@ -267,3 +267,14 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UrlDomain(Base):
+    """A registrable domain seen in the URLs of accepted mail, and how often."""
+
+    __tablename__ = "url_domains"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    first_seen: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UtcDateTime)
+    messages: Mapped[int] = mapped_column(BigInteger, default=1)

@@ -25,6 +25,7 @@ log = logging.getLogger("mailward.web")
 # module:attribute of each APIRouter, in the order they are mounted.
 ROUTERS = [
     "mailward.web.quarantine:router",
+    "mailward.urls.web:router",
 ]
 
 

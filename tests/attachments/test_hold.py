@@ -88,7 +88,7 @@ def test_held_message_survives_a_restart(gateway_factory, smtp_sink):
         cape.finish_after = cape.polls + 2
         cape.malscore = 1.0
         gateway.start()
-        log = gateway.wait_log(f"{queue_id}: hold resolved (sandbox verdict)", timeout=40)
+        log = gateway.wait_log(f"{queue_id}: hold resolved (sandbox verdict)", timeout=90)
         assert "action=quarantine" not in log
         [received] = smtp_sink.wait_for(1, timeout=30)
         assert b"X-Mailward-Queue-Id: " + queue_id.encode() in received.data

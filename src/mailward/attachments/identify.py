@@ -139,21 +139,28 @@ def _ole_kind(data: bytes) -> str:
 
 
 def _zip_kind(data: bytes) -> str:
-    """_zip_kind - Office Open XML, OpenDocument, Java archive, or a plain zip."""
-    head = data[:4096]
-    if b"[Content_Types].xml" in head or b"_rels/.rels" in head:
-        return "ooxml"
-    if b"mimetypeapplication/vnd.oasis.opendocument" in head:
-        return "odf"
-    if b"META-INF/MANIFEST.MF" in head or b"AndroidManifest.xml" in head:
-        return "jar"
+    """_zip_kind - Office Open XML, OpenDocument, Java archive, or a plain zip.
+
+    Judged by the archive's own member names: a stored (uncompressed) member
+    such as a .docx inside a plain zip puts another package's names into the
+    outer bytes, so searching the raw bytes would mistake the container for
+    its content. The raw bytes are only a fallback for a damaged directory.
+    """
     try:
         names = zipfile.ZipFile(io.BytesIO(data)).namelist()[:2000]
     except Exception:
+        head = data[:4096]
+        if head[30:49] == b"[Content_Types].xml":
+            return "ooxml"
+        if head[30:38] == b"mimetype" and b"application/vnd.oasis.opendocument" in head[38:120]:
+            return "odf"
         return "zip"
     if "[Content_Types].xml" in names:
         return "ooxml"
-    if "META-INF/MANIFEST.MF" in names and any(n.endswith(".class") for n in names):
+    if names[:1] == ["mimetype"] and b"application/vnd.oasis.opendocument" in data[38:120]:
+        return "odf"
+    if "META-INF/MANIFEST.MF" in names and (any(n.endswith(".class") for n in names)
+                                            or "AndroidManifest.xml" in names):
         return "jar"
     return "zip"
 

@@ -168,5 +168,6 @@ def render(message: Message, verdict: Verdict, queue_id: str, *,
         banner = Banner(banner_text(verdict, external_text, suspicious_text))
         raw = add_banner(message, banner)
     raw = strip_own_headers(raw, message.root.body_start)
-    fields = verdict_headers(queue_id, verdict) + list(extra_headers or [])
+    fields = (verdict_headers(queue_id, verdict) + list(extra_headers or [])
+              + list(verdict.headers))
     return prepend_headers(raw, fields)

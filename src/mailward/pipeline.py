@@ -48,7 +48,9 @@ class Task:
     """What one check run sees: the envelope, the message, shared services.
 
     ``findings`` holds what earlier stages and waves found; ``scratch`` lets
-    a check publish derived results (by its own name) for later checks.
+    a check publish derived results (by its own name) for later checks;
+    ``headers`` are fields to add to the delivered message, carried by the
+    verdict.
     """
 
     envelope: Envelope
@@ -57,6 +59,7 @@ class Task:
     findings: list[Finding] = field(default_factory=list)
     scratch: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def log(self) -> logging.LoggerAdapter:
@@ -136,7 +139,9 @@ class Pipeline:
         except TimeoutError:
             raise PipelineError(f"deadline of {self.deadline:g}s passed") from None
         task.timings["pipeline"] = time.perf_counter() - started
-        return self.policy.decide(task.findings, sender=_sender(task))
+        verdict = self.policy.decide(task.findings, sender=_sender(task))
+        verdict.headers = list(task.headers)
+        return verdict
 
     async def _run_one(self, item: Check, task: Task) -> list[Finding]:
         started = time.perf_counter()

@@ -645,3 +645,74 @@ def _any_in(ip: IpAddress, addresses: list[str], directive: Directive) -> bool:
 def _rescope(outcome: SpfOutcome, scope: str) -> SpfOutcome:
     return SpfOutcome(outcome.result, outcome.domain, scope, outcome.reason,
                       outcome.explanation, outcome.mechanism)
+
+
+# The check.
+
+_SYMBOLS = {result: f"SPF_{result.upper()}" for result in SpfResult}
+_HELO_SYMBOLS = {result: f"SPF_HELO_{result.upper()}" for result in SpfResult}
+_MEANINGS = {
+    SpfResult.PASS: "the client is authorised to send for the domain",
+    SpfResult.FAIL: "the domain says the client may not send for it",
+    SpfResult.SOFTFAIL: "the domain says the client is probably not authorised",
+    SpfResult.NEUTRAL: "the domain makes no assertion about the client",
+    SpfResult.NONE: "the domain publishes no SPF record",
+    SpfResult.TEMPERROR: "a DNS failure stopped the SPF evaluation",
+    SpfResult.PERMERROR: "the domain's SPF record is broken or too expensive",
+}
+
+
+def spf_authres(outcome: SpfOutcome) -> str:
+    """spf_authres - the resinfo of one SPF outcome (RFC 8601 2.7.2)."""
+    from mailward.auth.results import method_result
+
+    prop = "smtp.mailfrom" if outcome.scope == "mfrom" else "smtp.helo"
+    return method_result("spf", str(outcome.result), outcome.reason,
+                         [(prop, outcome.domain)])
+
+
+class SpfCheck:
+    """SPF of MAIL FROM (and of HELO) while the client waits at MAIL."""
+
+    name: ClassVar[str] = "spf"
+    stage: ClassVar[Stage] = Stage.MAIL
+    after: ClassVar[tuple[str, ...]] = ()
+    symbols: ClassVar[dict[str, str]] = {
+        **{_SYMBOLS[r]: f"MAIL FROM: {text}" for r, text in _MEANINGS.items()},
+        **{_HELO_SYMBOLS[r]: f"HELO: {text}" for r, text in _MEANINGS.items()},
+    }
+
+    def __init__(self, evaluator: SpfEvaluator, helo: bool, trusted: list[str]) -> None:
+        self.evaluator = evaluator
+        self.helo = helo
+        self.trusted = trusted
+
+    @classmethod
+    def from_services(cls, services) -> "SpfCheck | None":
+        settings = services.settings
+        if not settings.spf.enabled:
+            return None
+        evaluator = SpfEvaluator(services.resolver, receiver=settings.hostname,
+                                 max_void_lookups=settings.spf.max_void_lookups,
+                                 timeout=settings.spf.timeout)
+        return cls(evaluator, settings.spf.helo, list(settings.auth.trusted_networks))
+
+    async def check(self, task: Task) -> list[Finding]:
+        from mailward.auth import is_trusted_peer
+
+        envelope = task.envelope
+        if not envelope.peer_ip or is_trusted_peer(self.trusted, envelope.peer_ip):
+            return []
+        helo = envelope.helo.strip().strip("[]")
+        jobs = [self.evaluator.check_mail_from(envelope.peer_ip, envelope.mail_from, helo)]
+        if self.helo and valid_domain(helo):
+            jobs.append(self.evaluator.check_helo(envelope.peer_ip, helo))
+        outcomes = await asyncio.gather(*jobs)
+        findings = []
+        for outcome in outcomes:
+            symbols = _SYMBOLS if outcome.scope == "mfrom" else _HELO_SYMBOLS
+            detail = f"{outcome.scope} {outcome.domain}: {outcome.result} ({outcome.reason})"
+            task.log.debug("spf %s", detail)
+            data = {**outcome.as_dict(), "authres": spf_authres(outcome)}
+            findings.append(Finding(symbols[outcome.result], Category.AUTH, detail, data=data))
+        return findings

@@ -540,6 +540,10 @@ def db_upgrade(context: Context) -> None:
 
 # Sub-commands that live beside the code they drive, as module:attribute.
 SUBCOMMANDS: list[str] = [
+    "mailward.auth.commands:spf",
+    "mailward.auth.commands:dkim",
+    "mailward.auth.commands:arc",
+    "mailward.auth.commands:dmarc",
 ]
 
 

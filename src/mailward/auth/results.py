@@ -98,7 +98,7 @@ def method_result(method: str, result: str, reason: str = "",
     """method_result - one resinfo: method=result (reason) ptype.prop=value (RFC 8601 2.2)."""
     parts = [f"{method}={result}"]
     if reason:
-        clean = re.sub(r"[()\\\r\n]", " ", reason)[:120].strip()
+        clean = " ".join(re.sub(r"[()\\\r\n]", " ", reason).split())[:120]
         parts.append(f"({clean})")
     for name, value in properties or []:
         if value:

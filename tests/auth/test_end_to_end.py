@@ -183,3 +183,31 @@ def test_a_smuggled_result_behind_a_bare_lf_is_removed_case_c03(gateway_factory,
     results = [line for line in head.split(b"\r\n") if line.lower().startswith(
         b"authentication-results: mx.example.com")]
     assert len(results) == 1 and b"dkim=pass header.d=example.com" not in head
+
+
+def test_xclient_is_refused_to_untrusted_clients(gateway_factory):
+    gateway = gateway_factory()
+    with gateway.smtp() as client:
+        assert b"XCLIENT" not in (client.ehlo_resp or b"")
+        code, text = client.docmd("XCLIENT", "ADDR=192.0.2.1")
+        assert code == 550 and b"5.7.0" in text
+
+
+def test_xclient_syntax_errors_and_transactions(gateway_factory, world, smtp_sink):
+    gateway = start(gateway_factory, smtp_sink, world)
+    with gateway.smtp() as client:
+        assert b"XCLIENT ADDR" in client.ehlo_resp
+        assert client.docmd("XCLIENT", "ADDR=not-an-ip")[0] == 501
+        assert client.docmd("XCLIENT", "SECRET=1")[0] == 501
+        client.mail("a@example.org")
+        assert client.docmd("XCLIENT", "ADDR=192.0.2.1")[0] == 503
+
+
+def test_an_unreadable_arc_key_stops_the_server(tmp_path):
+    from tests.support.gateway import RunningGateway
+
+    gateway = RunningGateway(tmp_path, {"arc": {"key_file": str(tmp_path / "none.pem"),
+                                                "selector": "s", "domain": "example.com"}})
+    with pytest.raises(RuntimeError) as failed:
+        gateway.start(timeout=30)
+    assert "arc.key_file" in str(failed.value)

@@ -430,7 +430,8 @@ class DmarcCheck:
             outcome = await self.evaluator.evaluate(message.from_domain, inputs)
             self._overrides(task, outcome)
         task.scratch["dmarc"] = outcome
-        if self.settings.record:
+        if self.settings.record and task.envelope.peer_ip:
+            # Only mail received over SMTP is reported; offline scans are not.
             await record_evaluation(self.services, task, outcome, inputs)
         return self._findings(outcome)
 

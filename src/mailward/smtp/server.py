@@ -276,7 +276,8 @@ class GatewayHandler:
         """on_xclient - the connection checks again, for the client the proxy named."""
         session = server.session
         session.findings = []
-        log.info("%s: XCLIENT: client is %s (helo %s)", session.session_id,
+        server.connect_findings = []
+        log.info("%s: XCLIENT: client is %s (helo %s)", server.session_id,
                  session.peer[0], session.host_name or "-")
         return await self._stage(server, Stage.CONNECT)
 

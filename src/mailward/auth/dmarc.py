@@ -21,7 +21,6 @@ several From headers name domains, the strictest policy among them applies
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import random

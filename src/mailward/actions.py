@@ -225,5 +225,6 @@ def render(message: Message, verdict: Verdict, queue_id: str, *,
     if banner is not None or rewrite is not None:
         raw = edit_parts(message, banner, rewrite)
     raw = strip_own_headers(raw, _header_end(raw, 0, len(raw)))
-    fields = verdict_headers(queue_id, verdict) + list(extra_headers or [])
+    fields = (verdict_headers(queue_id, verdict) + list(extra_headers or [])
+              + list(verdict.headers))
     return prepend_headers(raw, fields)

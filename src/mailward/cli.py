@@ -554,6 +554,10 @@ def db_upgrade(context: Context) -> None:
 # Sub-commands that live beside the code they drive, as module:attribute.
 SUBCOMMANDS: list[str] = [
     "mailward.urls.commands:url",
+    "mailward.auth.commands:spf",
+    "mailward.auth.commands:dkim",
+    "mailward.auth.commands:arc",
+    "mailward.auth.commands:dmarc",
 ]
 
 

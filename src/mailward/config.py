@@ -129,6 +129,7 @@ class SmtpSettings(Section):
     tls_key: str = Field("", description="PEM private key for tls_cert")
     bare_lf: Literal["reject", "normalize"] = Field("reject", description="a bare LF or CR in DATA: reject with 550 5.5.2, or normalise it to CRLF")
     smtputf8: bool = Field(True, description="offer SMTPUTF8 (RFC 6531)")
+    xclient_networks: list[Network] = Field(default_factory=list, description="networks of trusted proxies that may give the real client with XCLIENT (ADDR, PORT, HELO, NAME)")
 
 
 class WebSettings(Section):
@@ -210,6 +211,49 @@ class DnsSettings(Section):
     timeout: Duration = Field("3s", description="time allowed for one DNS query, retries included")
     zone_file: str = Field("", description="answer from this RFC 1035 master file instead of the network")
     cache_size: int = Field(100_000, ge=0, description="answers kept in the TTL-respecting cache")
+
+
+_ACTIONS = Literal["deliver", "tag", "quarantine", "reject"]
+
+
+class AuthSettings(Section):
+    authserv_id: str = Field("", description="authserv-id of our Authentication-Results (empty = the host name); incoming ones claiming it are removed")
+    trusted_networks: list[Network] = Field(["127.0.0.0/8", "::1/128"], description="client networks (internal relays) whose mail is not SPF, DKIM, DMARC or ARC checked")
+
+
+class SpfSettings(Section):
+    enabled: bool = Field(True, description="check SPF (RFC 7208) of MAIL FROM at the MAIL command")
+    helo: bool = Field(True, description="also check the HELO identity")
+    timeout: Duration = Field("20s", description="time allowed for one whole SPF evaluation")
+    max_void_lookups: int = Field(2, ge=0, description="look-ups answered NXDOMAIN or empty before permerror (RFC 7208 4.6.4)")
+
+
+class DkimSettings(Section):
+    enabled: bool = Field(True, description="verify DKIM signatures (RFC 6376, 8463)")
+    max_signatures: int = Field(10, ge=1, description="signatures verified per message; the rest are ignored")
+    min_key_bits: int = Field(1024, ge=512, description="RSA keys shorter than this fail (RFC 8301)")
+    accept_sha1: bool = Field(False, description="count rsa-sha1 signatures as valid (RFC 8301 says they are not)")
+
+
+class DmarcSettings(Section):
+    enabled: bool = Field(True, description="evaluate DMARC (RFC 7489) for the RFC 5322.From domain")
+    org_domain: Literal["psl", "tree-walk"] = Field("psl", description="organizational domain by the public suffix list, or by the DMARCbis DNS tree walk")
+    psl_file: str = Field("", description="public suffix list file to use instead of the packaged one")
+    on_reject: _ACTIONS = Field("reject", description="action for failing mail whose domain publishes p=reject")
+    on_quarantine: _ACTIONS = Field("quarantine", description="action for failing mail whose domain publishes p=quarantine")
+    overrides: dict[str, _ACTIONS] = Field(default_factory=dict, description="sending domain -> action for its failing mail, whatever it publishes")
+    record: bool = Field(True, description="store every evaluation for aggregate reports")
+    report_org: str = Field("", description="org_name in aggregate reports (empty = the authserv-id)")
+    report_email: str = Field("", description="email in aggregate reports and From of the report mail (empty = dmarc-reports@<host name>)")
+
+
+class ArcSettings(Section):
+    enabled: bool = Field(True, description="verify ARC chains (RFC 8617)")
+    trusted_sealers: list[Domain] = Field(default_factory=list, description="sealing domains whose recorded DMARC pass overrides a local DMARC failure")
+    seal: Literal["never", "modified", "always"] = Field("modified", description="add our ARC set to delivered mail: never, when we changed the message, or always")
+    key_file: str = Field("", description="PEM RSA private key for our ARC sets (empty = no sealing)")
+    selector: str = Field("", description="selector of our ARC key (its public key is at <selector>._domainkey.<domain>)")
+    domain: str = Field("", description="signing domain of our ARC sets")
 
 
 class SpamSettings(Section):
@@ -319,6 +363,11 @@ class Settings(Section):
     connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     dns: DnsSettings = Field(default_factory=DnsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    spf: SpfSettings = Field(default_factory=SpfSettings)
+    dkim: DkimSettings = Field(default_factory=DkimSettings)
+    dmarc: DmarcSettings = Field(default_factory=DmarcSettings)
+    arc: ArcSettings = Field(default_factory=ArcSettings)
     spam: SpamSettings = Field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = Field(default_factory=AntivirusSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
@@ -337,6 +386,9 @@ class Settings(Section):
                 "open relay. List the domains you accept mail for.")
         if self.outbound.enabled and not self.outbound.relay:
             raise ValueError("outbound.relay: must be set when outbound.enabled is true")
+        if self.arc.key_file and not (self.arc.selector and self.arc.domain):
+            raise ValueError("arc.selector: arc.selector and arc.domain must be set "
+                             "when arc.key_file is")
         return self
 
     # Derived locations under the data directory.
@@ -428,6 +480,9 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 

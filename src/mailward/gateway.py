@@ -147,10 +147,21 @@ class Gateway:
         message.max_urls = self.settings.urls.max_urls
         return message
 
+    def strip_forged_results(self, raw: bytes, queue_id: str) -> bytes:
+        """strip_forged_results - drop incoming Authentication-Results claiming our id."""
+        from mailward.auth.results import authserv_id, strip_forged
+
+        raw, removed = strip_forged(raw, authserv_id(self.settings))
+        if removed:
+            QueueLog(log, queue_id).info("removed %d Authentication-Results claiming our "
+                                         "authserv-id", removed)
+        return raw
+
     async def judge(self, envelope: Envelope, raw: bytes,
                     session_findings: list | None = None) -> tuple[Message, Verdict, Task]:
         """judge - parse and run the pipeline; raises PipelineError."""
         assert self.pipeline is not None, "Gateway.start() was not awaited"
+        raw = self.strip_forged_results(raw, envelope.queue_id)
         async with self._judging:
             message = await asyncio.to_thread(self.parse, raw)
             task = Task(envelope=envelope, services=self.services, message=message,
@@ -165,6 +176,8 @@ class Gateway:
         """receive - spool, judge and act on one message; the SMTP reply."""
         qlog = QueueLog(log, envelope.queue_id)
         started = time.perf_counter()
+        # Forged results go before the bytes are kept, so every stage sees one header list.
+        raw = self.strip_forged_results(raw, envelope.queue_id)
         await asyncio.to_thread(self.spool.write, envelope.queue_id, envelope.as_dict(), raw)
         try:
             message, verdict, task = await self.judge(envelope, raw, session_findings)
@@ -381,6 +394,10 @@ class Gateway:
         from mailward.urls.rewrite import copy_rewriter
 
         banner = self.settings.banner
-        return actions.render(message, verdict, queue_id, external_text=banner.external,
+        data = actions.render(message, verdict, queue_id, external_text=banner.external,
                               suspicious_text=banner.suspicious, extra_headers=extra_headers,
                               rewrite=copy_rewriter(self, queue_id, recipient))
+        # Render hooks (such as the ARC sealer) see the final bytes and may add to them.
+        for hook in self.services.extras.get("render_hooks", []):
+            data = hook(message, verdict, data, queue_id)
+        return data

@@ -278,3 +278,32 @@ class UrlDomain(Base):
     first_seen: Mapped[datetime] = mapped_column(UtcDateTime)
     last_seen: Mapped[datetime] = mapped_column(UtcDateTime)
     messages: Mapped[int] = mapped_column(BigInteger, default=1)
+class DmarcEvaluation(Base):
+    """One DMARC evaluation: the rows of RFC 7489 aggregate reports."""
+
+    __tablename__ = "dmarc_evaluations"
+    __table_args__ = (Index("ix_dmarc_evaluations_domain_time", "policy_domain",
+                            "evaluated_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(String(32), index=True)
+    evaluated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source_ip: Mapped[str] = mapped_column(String(64), default="")
+    header_from: Mapped[str] = mapped_column(String(255), default="")
+    envelope_from: Mapped[str] = mapped_column(String(255), default="")
+    policy_domain: Mapped[str] = mapped_column(String(255))
+    p: Mapped[str] = mapped_column(String(16), default="none")
+    sp: Mapped[str] = mapped_column(String(16), default="")
+    pct: Mapped[int] = mapped_column(Integer, default=100)
+    adkim: Mapped[str] = mapped_column(String(1), default="r")
+    aspf: Mapped[str] = mapped_column(String(1), default="r")
+    rua: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str] = mapped_column(String(16), default="")
+    disposition: Mapped[str] = mapped_column(String(16), default="none")
+    dkim_aligned: Mapped[bool] = mapped_column(default=False)
+    spf_aligned: Mapped[bool] = mapped_column(default=False)
+    override: Mapped[str] = mapped_column(String(32), default="")
+    override_comment: Mapped[str] = mapped_column(Text, default="")
+    spf_domain: Mapped[str] = mapped_column(String(255), default="")
+    spf_result: Mapped[str] = mapped_column(String(16), default="none")
+    dkim_results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

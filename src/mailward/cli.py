@@ -94,6 +94,7 @@ def serve(context: Context, config: str | None) -> None:
 
 
 async def _serve(settings: Settings) -> None:
+    import importlib
     import logging
 
     import uvicorn
@@ -121,6 +122,10 @@ async def _serve(settings: Settings) -> None:
     tasks = [asyncio.create_task(gateway.queue.run(), name="delivery"),
              asyncio.create_task(gateway.services.intel_cache.watch(), name="intel"),
              asyncio.create_task(web.serve(), name="web")]
+    for path in BACKGROUND:
+        module, _, attribute = path.partition(":")
+        job = getattr(importlib.import_module(module), attribute)
+        tasks.append(asyncio.create_task(job(gateway), name=path))
     log.info("mailward ready: SMTP %s, web %s, data %s", settings.smtp.listen,
              settings.web.listen, settings.data_dir)
     waiter = asyncio.create_task(stop.wait())
@@ -490,12 +495,32 @@ async def _with_store(settings: Settings, body: Callable[[Any], Awaitable[Any]])
 
 @token.command("create")
 @click.argument("name", default="api")
+@click.option("--scope", "scopes", multiple=True,
+              help="What the token may do (quarantine:read, trace:*, ...); repeatable. "
+                   "Default: everything.")
+@click.option("--user", "username", default=None,
+              help="Act as this console user (their role and addresses).")
 @pass_context
-def token_create(context: Context, name: str) -> None:
+def token_create(context: Context, name: str, scopes: tuple[str, ...],
+                 username: str | None) -> None:
     """Create a token and print it (it is shown only this once)."""
+    from mailward.web.accounts import Accounts
     from mailward.web.tokens import create_token
 
-    click.echo(run(_with_store(context.settings, lambda store: create_token(store, name))))
+    async def body(store: Any) -> str:
+        user_id = None
+        if username:
+            user = await Accounts(store).by_name(username)
+            if user is None:
+                raise click.BadParameter(f"no user {username!r}", param_hint="--user")
+            user_id = user.id
+        return await create_token(store, name, list(scopes) or None, user_id)
+
+    try:
+        click.echo(run(_with_store(context.settings, body)))
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        sys.exit(2)
 
 
 @token.command("list")
@@ -540,6 +565,12 @@ def db_upgrade(context: Context) -> None:
 
 # Sub-commands that live beside the code they drive, as module:attribute.
 SUBCOMMANDS: list[str] = [
+    "mailward.web.commands:user",
+]
+
+# Jobs `mailward serve` runs beside SMTP and the web service: module:function(gateway).
+BACKGROUND: list[str] = [
+    "mailward.web.digest:run",
 ]
 
 

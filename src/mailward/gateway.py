@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Callable
 
 from mailward import actions
 from mailward.attachments.files import UnpackLimits
@@ -66,6 +67,8 @@ class Gateway:
         self.services.extras["gateway"] = self
         self.pipeline: Pipeline | None = None
         self.queue = None
+        # Called with (task, verdict) for each judged message, e.g. by /metrics.
+        self.observers: list[Callable[[Task, Verdict], None]] = []
         self._judging = asyncio.Semaphore(settings.pipeline.concurrency)
         self.mime_limits = Limits(settings.pipeline.max_mime_depth,
                                   settings.pipeline.max_mime_parts)
@@ -131,6 +134,11 @@ class Gateway:
             return Reply(451, "4.3.0 Temporary local failure, try again later")
         elapsed = time.perf_counter() - started
         self._log_decision(envelope, message, verdict, elapsed)
+        for observe in self.observers:
+            try:
+                observe(task, verdict)
+            except Exception:
+                qlog.exception("observer %r failed", observe)
         await self.reputation.record(envelope.peer_ip, verdict)
         return reply
 

@@ -29,6 +29,7 @@ BUILTIN_CHECKS = [
     "mailward.content.antivirus:AntivirusCheck",
     "mailward.urls.reputation:UrlReputationCheck",
     "mailward.content.spam:SpamModelCheck",
+    "mailward.web.senders:SenderRuleCheck",
 ]
 
 

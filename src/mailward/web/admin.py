@@ -9,6 +9,7 @@ is audited.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -77,7 +78,7 @@ def _bad(error: Exception) -> HTTPException:
 @router.get("/users", summary="All users")
 async def users(request: Request, principal: Principal = Depends(require("users:admin"))
                 ) -> dict[str, Any]:
-    return {"items": [UserView.of(u).__dict__ for u in await Accounts(_store(request)).list()]}
+    return {"items": [asdict(UserView.of(u)) for u in await Accounts(_store(request)).list()]}
 
 
 @router.post("/users", summary="Create a user", status_code=201)
@@ -91,9 +92,9 @@ async def add_user(request: Request, body: NewUser,
             user = await accounts.update(user.id, digest_every_hours=hours)
     except AccountError as error:
         raise _bad(error) from None
-    await _audit(request, principal, "user.add", user.username, role=user.role,
+    await _audit(request, principal, "user.add", user.username, new_role=user.role,
                  addresses=user.addresses)
-    return UserView.of(user).__dict__
+    return asdict(UserView.of(user))
 
 
 @router.patch("/users/{user_id}", summary="Change a user")
@@ -108,7 +109,7 @@ async def change_user(request: Request, user_id: int, body: UserChange,
         raise HTTPException(404 if "no user" in str(error) else 422, str(error)) from None
     changed = [k for k, v in body.model_dump().items() if v is not None]
     await _audit(request, principal, "user.change", user.username, fields=changed)
-    return UserView.of(user).__dict__
+    return asdict(UserView.of(user))
 
 
 @router.get("/tokens", summary="API tokens (never their values)")
@@ -201,7 +202,7 @@ async def account(request: Request, principal: Principal = Depends(require("acco
     if principal.user_id is None:
         raise HTTPException(404, "this token belongs to no user")
     user = await Accounts(_store(request)).get(principal.user_id)
-    return UserView.of(user).__dict__
+    return asdict(UserView.of(user))
 
 
 @router.patch("/account", summary="Change the digest schedule or the password")
@@ -231,7 +232,7 @@ async def update_account(request: Request, principal: Principal, digest: str | N
         raise _bad(error) from None
     await _audit(request, principal, "account.change", principal.name,
                  fields=[k for k, v in (("digest", digest), ("password", password)) if v])
-    return UserView.of(user).__dict__
+    return asdict(UserView.of(user))
 
 
 @router.post("/digest/run", summary="Send every quarantine digest that is due now")

@@ -276,7 +276,7 @@ async def users_add(request: Request, username: str = Form(..., max_length=128),
     except AccountError as error:
         return render(request, "error.html", status=422, message=str(error))
     await audit.record(get_gateway(request).services.store, principal.name, principal.role,
-                       "user.add", user.username, ip=principal.ip, role=role)
+                       "user.add", user.username, ip=principal.ip, new_role=role)
     return back("/console/admin/users", "user")
 
 
@@ -293,7 +293,7 @@ async def users_change(request: Request, user_id: int, role: str = Form(..., max
     except AccountError as error:
         return render(request, "error.html", status=422, message=str(error))
     await audit.record(get_gateway(request).services.store, principal.name, principal.role,
-                       "user.change", user.username, ip=principal.ip, role=role,
+                       "user.change", user.username, ip=principal.ip, new_role=role,
                        disabled=bool(disabled))
     return back("/console/admin/users", "user")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
@@ -99,7 +100,7 @@ async def logout(request: Request, principal: Principal, response: Response) -> 
 async def api_login(request: Request, response: Response, body: Credentials) -> dict[str, Any]:
     secret, session, user = await login(request, body.username, body.password)
     set_session_cookie(request, response, secret)
-    return {"user": UserView.of(user).__dict__, "csrf_token": session.csrf_token,
+    return {"user": asdict(UserView.of(user)), "csrf_token": session.csrf_token,
             "expires_at": session.expires_at.isoformat()}
 
 

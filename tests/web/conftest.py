@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import need
 from tests.support.gateway import SHARED, RunningGateway
 from tests.support.sink import SmtpSink
-from tests.web.support import PHISH_URL, Console, add_user, scores_file
+from tests.web.support import PASSWORD, PHISH_URL, Console, add_user, scores_file
 
 
 def start_console(directory, sink: SmtpSink, **web) -> RunningGateway:
@@ -20,10 +20,19 @@ def start_console(directory, sink: SmtpSink, **web) -> RunningGateway:
     gateway = RunningGateway(directory, config, relay=sink.url)
     gateway.cli("intel", "add", "--type", "url", PHISH_URL)
     add_user(gateway, "admin", "admin", "admin@example.com")
-    add_user(gateway, "analyst", "analyst", "analyst@example.com")
-    add_user(gateway, "alice", "user", "alice@example.com", "a.smith@example.com")
-    add_user(gateway, "bob", "user", "bob@example.com")
-    return gateway.start()
+    gateway.start()
+    admin = Console(gateway)
+    assert admin.login("admin").status_code == 200
+    for name, role, addresses in (("analyst", "analyst", ["analyst@example.com"]),
+                                  ("alice", "user", ["alice@example.com",
+                                                     "a.smith@example.com"]),
+                                  ("bob", "user", ["bob@example.com"])):
+        made = admin.post("/api/v1/users", json={"username": name, "role": role,
+                                                 "password": PASSWORD,
+                                                 "addresses": addresses})
+        assert made.status_code == 201, made.text
+    admin.close()
+    return gateway
 
 
 @pytest.fixture(scope="module")

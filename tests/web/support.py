@@ -85,8 +85,21 @@ class Console:
         self.http.close()
 
 
+def api_user(gateway: RunningGateway, name: str, role: str, *addresses: str,
+             digest: str = "off") -> None:
+    """api_user - create a user through the REST API, as the admin."""
+    admin = Console(gateway)
+    assert admin.login("admin").status_code == 200
+    made = admin.post("/api/v1/users", json={"username": name, "role": role,
+                                             "password": PASSWORD, "digest": digest,
+                                             "addresses": list(addresses)})
+    assert made.status_code == 201, made.text
+    admin.close()
+
+
 def add_user(gateway: RunningGateway, name: str, role: str, *addresses: str,
              digest: str = "off") -> None:
+    """add_user - create a user with ``mailward user add``."""
     args = ["user", "add", name, "--role", role, "--password-stdin", "--digest", digest]
     for address in addresses:
         args += ["--address", address]

@@ -10,11 +10,14 @@ from tests.support.sink import SmtpSink
 from tests.web.support import PASSWORD, PHISH_URL, Console, add_user, scores_file
 
 
-def start_console(directory, sink: SmtpSink, **web) -> RunningGateway:
+def start_console(directory, sink: SmtpSink, *, quarantine_external: bool = False,
+                  accepted_domains: list[str] | None = None, **web) -> RunningGateway:
     """start_console - mailward serve with four users and a phishing URL listed."""
     directory.mkdir(parents=True, exist_ok=True)
-    config = {"policy": {"scores_file": str(scores_file(directory / "scores.toml",
-                                                        spam_quarantine=3.0))},
+    scores = scores_file(directory / "scores.toml", spam_quarantine=3.0,
+                         quarantine_external=quarantine_external)
+    config = {"policy": {"scores_file": str(scores)},
+              "smtp": {"accepted_domains": accepted_domains or []},
               "web": {"login_max_failures": 3, "login_max_failures_per_ip": 1000,
                       "digest_interval": "1h", **web}}
     gateway = RunningGateway(directory, config, relay=sink.url)

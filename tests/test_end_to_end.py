@@ -254,3 +254,21 @@ def test_null_sender_is_accepted(gateway_factory, smtp_sink):
         assert client.data(b"From: MAILER-DAEMON@example.org\r\nSubject: bounce\r\n\r\nx\r\n")[0] == 250
     [received] = smtp_sink.wait_for(1)
     assert received.mail_from == ""
+
+
+def test_a_spooled_message_without_a_record_is_judged_after_restart(gateway_factory, smtp_sink,
+                                                                     shared):
+    """The process died after the fsync but before recording: nothing is lost."""
+    from mailward.envelope import Envelope, new_queue_id
+    from mailward.smtp.spool import Spool
+
+    gateway = gateway_factory(relay=smtp_sink.url, start=False)
+    spool = Spool(gateway.data_dir)
+    envelope = Envelope(new_queue_id(), "sender@example.org", ["user@example.com"],
+                        peer_ip="192.0.2.9")
+    spool.write(envelope.queue_id, envelope.as_dict(), ham(shared))
+    gateway.start()
+    [received] = smtp_sink.wait_for(1)
+    assert f"X-Mailward-Queue-Id: {envelope.queue_id}".encode() in received.data
+    assert b"X-Mailward-Envelope" not in received.data
+    assert "judging it again" in gateway.log()

@@ -211,7 +211,9 @@ def scan_envelope(raw: bytes) -> Any:
 
     from mailward.envelope import Envelope, new_queue_id
 
-    head = BytesHeaderParser().parsebytes(raw[:65536])
+    end = raw.find(b"\n\n")
+    end = raw.find(b"\r\n\r\n") if end < 0 else end
+    head = BytesHeaderParser().parsebytes(raw[:end if 0 < end < 65536 else 65536])
     mail_from = parseaddr(str(head.get("return-path", "")))[1]
     rcpts = [a for _, a in getaddresses([str(v) for v in head.get_all("to", [])]) if "@" in a]
     return Envelope(queue_id=new_queue_id(), mail_from=mail_from, rcpt_to=rcpts[:100])

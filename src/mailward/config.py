@@ -193,6 +193,7 @@ class ConnectionSettings(Section):
     dnsbl_zones: list[Domain] = Field(default_factory=list, description="DNS blocklist zones queried for each client IP")
     dnsbl_required: int = Field(1, ge=1, description="how many DNSBL zones must list an IP before it is refused")
     dnsbl_timeout: Duration = Field("2s", description="time allowed for the DNSBL look-ups of one connection")
+    dnsbl_skip: list[Network] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10"], description="client networks never looked up in DNSBLs (loopback and private by default)")
 
 
 class RateLimitSettings(Section):

@@ -83,15 +83,50 @@ class Gateway:
         await self.services.start()
         self.pipeline = build_pipeline(self.services)
         self.queue = DeliveryQueue(self)
-        self._recover()
+        await self.recover()
 
     async def close(self) -> None:
         await self.services.close()
 
-    def _recover(self) -> None:
-        """_recover - set aside messages judged by a process that died mid-way."""
-        for path in self.spool.leftovers():
-            self.spool.set_aside(path)
+    async def recover(self) -> None:
+        """recover - finish what a process that died left in the spool.
+
+        A spool file without a record was fsynced but never recorded: the
+        process died while judging it, before or just after answering. It is
+        judged again and acted on, so it is never lost. A file whose record
+        says it is finished is moved where that state belongs.
+        """
+        from sqlalchemy import select
+
+        for queue_id in self.spool.queued_ids():
+            async with self.services.store.session() as session:
+                state = await session.scalar(select(MessageRecord.state).where(
+                    MessageRecord.queue_id == queue_id))
+            path = self.spool.queued(queue_id)
+            if state is None:
+                envelope, raw = await asyncio.to_thread(self.spool.read, path)
+                await self._rejudge(queue_id, envelope, raw)
+            elif state == "done":
+                await asyncio.to_thread(self.spool.finish, queue_id)
+            elif state in ("rejected", "deleted"):
+                await asyncio.to_thread(self.spool.discard, queue_id)
+            elif state == "quarantined":
+                await asyncio.to_thread(self.spool.hold, queue_id)
+
+    async def _rejudge(self, queue_id: str, envelope_data: dict | None, raw: bytes) -> None:
+        qlog = QueueLog(log, queue_id)
+        if envelope_data is None:
+            qlog.error("spool file has no envelope; parked")
+            await asyncio.to_thread(self.spool.park, queue_id, "no envelope after a restart")
+            return
+        envelope = Envelope.from_dict(envelope_data)
+        qlog.warning("found in the spool without a record after a restart; judging it again")
+        try:
+            message, verdict, _ = await self.judge(envelope, raw)
+            await self.act(envelope, message, verdict)
+        except Exception as error:
+            qlog.exception("could not judge a recovered message; parked")
+            await asyncio.to_thread(self.spool.park, queue_id, f"{type(error).__name__}: {error}")
 
     # Judging.
 
@@ -119,7 +154,7 @@ class Gateway:
         """receive - spool, judge and act on one message; the SMTP reply."""
         qlog = QueueLog(log, envelope.queue_id)
         started = time.perf_counter()
-        await asyncio.to_thread(self.spool.write_incoming, envelope.queue_id, raw)
+        await asyncio.to_thread(self.spool.write, envelope.queue_id, envelope.as_dict(), raw)
         try:
             message, verdict, task = await self.judge(envelope, raw, session_findings)
             reply = await self.act(envelope, message, verdict)
@@ -132,14 +167,12 @@ class Gateway:
             await asyncio.to_thread(self.spool.park, envelope.queue_id,
                                     f"{type(error).__name__}: {error}")
             return Reply(451, "4.3.0 Temporary local failure, try again later")
-        elapsed = time.perf_counter() - started
-        self._log_decision(envelope, message, verdict, elapsed)
+        self._log_decision(envelope, message, verdict, time.perf_counter() - started)
         for observe in self.observers:
             try:
                 observe(task, verdict)
             except Exception:
                 qlog.exception("observer %r failed", observe)
-        await self.reputation.record(envelope.peer_ip, verdict)
         return reply
 
     def _log_decision(self, envelope: Envelope, message: Message, verdict: Verdict,
@@ -155,17 +188,20 @@ class Gateway:
                    "message_id": message.message_id, "took_ms": round(elapsed * 1000, 1)})
 
     async def act(self, envelope: Envelope, message: Message, verdict: Verdict) -> Reply:
-        """act - record the verdict and do what it says; the SMTP reply."""
+        """act - record the verdict, then do what it says; the SMTP reply.
+
+        The record is committed before the file moves, so a crash in between
+        leaves a state that ``recover`` completes.
+        """
         qid = envelope.queue_id
         if verdict.action == Action.REJECT:
             await self._record(envelope, message, verdict, state="rejected")
             await asyncio.to_thread(self.spool.discard, qid)
             return Reply(550, f"5.7.1 {verdict.reject_text}")
         if verdict.action == Action.QUARANTINE:
-            await asyncio.to_thread(self.spool.hold, qid)
             await self._record(envelope, message, verdict, state="quarantined")
+            await asyncio.to_thread(self.spool.hold, qid)
             return Reply(250, f"2.0.0 Ok: queued as {qid}")
-        await asyncio.to_thread(self.spool.accept, qid)
         await self._record(envelope, message, verdict, state="queued")
         if self.queue is not None:
             self.queue.wake()
@@ -211,6 +247,7 @@ class Gateway:
                     subject=message.subject[:2000], size=len(message.raw)))
             if state != "rejected":
                 self._index_rows(session, envelope.queue_id, message)
+            await self.reputation.count(session, envelope.peer_ip, verdict)
             await session.commit()
 
     def _index_rows(self, session, queue_id: str, message: Message) -> None:

@@ -161,10 +161,17 @@ def prepare(message: Message) -> None:
 
 
 def _sender(task: Task) -> str:
+    """_sender - the address allow and block lists apply to.
+
+    The RFC 5322.From a reader sees; when it is missing or malformed, none at
+    all (falling back to the envelope sender would let a forged header pick
+    the address the lists see).
+    """
     message = task.message
-    if message is not None and message.from_addresses:
-        return message.from_addresses[0].address
-    return task.envelope.mail_from
+    if message is None:
+        return task.envelope.mail_from
+    addresses = message.from_addresses
+    return addresses[0].address if len(addresses) == 1 else ""
 
 
 def _waves(checks: list[Check]) -> list[list[Check]]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import false, func, or_, select
 
 from mailward.mailbox.base import INBOX
-from mailward.smtp.spool import move_durable, write_durable
+from mailward.smtp.spool import write_durable
 from mailward.store.models import Delivery, MessageRecord, QuarantineItem
 
 if TYPE_CHECKING:
@@ -102,10 +102,11 @@ class Quarantine:
         return record.verdict if record else {}
 
     def raw(self, item: QuarantineItem) -> bytes:
+        """raw - the original message as received (with our trace header)."""
         path = self.gateway.spool.held(item.queue_id)
         if not path.exists():
             raise QuarantineError(f"the bytes of {item.id} are gone (deleted or released)")
-        return path.read_bytes()
+        return self.gateway.spool.read(path)[1]
 
     async def release(self, item_id: str, by: str, not_spam: bool = False) -> QuarantineItem:
         """release - deliver the original to its recipients (and learn it as ham)."""
@@ -117,10 +118,10 @@ class Quarantine:
         if not source.exists():
             raise QuarantineError(f"the bytes of {item_id} are gone")
         if not_spam:
-            data = await asyncio.to_thread(source.read_bytes)
+            _, data = await asyncio.to_thread(spool.read, source)
             await asyncio.to_thread(write_durable, self.feedback_path("ham", item.queue_id),
                                     data)
-        await asyncio.to_thread(move_durable, source, spool.queued(item.queue_id))
+        await asyncio.to_thread(spool.unhold, item.queue_id)
         now = datetime.now(UTC)
         async with self.store.session() as session:
             stored = await session.get(QuarantineItem, item_id)

@@ -14,6 +14,7 @@ import ipaddress
 from typing import ClassVar
 
 from mailward.auth.dns import DnsError
+from mailward.connection.lists import in_networks
 from mailward.pipeline import Stage, Task
 from mailward.services import Services
 from mailward.verdict import Category, Finding
@@ -47,8 +48,9 @@ class DnsblCheck:
     }
 
     def __init__(self, services: Services, zones: list[str], required: int,
-                 timeout: float) -> None:
+                 timeout: float, skip: list[str]) -> None:
         self.resolver = services.resolver
+        self.skip = [ipaddress.ip_network(network) for network in skip]
         self.zones = zones
         self.required = required
         self.timeout = timeout
@@ -59,7 +61,7 @@ class DnsblCheck:
         if not settings.dnsbl_zones:
             return None
         return cls(services, settings.dnsbl_zones, settings.dnsbl_required,
-                   settings.dnsbl_timeout)
+                   settings.dnsbl_timeout, settings.dnsbl_skip)
 
     async def _query(self, label: str, zone: str) -> tuple[str, list[str] | None]:
         try:
@@ -76,7 +78,7 @@ class DnsblCheck:
         if task.found("CONN_ALLOWLISTED"):
             return []
         label = reversed_name(task.envelope.peer_ip)
-        if label is None or ipaddress.ip_address(task.envelope.peer_ip).is_loopback:
+        if label is None or in_networks(task.envelope.peer_ip, self.skip) is not None:
             return []
         try:
             async with asyncio.timeout(self.timeout):

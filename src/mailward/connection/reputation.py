@@ -35,8 +35,8 @@ class ReputationBook:
             row = await session.get(IpReputation, ip)
             return (row.good, row.bad) if row else (0, 0)
 
-    async def record(self, ip: str, verdict: Verdict) -> None:
-        """record - count one verdict for the IP that sent the message."""
+    async def count(self, session, ip: str, verdict: Verdict) -> None:
+        """count - add one verdict for the IP, inside the caller's transaction."""
         if not ip:
             return
         bad = verdict.action in (Action.QUARANTINE, Action.REJECT) and \
@@ -45,12 +45,16 @@ class ReputationBook:
         if not (bad or good):
             return
         now = datetime.now(UTC)
+        column = IpReputation.bad if bad else IpReputation.good
+        result = await session.execute(update(IpReputation).where(IpReputation.ip == ip)
+                                       .values({column: column + 1, "last_seen": now}))
+        if not result.rowcount:
+            session.add(IpReputation(ip=ip, good=int(good), bad=int(bad), last_seen=now))
+
+    async def record(self, ip: str, verdict: Verdict) -> None:
+        """record - count one verdict for the IP that sent the message."""
         async with self.store.session() as session:
-            column = IpReputation.bad if bad else IpReputation.good
-            result = await session.execute(update(IpReputation).where(IpReputation.ip == ip)
-                                           .values({column: column + 1, "last_seen": now}))
-            if not result.rowcount:
-                session.add(IpReputation(ip=ip, good=int(good), bad=int(bad), last_seen=now))
+            await self.count(session, ip, verdict)
             await session.commit()
 
     async def worst(self, limit: int = 20) -> list[IpReputation]:

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.linear_model import SGDClassifier
+from sklearn.preprocessing import normalize
 
 from mailward.message import Message
 from mailward.pipeline import Stage, Task
@@ -83,9 +84,7 @@ def vectorize(token_lists: Iterable[list[str]]) -> sparse.csr_matrix:
     """vectorize - hashed, L2-normalised, log-scaled token counts."""
     matrix = _HASHER.transform(token_lists).tocsr()
     matrix.data = np.log1p(matrix.data)
-    norms = np.sqrt(matrix.multiply(matrix).sum(axis=1)).A1
-    norms[norms == 0] = 1.0
-    return sparse.diags(1.0 / norms) @ matrix
+    return normalize(matrix, copy=False)
 
 
 @dataclass
@@ -98,7 +97,7 @@ class SpamModel:
 
     def logit(self, message: Message) -> float:
         row = vectorize([tokens(message)])
-        return float((row @ self.coef)[0] + self.intercept)
+        return float(np.dot(self.coef[row.indices], row.data) + self.intercept)
 
     def probability(self, message: Message) -> float:
         return 1.0 / (1.0 + math.exp(-self.logit(message)))

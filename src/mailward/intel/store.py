@@ -125,6 +125,9 @@ class IntelStore:
                          "comment": item.comment, "first_seen": now, "added_at": now})
         if not rows:
             return 0, 0
+        given = len(rows)
+        # One statement may not touch a row twice (PostgreSQL): the last one wins.
+        rows = list({(r["type"], r["value"], r["source"]): r for r in rows}.values())
         added = 0
         async with self.store.session() as session:
             for start in range(0, len(rows), 500):
@@ -143,7 +146,7 @@ class IntelStore:
                 added += (after or 0) - (before or 0)
             await _bump(session, self.store)
             await session.commit()
-        return added, len(rows) - added
+        return added, given - added
 
     async def add(self, kind: str, value: str, **fields: object) -> bool:
         added, _ = await self.add_many([NewIndicator(kind, value, **fields)])  # type: ignore[arg-type]

@@ -28,7 +28,6 @@ from mailward.message import Message
 from mailward.pipeline import QueueLog
 from mailward.smtp.dsn import Failure, build_dsn
 from mailward.smtp.relay import RecipientResult, RelayTarget, relay
-from mailward.smtp.spool import write_durable
 from mailward.store.models import Copy, Delivery, MessageRecord
 from mailward.verdict import Action, Verdict
 
@@ -157,7 +156,7 @@ class DeliveryQueue:
                     554, "5.3.0 message bytes lost from the spool") for d in due}, {})
                 return
             path = found
-        raw = await asyncio.to_thread(path.read_bytes)
+        _, raw = await asyncio.to_thread(self.gateway.spool.read, path)
         message = await asyncio.to_thread(self.gateway.parse, raw)
         verdict = Verdict.from_dict(record.verdict)
         extra: list[tuple[str, str]] = []
@@ -282,10 +281,9 @@ class DeliveryQueue:
     async def bounce(self, record: MessageRecord, failures: list[Failure]) -> str:
         """bounce - queue an RFC 3464 report to the envelope sender."""
         spool = self.gateway.spool
-        path = spool.find(record.queue_id)
+        data = await asyncio.to_thread(spool.message_bytes, record.queue_id)
         headers = b""
-        if path is not None:
-            data = await asyncio.to_thread(path.read_bytes)
+        if data is not None:
             end = data.find(b"\r\n\r\n")
             headers = data[:end + 2] if end >= 0 else data[:65536]
         report = build_dsn(reporting_mta=self.gateway.settings.hostname,
@@ -293,7 +291,9 @@ class DeliveryQueue:
                            queue_id=record.queue_id, arrival=record.received_at,
                            original_headers=headers[:65536], failures=failures)
         queue_id = new_queue_id()
-        await asyncio.to_thread(write_durable, spool.queued(queue_id), report)
+        envelope = {"queue_id": queue_id, "mail_from": "", "rcpt_to": [record.mail_from],
+                    "received_at": datetime.now(UTC).isoformat()}
+        await asyncio.to_thread(spool.write, queue_id, envelope, report)
         now = datetime.now(UTC)
         verdict = Verdict(action=Action.DELIVER, score=0.0, reason="bounce", findings=[],
                           categories={})

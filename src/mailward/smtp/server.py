@@ -48,6 +48,11 @@ class GatewaySMTP(SMTP):
         super().__init__(handler, **options)
         self.handler = handler
         self.error_replies = 0
+        # Connection state. aiosmtpd replaces the Session after STARTTLS (RFC
+        # 3207 4.2), so what belongs to the connection lives here.
+        self.session_id = new_queue_id()
+        self.connect_findings: list = []
+        self.counted = False
 
     async def _handle_client(self) -> None:
         """_handle_client - refuse at connect before the greeting, if need be."""
@@ -170,13 +175,13 @@ class GatewayHandler:
     def _task(self, server: GatewaySMTP, envelope: SmtpEnvelope | None) -> Task:
         session = server.session
         peer = session.peer if session and session.peer else ("", 0)
-        queue_id = getattr(envelope, "queue_id", None) or session.session_id
+        queue_id = getattr(envelope, "queue_id", None) or server.session_id
         ours = Envelope(queue_id=queue_id, peer_ip=str(peer[0]), peer_port=int(peer[1]),
                         helo=session.host_name or "",
                         mail_from=sender_of(envelope) if envelope else "",
                         rcpt_to=list(envelope.rcpt_tos) if envelope else [])
         return Task(envelope=ours, services=self.gateway.services,
-                    findings=session_findings(session, envelope))
+                    findings=session_findings(server, envelope))
 
     async def _stage(self, server: GatewaySMTP, stage: Stage,
                      envelope: SmtpEnvelope | None = None) -> str | None:
@@ -191,8 +196,11 @@ class GatewayHandler:
         except PipelineError as error:
             log.error("%s: %s checks failed: %s", task.envelope.queue_id, stage, error)
             return "451 4.3.0 Temporary local failure, try again later"
-        holder = envelope if envelope is not None else server.session
-        holder.findings = list(getattr(holder, "findings", [])) + found
+        if stage == Stage.CONNECT:
+            server.connect_findings.extend(found)
+        else:
+            holder = envelope if envelope is not None else server.session
+            holder.findings = list(getattr(holder, "findings", [])) + found
         if not found:
             return None
         verdict = self.policy.decide(found)
@@ -207,28 +215,24 @@ class GatewayHandler:
 
     async def on_connect(self, server: GatewaySMTP) -> str | None:
         session = server.session
-        session.session_id = new_queue_id()
-        session.findings = []
         ip = str(session.peer[0]) if session.peer else ""
-        session.counted = False
         if self.sessions >= self.settings.smtp.max_sessions:
             return "421 4.3.2 Too many connections, try again later"
         refusal = await self.limiter.connection(ip)
         if refusal:
-            log.info("%s: %s refused: %s", session.session_id, ip, refusal.reply)
+            log.info("%s: %s refused: %s", server.session_id, ip, refusal.reply)
             return refusal.reply
-        session.counted = True
+        server.counted = True
         self.sessions += 1
-        log.info("%s: connect from %s", session.session_id, ip)
-        refusal_text = await self._stage(server, Stage.CONNECT)
-        return refusal_text
+        log.info("%s: connect from %s", server.session_id, ip)
+        return await self._stage(server, Stage.CONNECT)
 
     def on_disconnect(self, server: GatewaySMTP) -> None:
-        session = server.session
-        if session is not None and getattr(session, "counted", False):
-            session.counted = False
+        if server.counted:
+            server.counted = False
             self.sessions -= 1
-            self.limiter.disconnected(str(session.peer[0]) if session.peer else "")
+            peer = server.session.peer if server.session else None
+            self.limiter.disconnected(str(peer[0]) if peer else "")
 
     # HELO / EHLO
 
@@ -349,7 +353,7 @@ class GatewayHandler:
             if refusal:
                 return refusal
         raw = self._received(session, envelope, queue_id, tls) + data
-        reply = await self.gateway.receive(ours, raw, session_findings(session, envelope))
+        reply = await self.gateway.receive(ours, raw, session_findings(server, envelope))
         return str(reply)
 
     def _check_tenant(self, data: bytes, queue_id: str) -> str | None:
@@ -373,8 +377,9 @@ def sender_of(envelope: SmtpEnvelope) -> str:
     return "" if address == "<>" else address
 
 
-def session_findings(session: Session, envelope: SmtpEnvelope | None) -> list:
-    found = list(getattr(session, "findings", []))
+def session_findings(server: GatewaySMTP, envelope: SmtpEnvelope | None) -> list:
+    """session_findings - what CONNECT, HELO, MAIL and RCPT found so far."""
+    found = list(server.connect_findings) + list(getattr(server.session, "findings", []))
     if envelope is not None:
         found += list(getattr(envelope, "findings", []))
     return found

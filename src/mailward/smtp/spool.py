@@ -2,21 +2,25 @@
 
 Layout under the data directory:
 
-    spool/incoming/  being judged; the sender has not been answered yet
-    spool/queue/     accepted (250 sent), waiting for delivery
+    spool/queue/     received: written and fsynced during DATA, before the
+                     sender is answered; stays here until every delivery is
+                     final (the store records the state)
     spool/parked/    could not be judged (451 sent); kept for a re-run
-    spool/unacked/   found at start-up without an acceptance: the sender
-                     was never told 250 and will retry, so these are kept
-                     for inspection, not delivered
     archive/DAY/     delivered originals, kept for retro-scans and reports
     quarantine/      held for review
 
-Every write goes to a temporary name, is fsynced, renamed into place, and
-the directory is fsynced, so a crash leaves either the whole file or none.
+A spool file is the message as received, with our trace header, preceded by
+one ``X-Mailward-Envelope:`` line (the SMTP envelope as JSON) so that a
+message found after a crash without a record in the store can be judged
+again: a message is never lost, and a crash between the fsync and the 250
+at worst delivers one the sender will also retry. Delivery strips every
+X-Mailward-* header, ours included.
+
+Writes go to a temporary name, are fsynced, renamed into place, and the
+directory is fsynced, so a crash leaves either the whole file or none.
 """
 
-from __future__ import annotations
-
+import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -52,19 +56,36 @@ def move_durable(source: Path, target: Path) -> None:
         fsync_dir(source.parent)
 
 
+ENVELOPE_HEADER = b"X-Mailward-Envelope: "
+
+
+def with_envelope(envelope: dict, raw: bytes) -> bytes:
+    """with_envelope - the spool form: one envelope header line, then the message."""
+    line = json.dumps(envelope, ensure_ascii=False, separators=(",", ":"))
+    return ENVELOPE_HEADER + line.encode("utf-8") + b"\r\n" + raw
+
+
+def split_envelope(data: bytes) -> tuple[dict | None, bytes]:
+    """split_envelope - (envelope, message bytes) of a spool file."""
+    if not data.startswith(ENVELOPE_HEADER):
+        return None, data
+    line, _, raw = data.partition(b"\r\n")
+    try:
+        return json.loads(line[len(ENVELOPE_HEADER):]), raw
+    except ValueError:
+        return None, raw
+
+
 class Spool:
     """Named places for message bytes, by queue id."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir
-        self.incoming = data_dir / "spool" / "incoming"
         self.queue = data_dir / "spool" / "queue"
         self.parked = data_dir / "spool" / "parked"
-        self.unacked = data_dir / "spool" / "unacked"
         self.archive = data_dir / "archive"
         self.quarantine = data_dir / "quarantine"
-        for directory in (self.incoming, self.queue, self.parked, self.unacked,
-                          self.archive, self.quarantine):
+        for directory in (self.queue, self.parked, self.archive, self.quarantine):
             directory.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
@@ -73,27 +94,28 @@ class Spool:
             raise ValueError(f"bad queue id {queue_id!r}")
         return f"{queue_id}.eml"
 
-    def write_incoming(self, queue_id: str, data: bytes) -> Path:
-        path = self.incoming / self._name(queue_id)
-        write_durable(path, data)
+    def write(self, queue_id: str, envelope: dict, raw: bytes) -> Path:
+        """write - the received message, durably, before any reply."""
+        path = self.queue / self._name(queue_id)
+        write_durable(path, with_envelope(envelope, raw))
         return path
 
-    def accept(self, queue_id: str) -> Path:
-        """accept - incoming to queue: the message will be delivered."""
-        target = self.queue / self._name(queue_id)
-        move_durable(self.incoming / self._name(queue_id), target)
+    def hold(self, queue_id: str) -> Path:
+        """hold - queue to quarantine."""
+        target = self.quarantine / self._name(queue_id)
+        move_durable(self.queue / self._name(queue_id), target)
         return target
 
-    def hold(self, queue_id: str) -> Path:
-        """hold - incoming to quarantine."""
-        target = self.quarantine / self._name(queue_id)
-        move_durable(self.incoming / self._name(queue_id), target)
+    def unhold(self, queue_id: str) -> Path:
+        """unhold - quarantine back to the queue (a release)."""
+        target = self.queue / self._name(queue_id)
+        move_durable(self.quarantine / self._name(queue_id), target)
         return target
 
     def park(self, queue_id: str, reason: str) -> Path:
         """park - keep the bytes of a message that could not be judged."""
         target = self.parked / self._name(queue_id)
-        source = self.incoming / self._name(queue_id)
+        source = self.queue / self._name(queue_id)
         if source.exists():
             move_durable(source, target)
             write_durable(target.with_suffix(".reason"), reason.encode("utf-8", "replace"))
@@ -101,7 +123,7 @@ class Spool:
 
     def discard(self, queue_id: str) -> None:
         """discard - drop the bytes of a rejected message (the sender keeps them)."""
-        (self.incoming / self._name(queue_id)).unlink(missing_ok=True)
+        (self.queue / self._name(queue_id)).unlink(missing_ok=True)
 
     def queued(self, queue_id: str) -> Path:
         return self.queue / self._name(queue_id)
@@ -113,15 +135,21 @@ class Spool:
         return self.archive / day.strftime("%Y%m%d") / self._name(queue_id)
 
     def finish(self, queue_id: str, day: datetime | None = None) -> None:
-        """finish - every delivery is final: queue to archive."""
+        """finish - every delivery is final: queue to archive.
+
+        Not fsynced: after a crash the file is found in the queue again, and
+        the store says it is done.
+        """
         source = self.queued(queue_id)
         if source.exists():
-            move_durable(source, self.archived(queue_id, day or datetime.now(UTC)))
+            target = self.archived(queue_id, day or datetime.now(UTC))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
 
     def find(self, queue_id: str) -> Path | None:
         """find - wherever the bytes of a message are now."""
         name = self._name(queue_id)
-        for directory in (self.queue, self.quarantine, self.incoming, self.parked):
+        for directory in (self.queue, self.quarantine, self.parked):
             if (directory / name).exists():
                 return directory / name
         for day in sorted(self.archive.iterdir(), reverse=True):
@@ -129,14 +157,14 @@ class Spool:
                 return day / name
         return None
 
-    def leftovers(self) -> list[Path]:
-        """leftovers - files in incoming: judged in a process that died."""
-        return sorted(p for p in self.incoming.glob("*.eml"))
+    def read(self, path: Path) -> tuple[dict | None, bytes]:
+        """read - (envelope, message bytes) of a spool, quarantine or archive file."""
+        return split_envelope(path.read_bytes())
 
-    def set_aside(self, path: Path) -> Path:
-        target = self.unacked / path.name
-        move_durable(path, target)
-        log.warning("%s: found without an acceptance after a restart; the sender "
-                    "was not answered 250 and will retry; kept in %s",
-                    path.stem, target.parent)
-        return target
+    def message_bytes(self, queue_id: str) -> bytes | None:
+        """message_bytes - the message as received (trace header included), or None."""
+        path = self.find(queue_id)
+        return None if path is None else self.read(path)[1]
+
+    def queued_ids(self) -> list[str]:
+        return sorted(p.stem for p in self.queue.glob("*.eml"))

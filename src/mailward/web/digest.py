@@ -33,7 +33,6 @@ from sqlalchemy import select, update
 
 from mailward.envelope import new_queue_id
 from mailward.quarantine import Filters
-from mailward.smtp.spool import write_durable
 from mailward.store.models import Delivery, DigestLink, MessageRecord, QuarantineItem, User
 from mailward.verdict import Action, Verdict
 from mailward.web import audit
@@ -214,10 +213,13 @@ class Digests:
         """_queue - spool the digest and record its delivery, as the queue expects."""
         spool = self.gateway.spool
         queue_id = new_queue_id()
-        await asyncio.to_thread(write_durable, spool.queued(queue_id), raw)
+        recipient = user.addresses[0]
+        await asyncio.to_thread(spool.write, queue_id, {"queue_id": queue_id, "mail_from": "",
+                                                        "rcpt_to": [recipient],
+                                                        "received_at": now.isoformat(),
+                                                        "digest_for": user.username}, raw)
         verdict = Verdict(action=Action.DELIVER, score=0.0, reason="quarantine digest",
                           findings=[], categories={})
-        recipient = user.addresses[0]
         async with self.store.session() as session:
             session.add(MessageRecord(
                 queue_id=queue_id, received_at=now, direction="digest", mail_from="",

@@ -1,0 +1,61 @@
+"""Throughput of the offline pipeline (what `mailward scan` runs), on one core.
+
+Usage: .venv/bin/python bench/scan.py [DIR ...]   (default: ../shared/corpus/spam)
+
+Pins itself to one CPU, judges every message of the folders with the full
+pipeline of the embedded defaults (parse, every check, policy), and prints
+messages per second and CPU time per message. Start-up (imports, model load)
+is timed separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def main(folders: list[Path]) -> None:
+    started = time.perf_counter()
+    from mailward.cli import scan_envelope
+    from mailward.config import load_settings
+    from mailward.content.train import message_files
+    from mailward.gateway import Gateway
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        gateway = Gateway(load_settings(overrides={"storage.data_dir": data_dir}))
+        await gateway.start()
+        startup = time.perf_counter() - started
+        files = message_files(folders)
+        blobs = [path.read_bytes() for path in files]
+        for raw in blobs[:20]:  # warm caches
+            await gateway.judge(scan_envelope(raw), raw)
+        timings = []
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        for raw in blobs:
+            one = time.perf_counter()
+            await gateway.judge(scan_envelope(raw), raw)
+            timings.append(time.perf_counter() - one)
+        wall = time.perf_counter() - wall_start
+        cpu = time.process_time() - cpu_start
+        await gateway.close()
+    timings.sort()
+    print(f"messages: {len(blobs)} from {', '.join(str(f) for f in folders)}")
+    print(f"start-up: {startup:.2f} s")
+    print(f"throughput (one core): {len(blobs) / wall:.0f} messages/s")
+    print(f"CPU per message: {cpu / len(blobs) * 1000:.2f} ms")
+    print(f"latency per message: median {statistics.median(timings) * 1000:.2f} ms, "
+          f"p99 {timings[int(len(timings) * 0.99)] * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    args = [Path(a) for a in sys.argv[1:]] or [ROOT.parent / "shared/corpus/spam"]
+    asyncio.run(main(args))

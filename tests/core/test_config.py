@@ -1,0 +1,80 @@
+"""Configuration: one schema, embedded defaults, errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from mailward.config import ConfigError, Settings, defaults_toml, load_settings
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "mailward.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_gives_the_embedded_defaults():
+    settings = load_settings()
+    assert settings.smtp.listen == "127.0.0.1:2525"
+    assert settings.web.listen == "127.0.0.1:8025"
+    assert settings.storage.data_dir == "./mailward-data"
+    assert settings.delivery.relay == ""
+    assert settings.smtp.accepted_domains == []
+    assert settings.smtp.max_message_size == 25 * 1024 * 1024
+    assert settings.delivery.max_age == 5 * 86400
+    assert settings.pipeline.deadline == 60
+
+
+def test_a_file_overrides_only_what_it_names(tmp_path):
+    settings = load_settings(write(tmp_path, '[smtp]\nmax_recipients = 5\naccepted_domains = ["Example.COM."]\n'))
+    assert settings.smtp.max_recipients == 5
+    assert settings.smtp.accepted_domains == ["example.com"]
+    assert settings.smtp.listen == "127.0.0.1:2525"
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[smtp]\nlisten = "nonsense"', "smtp.listen"),
+    ('[smtp]\nmax_message_size = "lots"', "smtp.max_message_size"),
+    ('[smtp]\nlisen = "127.0.0.1:25"', "smtp.lisen: unknown key"),
+    ('[delivery]\nmax_age = "forever"', "delivery.max_age"),
+    ('[connection]\nallow = ["10.0.0.300/8"]', "connection.allow.0"),
+    ('[ratelimit]\nmessages_per_ip = "lots"', "messages_per_ip"),
+    ('[smtp]\nlisten = "0.0.0.0:25"', "smtp.accepted_domains"),
+    ('[outbound]\nenabled = true', "outbound.relay"),
+])
+def test_a_config_error_names_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, text))
+    assert key in str(error.value)
+
+
+def test_public_listener_with_accepted_domains_is_allowed(tmp_path):
+    settings = load_settings(write(tmp_path, '[smtp]\nlisten = "0.0.0.0:25"\n'
+                                              'accepted_domains = ["example.com"]\n'))
+    assert settings.smtp.listen == "0.0.0.0:25"
+
+
+def test_defaults_print_every_key_with_a_comment_and_parse_back():
+    text = defaults_toml()
+    data = tomllib.loads(text)
+    for section, field in Settings.model_fields.items():
+        assert section in data
+        for key, item in field.annotation.model_fields.items():
+            assert key in data[section], f"{section}.{key}"
+            assert item.description, f"{section}.{key} has no comment"
+            assert f"# {item.description}\n{key} = " in text
+    assert Settings.model_validate(data) == Settings()
+
+
+def test_the_command_prints_defaults_and_refuses_bad_files(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mailward", "config", "defaults"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "[smtp]" in out and "accepted_domains = []" in out
+    bad = write(tmp_path, "[web]\nlisten = 8025\n")
+    result = subprocess.run([sys.executable, "-m", "mailward", "config", "check", str(bad)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "web.listen" in result.stderr

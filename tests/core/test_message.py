@@ -1,0 +1,149 @@
+"""The parsed message: structure, headers and views, on hostile input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mailward.message import Message
+from mailward.mime import Limits
+from tests.support.gateway import SHARED
+
+
+def test_lf_files_and_the_mbox_line_become_canonical():
+    message = Message(b"From someone@example.org Wed Aug 21 16:18:52 2002\n"
+                      b"From: a@example.org\nSubject: hi\n\nbody\n")
+    assert message.raw == b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert "MBOX_FROM_LINE" in message.defects
+    assert message.subject == "hi"
+
+
+@pytest.mark.parametrize("value", json.loads(
+    (SHARED / "cases/C08_parseaddr_specials.json").read_text())["inputs"])
+def test_address_specials_are_malformed_never_an_address(value):
+    message = Message(f"From: {value}\r\nSubject: x\r\n\r\nhi\r\n".encode())
+    assert message.from_addresses == []
+    assert message.from_domain is None
+    assert "FROM_MALFORMED" in message.defects
+
+
+@pytest.mark.parametrize("value", ["alice@example.org,bob@example.com",
+                                   "undisclosed-recipients:;", "", "<>"])
+def test_from_without_exactly_one_address_has_no_domain(value):
+    message = Message(f"From: {value}\r\n\r\nhi\r\n".encode())
+    assert message.from_domain is None
+
+
+def test_multiple_from_headers_are_a_defect():
+    message = Message((SHARED / "cases/C11_multiple_from.eml").read_bytes())
+    assert message.from_addresses == [] and message.from_domain is None
+    assert "FROM_MULTIPLE" in message.defects
+
+
+def test_well_formed_from_with_encoded_display_name():
+    message = Message(b"From: =?utf-8?q?Ren=C3=A9e?= <renee@Example.ORG>\r\n\r\nx\r\n")
+    [mailbox] = message.from_addresses
+    assert mailbox.display_name == "Ren\u00e9e" and mailbox.domain == "example.org"
+
+
+def test_raw_8bit_headers_are_read_as_utf8():
+    message = Message("Subject: caf\u00e9\r\nFrom: J\u00fcrgen <j@example.org>\r\n\r\nx".encode())
+    assert message.subject == "caf\u00e9"
+    assert message.from_addresses[0].display_name == "J\u00fcrgen"
+
+
+def test_garbage_8bit_headers_never_raise():
+    message = Message(b"Subject: \xff\xfe\x00bad\r\nFrom: \x80\x81 <a@b.example>\r\n"
+                      b"Content-Type: text/plain; charset=\"x-unknown-\xff\"\r\n\r\n\xff\xfe")
+    assert isinstance(message.subject, str)
+    assert isinstance(message.text, str)
+    assert any(d.startswith("UNKNOWN_CHARSET") for d in message.all_defects)
+
+
+def test_fake_close_delimiter_is_body_text():
+    message = Message((SHARED / "cases/C06_mime_fake_close_boundary.eml").read_bytes())
+    first, second = message.root.children
+    assert first.text.endswith("--b1--x")
+    assert second.filename == "statement.html"
+
+
+def test_boundary_prefix_of_parent_boundary_is_not_a_delimiter():
+    raw = (b"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+           b"--b1\r\nContent-Type: multipart/alternative; boundary=\"b1x\"\r\n\r\n"
+           b"--b1x\r\nContent-Type: text/plain\r\n\r\ninner\r\n--b1x--\r\n"
+           b"--b1\r\nContent-Type: text/html\r\n\r\n<p>second</p>\r\n--b1--\r\n")
+    message = Message(raw)
+    assert [e.content_type for e in message.entities] == [
+        "multipart/mixed", "multipart/alternative", "text/plain", "text/html"]
+    assert message.text_parts[0].text == "inner"
+
+
+def test_multipart_nested_100_deep_is_bounded():
+    raw = b""
+    for depth in range(100):
+        raw += f"Content-Type: multipart/mixed; boundary=\"b{depth}\"\r\n\r\n--b{depth}\r\n".encode()
+    raw += b"Content-Type: text/plain\r\n\r\ndeep\r\n"
+    for depth in reversed(range(100)):
+        raw += f"--b{depth}--\r\n".encode()
+    message = Message(raw, limits=Limits(max_depth=30))
+    assert max(e.depth for e in message.entities) <= 30
+    assert "MIME_TOO_DEEP" in message.all_defects
+
+
+def test_part_count_is_bounded():
+    parts = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(500))
+    message = Message(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + parts + b"--b--\r\n",
+                      limits=Limits(max_parts=100))
+    assert len(message.entities) <= 100
+    assert "MIME_TOO_MANY_PARTS" in message.all_defects
+
+
+def test_a_message_of_only_headers():
+    message = Message(b"From: a@example.org\r\nSubject: nothing else")
+    assert message.subject == "nothing else"
+    assert message.text == ""
+
+
+def test_a_1mb_header_line():
+    message = Message(b"X-Long: " + b"a" * 1024 * 1024 + b"\r\nSubject: s\r\n\r\nbody")
+    assert message.subject == "s" and message.text == "body"
+
+
+def test_missing_close_delimiter_keeps_the_last_part():
+    message = Message(b"Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n\r\none\r\n"
+                      b"--z\r\nContent-Type: text/html\r\n\r\n<b>two</b>")
+    assert "MULTIPART_NO_CLOSE_DELIMITER" in message.all_defects
+    assert message.html_parts[0].text == "<b>two</b>"
+
+
+def test_transfer_encodings_are_undone_tolerantly():
+    message = Message(b"Content-Type: multipart/mixed; boundary=z\r\n\r\n"
+                      b"--z\r\nContent-Transfer-Encoding: base64\r\n\r\naGVs!!bG8=\r\n"
+                      b"--z\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nwor=\r\nld=3D\r\n"
+                      b"--z--\r\n")
+    assert [p.text for p in message.text_parts] == ["hello", "world="]
+
+
+def test_rfc2231_and_encoded_word_filenames():
+    message = Message(b"Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n"
+                      b"Content-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+                      b" filename*0*=utf-8''r%C3%A9;\r\n filename*1=sum.pdf\r\n\r\nx\r\n--z\r\n"
+                      b"Content-Type: application/pdf; name=\"=?utf-8?q?b=C3=A9?=.pdf\"\r\n\r\n"
+                      b"y\r\n--z--\r\n")
+    assert [a.filename for a in message.attachments] == ["r\u00e9sum.pdf", "b\u00e9.pdf"]
+
+
+def test_embedded_message_parts_are_walked():
+    inner = b"From: x@example.net\r\nSubject: inner\r\n\r\nhttps://inner.example.net/a\r\n"
+    message = Message(b"Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n"
+                      b"Content-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--z--\r\n")
+    assert "https://inner.example.net/a" in [u.url for u in message.urls]
+
+
+def test_hidden_html_text_is_set_aside():
+    message = Message((SHARED / "cases/C26_zerofont.eml").read_bytes())
+    assert message.text.startswith("Your Microsoft 365 password expires today.")
+    for hidden in ("scanned and confirmed safe", "banana", "football"):
+        assert hidden not in message.text
+        assert hidden in message.hidden_text

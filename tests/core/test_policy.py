@@ -1,0 +1,93 @@
+"""The policy: scores from the scores file, caps, thresholds, lists."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailward.config import ConfigError, PolicySettings
+from mailward.policy import Policy, load_scores, parse_scores
+from mailward.verdict import Action, Category, Finding
+
+SCORES = """
+[actions]
+tag = 5.0
+quarantine = 15.0
+[categories.spam]
+cap = 20.0
+[categories.malware]
+reject = 10.0
+[symbols]
+SPAMMY = 4.0
+VERY = { score = 30.0 }
+VIRUS = { score = 12.0 }
+FORCE_Q = { score = 0.5, action = "quarantine" }
+GOOD = -3.0
+"""
+
+
+def policy(**settings) -> Policy:
+    return Policy(parse_scores(SCORES, "test"), PolicySettings(**settings))
+
+
+def test_scores_sum_and_the_strictest_rule_wins():
+    verdict = policy().decide([Finding("SPAMMY", Category.SPAM, weight=2.0)])
+    assert verdict.score == 8.0 and verdict.action == Action.TAG
+    assert verdict.reason == "total score 8.00 >= tag threshold 5"
+
+
+def test_category_cap_limits_one_category():
+    verdict = policy().decide([Finding("VERY", Category.SPAM)])
+    assert verdict.categories["spam"] == 20.0 and verdict.action == Action.QUARANTINE
+
+
+def test_category_threshold_and_forced_action():
+    assert policy().decide([Finding("VIRUS", Category.MALWARE)]).action == Action.REJECT
+    forced = policy().decide([Finding("FORCE_Q", Category.POLICY)])
+    assert forced.action == Action.QUARANTINE and "forces quarantine" in forced.reason
+
+
+def test_negative_scores_lower_the_total_but_not_a_category_threshold():
+    verdict = policy().decide([Finding("VIRUS", Category.MALWARE),
+                               Finding("GOOD", Category.SPAM, weight=5)])
+    assert verdict.action == Action.REJECT
+
+
+def test_unknown_symbols_score_zero():
+    assert policy().decide([Finding("NEVER_HEARD", Category.SPAM)]).score == 0.0
+
+
+def test_block_and_allow_lists():
+    blocked = policy(block_senders=["@bad.example"]).decide([], sender="x@bad.example")
+    assert blocked.action == Action.REJECT and "block list" in blocked.reason
+    allowed = policy(allow_senders=["friend@example.org"]).decide(
+        [Finding("SPAMMY", Category.SPAM, weight=5)], sender="Friend@example.org")
+    assert allowed.action == Action.DELIVER and "allow list" in allowed.reason
+    malware = policy(allow_senders=["friend@example.org"]).decide(
+        [Finding("VIRUS", Category.MALWARE)], sender="friend@example.org")
+    assert malware.action == Action.REJECT
+
+
+def test_tag_external_senders():
+    verdict = policy(tag_external=True).decide([Finding("EXTERNAL_SENDER", Category.POLICY)])
+    assert verdict.action == Action.TAG and verdict.reason == "external sender"
+
+
+@pytest.mark.parametrize("text, error", [
+    ("[symbols]\nX = 'high'", "symbols.X"),
+    ("[symbols]\nX = { score = 1, action = 'drop' }", "symbols.X"),
+    ("[categories.nonsense]\ncap = 1", "categories.nonsense"),
+    ("[bogus]", "unknown table"),
+    ("[actions]\nquarantine = true", "actions.quarantine"),
+    ("x = [", "not valid TOML"),
+])
+def test_a_bad_scores_file_names_what_to_fix(text, error):
+    with pytest.raises(ConfigError, match=error.replace(".", r"\.")):
+        parse_scores(text, "site.toml")
+
+
+def test_the_shipped_scores_file_parses_and_scores_every_builtin_symbol():
+    from mailward.registry import check_classes
+
+    scores = load_scores()
+    missing = [s for cls in check_classes() for s in cls.symbols if s not in scores.symbols]
+    assert missing == []

@@ -506,7 +506,9 @@ async def _with_store(settings: Settings, body: Callable[[Any], Awaitable[Any]])
 def token_create(context: Context, name: str, scopes: tuple[str, ...],
                  username: str | None) -> None:
     """Create a token and print it (it is shown only this once)."""
+    from mailward.web import audit
     from mailward.web.accounts import Accounts
+    from mailward.web.commands import actor
     from mailward.web.tokens import create_token
 
     async def body(store: Any) -> str:
@@ -516,7 +518,10 @@ def token_create(context: Context, name: str, scopes: tuple[str, ...],
             if user is None:
                 raise click.BadParameter(f"no user {username!r}", param_hint="--user")
             user_id = user.id
-        return await create_token(store, name, list(scopes) or None, user_id)
+        value = await create_token(store, name, list(scopes) or None, user_id)
+        await audit.record(store, actor(), "admin", "token.create", name,
+                           scopes=list(scopes) or ["*"], user_id=user_id)
+        return value
 
     try:
         click.echo(run(_with_store(context.settings, body)))
@@ -541,9 +546,17 @@ def token_list(context: Context) -> None:
 @pass_context
 def token_revoke(context: Context, token_id: int) -> None:
     """Revoke a token by its id (see `mailward token list`)."""
+    from mailward.web import audit
+    from mailward.web.commands import actor
     from mailward.web.tokens import revoke_token
 
-    if not run(_with_store(context.settings, lambda store: revoke_token(store, token_id))):
+    async def body(store: Any) -> bool:
+        revoked = await revoke_token(store, token_id)
+        if revoked:
+            await audit.record(store, actor(), "admin", "token.revoke", str(token_id))
+        return revoked
+
+    if not run(_with_store(context.settings, body)):
         console.print(f"[red]no active token {token_id}[/red]")
         sys.exit(1)
     click.echo(f"token {token_id} revoked")

@@ -16,6 +16,10 @@ def test_user_add_stores_an_argon2id_hash_never_the_password(console):
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
     listing = console.cli("user", "list").stdout.decode()
     assert "alice\tuser\talice@example.com,a.smith@example.com" in listing
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT actor FROM audit_log WHERE action='user.add' "
+                          "AND target='admin'").fetchall()
+    assert rows and rows[0][0].startswith("cli:")
 
 
 def test_login_sets_an_http_only_strict_cookie_and_me_answers(console, as_user):

@@ -202,3 +202,76 @@ def test_analyst_reviews_but_manages_no_users(held, as_user):
     assert analyst.get(f"/api/v1/quarantine/{item['id']}").status_code == 200
     assert analyst.get("/api/v1/audit").status_code == 200
     assert analyst.get("/api/v1/tokens").status_code == 403
+
+
+def test_allow_sender_endpoint_and_sender_rules_api(held, as_user):
+    admin = as_user("admin")
+    item = admin.item_of(held["shared"])
+    answer = admin.post(f"/api/v1/quarantine/{item['id']}/allow-sender")
+    assert answer.status_code == 200 and answer.json()["kind"] == "allow"
+    bob = as_user("bob")
+    assert bob.get("/api/v1/senders").status_code == 403
+    assert bob.post("/api/v1/senders", json={"kind": "allow", "sender": "@x.example"}
+                    ).status_code == 403
+    made = admin.post("/api/v1/senders", json={"kind": "allow", "sender": "@partner.example"})
+    assert made.status_code == 201 and made.json()["recipient"] == "*"
+    assert admin.post("/api/v1/senders", json={"kind": "allow", "sender": "not an address"}
+                      ).status_code == 422
+    assert admin.post("/api/v1/senders", json={"kind": "maybe", "sender": "@p.example"}
+                      ).status_code == 422
+    assert bob.delete(f"/api/v1/senders/{made.json()['id']}").status_code == 403
+    assert admin.delete(f"/api/v1/senders/{made.json()['id']}").status_code == 200
+    assert admin.delete(f"/api/v1/senders/{made.json()['id']}").status_code == 404
+
+
+def test_deny_a_release_request(console, as_user):
+    qid = queue_id(console.send(phish("bob phish", "bob@example.com"),
+                                rcpts=["bob@example.com"]))
+    bob = as_user("bob")
+    item = bob.item_of(qid)
+    assert bob.post(f"/api/v1/quarantine/{item['id']}/request-release").status_code == 200
+    [mine] = bob.get("/api/v1/quarantine/requests").json()["items"]
+    assert mine["quarantine_id"] == item["id"]
+    assert bob.post(f"/api/v1/quarantine/requests/{mine['id']}/deny").status_code == 403
+    analyst = as_user("analyst")
+    denied = analyst.post(f"/api/v1/quarantine/requests/{mine['id']}/deny")
+    assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    assert bob.item_of(qid)["status"] == "held"
+    assert bob.get("/api/v1/quarantine/requests").json()["items"] == []
+
+
+def test_account_and_admin_routes_refuse_the_wrong_callers(console, as_user):
+    unbound = console.cli("token", "create", "automation").stdout.decode().strip()
+    robot = as_user(token=unbound)
+    assert robot.get("/api/v1/account").status_code == 404
+    assert robot.get("/api/v1/users").status_code == 200
+    analyst = as_user("analyst")
+    assert analyst.patch("/api/v1/users/1", json={"role": "user"}).status_code == 403
+    assert analyst.post("/api/v1/tokens", json={"name": "x"}).status_code == 403
+    assert analyst.delete("/api/v1/tokens/1").status_code == 403
+    assert as_user("bob").get("/api/v1/audit").status_code == 403
+    assert as_user("bob").post("/api/v1/digest/run").status_code == 403
+    assert robot.post("/api/v1/tokens", json={"name": "x", "user_id": 99999}
+                      ).status_code == 422
+    nobody = as_user()
+    for method, path in (("GET", "/api/v1/stats/symbols"), ("GET", "/api/v1/stats/dmarc"),
+                         ("GET", "/api/v1/account"), ("POST", "/api/v1/auth/logout"),
+                         ("GET", "/api/v1/quarantine/requests"),
+                         ("POST", "/api/v1/digest/run"), ("GET", "/api/v1/senders")):
+        assert nobody.http.request(method, path).status_code == 401, path
+
+
+def test_console_pages_answer_for_each_role(held, as_user):
+    pages = ("/console/quarantine", "/console/requests", "/console/trace",
+             "/console/dashboard", "/console/panels/incidents", "/console/admin/users",
+             "/console/admin/audit", "/console/admin/senders", "/console/account")
+    expected = {"admin": {p: 200 for p in pages},
+                "analyst": {**{p: 200 for p in pages}, "/console/admin/users": 403},
+                "bob": {**{p: 403 for p in pages}, "/console/quarantine": 200,
+                        "/console/requests": 200, "/console/account": 200}}
+    for name, codes in expected.items():
+        client = as_user(name)
+        for page, code in codes.items():
+            assert client.get(page).status_code == code, (name, page)
+    page = as_user("admin").get("/console/quarantine", params={"sender": "<b>x</b>"})
+    assert "<b>x</b>" not in page.text and "&lt;b&gt;x&lt;/b&gt;" in page.text

@@ -6,11 +6,21 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 
 import click
 
+from mailward.web import audit
 from mailward.web.accounts import AccountError, Accounts, UserView, parse_schedule
+
+
+def actor() -> str:
+    """actor - who runs the command, for the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 def _run(context, body):
@@ -45,7 +55,10 @@ def user_add(context, username: str, role: str, addresses: tuple[str, ...], dige
     async def body(store):
         accounts = Accounts(store)
         created = await accounts.create(username, password, role, list(addresses))
-        return await accounts.update(created.id, digest_every_hours=parse_schedule(digest))
+        created = await accounts.update(created.id, digest_every_hours=parse_schedule(digest))
+        await audit.record(store, actor(), "admin", "user.add", username, new_role=role,
+                           addresses=created.addresses)
+        return created
 
     try:
         created = _run(context, body)
@@ -80,7 +93,10 @@ def user_passwd(context, username: str, password_stdin: bool) -> None:
         found = await accounts.by_name(username)
         if found is None:
             raise AccountError(f"no user {username!r}")
-        return await accounts.update(found.id, password=password)
+        changed = await accounts.update(found.id, password=password)
+        await audit.record(store, actor(), "admin", "user.change", username,
+                           fields=["password"])
+        return changed
 
     try:
         _run(context, body)

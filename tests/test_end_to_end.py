@@ -10,7 +10,11 @@ import time
 import httpx
 import pytest
 
-from tests.support.gateway import crlf
+import json
+
+from tests.support.gateway import SHARED, crlf
+
+SHARED_CASES = SHARED / "cases"
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
@@ -272,3 +276,82 @@ def test_a_spooled_message_without_a_record_is_judged_after_restart(gateway_fact
     assert f"X-Mailward-Queue-Id: {envelope.queue_id}".encode() in received.data
     assert b"X-Mailward-Envelope" not in received.data
     assert "judging it again" in gateway.log()
+
+
+def test_a_pipeline_past_its_deadline_answers_451(gateway_factory, smtp_sink, shared):
+    gateway = gateway_factory(relay=smtp_sink.url, config={"pipeline": {"deadline": "0.001s"}})
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        gateway.send(ham(shared))
+    assert refused.value.smtp_code == 451 and b"4.3.0" in refused.value.smtp_error
+    parked = list((gateway.data_dir / "spool/parked").glob("*.eml"))
+    assert len(parked) == 1 and smtp_sink.messages == []
+
+
+def test_tagged_mail_keeps_one_address_per_header_and_its_mime(gateway_factory, smtp_sink):
+    import email
+    import email.policy
+
+    raw = (SHARED_CASES / "C10_encoded_word_refold.eml").read_bytes()
+    gateway = gateway_factory(relay=smtp_sink.url, config={
+        "smtp": {"accepted_domains": ["example.com"]}, "policy": {"tag_external": True}})
+    gateway.send(raw, mail_from="dana.reyes@example.org", rcpts=["to@example.com"])
+    [received] = smtp_sink.wait_for(1)
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert [a.addr_spec for a in parsed["to"].addresses] == ["to@example.com"]
+    assert [a.addr_spec for a in parsed["cc"].addresses] == ["cc@example.com"]
+    assert parsed["to"].addresses[0].display_name == \
+        "A v\u00e9ry long name with non-ASCII char and, comma"
+    assert "came from outside your organisation" in parsed.get_content()
+    assert b"X-Mailward-Verdict: tag;" in received.data
+
+
+def test_json_logs_carry_the_queue_id(gateway_factory, smtp_sink, shared):
+    import json
+
+    gateway = gateway_factory(relay=smtp_sink.url, config={"log": {"format": "json",
+                                                                    "level": "info"}})
+    queue_id = gateway.send(ham(shared)).rsplit(" ", 1)[-1]
+    gateway.wait_log('"action": "deliver"')
+    entries = [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
+    decision = [e for e in entries if e.get("action")][0]
+    assert decision["queue_id"] == queue_id and decision["peer"] == "127.0.0.1"
+    assert decision["recipients"] == ["user@example.com"] and "took_ms" in decision
+
+
+def test_quarantine_from_the_command_line(gateway_factory, smtp_sink):
+    gateway = gateway_factory(relay=smtp_sink.url)
+    gateway.cli("intel", "add", "--type", "domain", "bad.example.net")
+    gateway.wait_log("intelligence loaded: 1 indicators")
+    for n in range(2):
+        gateway.send(b"From: x@example.org\r\nSubject: s%d\r\n\r\nhttps://bad.example.net/%d\r\n"
+                     % (n, n))
+    listing = gateway.cli("quarantine", "list").stdout.decode()
+    ids = [line.split("\t")[0] for line in listing.splitlines() if "\tphish\t" in line]
+    assert len(ids) == 2
+    shown = json.loads(gateway.cli("quarantine", "show", ids[0]).stdout)
+    assert shown["verdict"]["action"] == "quarantine"
+    raw = gateway.cli("quarantine", "show", "--raw", ids[0]).stdout
+    assert raw.startswith(b"Received: from client.test.example")
+    gateway.cli("quarantine", "delete", ids[1])
+    assert "released" in gateway.cli("quarantine", "release", ids[0]).stdout.decode()
+    smtp_sink.wait_for(1)
+    failed = gateway.cli("quarantine", "release", ids[1], check=False)
+    assert failed.returncode == 1 and b"deleted" in failed.stderr
+
+
+def test_the_gateway_runs_on_postgresql(gateway_factory, smtp_sink, shared, postgres_url):
+    gateway = gateway_factory(relay=smtp_sink.url,
+                              config={"storage": {"database_url": postgres_url}})
+    queue_id = gateway.send(ham(shared)).rsplit(" ", 1)[-1]
+    [received] = smtp_sink.wait_for(1)
+    assert f"X-Mailward-Queue-Id: {queue_id}".encode() in received.data
+    assert not (gateway.data_dir / "mailward.db").exists()
+
+
+def test_a_message_deferred_past_its_maximum_age_bounces(gateway_factory, smtp_sink, shared):
+    smtp_sink.handler.codes["slow@example.com"] = 451
+    gateway = gateway_factory(relay=smtp_sink.url, config={"delivery": {"max_age": "3s"}})
+    gateway.send(ham(shared), mail_from="sender@example.org", rcpts=["slow@example.com"])
+    [bounce] = smtp_sink.wait_for(1, timeout=40)
+    assert bounce.mail_from == "" and bounce.rcpt_tos == ["sender@example.org"]
+    assert b"Status: 4.4.7" in bounce.data and b"Action: failed" in bounce.data

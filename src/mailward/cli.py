@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -406,12 +407,18 @@ def quarantine_list(context: Context, category: str | None, recipient: str | Non
 
     filters = Filters(category, recipient, sender, None if show_all else "held")
     items, total = run(_with_quarantine(context.settings, lambda q: q.list(filters, limit)))
-    table = Table("id", "received", "category", "sender", "recipients", "subject", "status")
-    for item in items:
-        table.add_row(item.id, item.created_at.strftime("%Y-%m-%d %H:%M"), item.category,
-                      item.sender, ", ".join(item.recipients)[:40], item.subject[:50],
-                      item.status)
-    Console().print(table)
+    rows = [(item.id, item.created_at.strftime("%Y-%m-%d %H:%M"), item.category, item.sender,
+             ", ".join(item.recipients), item.subject, item.status) for item in items]
+    if not sys.stdout.isatty():
+        # For scripts: one tab-separated line per item, nothing cut.
+        for row in rows:
+            click.echo("\t".join(" ".join(str(v).split()) for v in row))
+    else:
+        table = Table("id", "received", "category", "sender", "recipients", "subject", "status")
+        table.columns[0].no_wrap = True
+        for row in rows:
+            table.add_row(*(escape(str(v)[:60]) for v in row))
+        Console().print(table)
     console.print(f"{len(items)} of {total}")
 
 

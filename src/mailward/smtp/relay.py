@@ -9,6 +9,7 @@ start).
 
 from __future__ import annotations
 
+import functools
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -47,7 +48,9 @@ class RecipientResult:
         return self.code >= 500
 
 
+@functools.cache
 def _context() -> ssl.SSLContext:
+    """_context - one client TLS context (building one per connection is costly)."""
     # The downstream server is usually internal with a private certificate.
     context = ssl.create_default_context()
     context.check_hostname = False

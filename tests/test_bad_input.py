@@ -75,7 +75,9 @@ def test_every_malformed_message_gets_a_verdict(running, name):
             added = delivered[: len(delivered) - len(sent)]
             fields = [line.split(b":")[0] for line in added.split(b"\r\n")
                       if line and line[:1] not in (b" ", b"\t")]
-            assert fields == [b"X-Mailward-Queue-Id", b"X-Mailward-Verdict", b"Received"]
+            assert fields == [b"X-Mailward-Queue-Id", b"X-Mailward-Verdict",
+                              b"Authentication-Results", b"Received"]
+            assert b"Authentication-Results: mx.test.example; " in added
             assert b"Received: from client.test.example" in added
     assert "Traceback" not in gateway.log()
     with gateway.smtp() as client:  # the gateway is still serving

@@ -6,7 +6,10 @@ can turn into two), and a banner is spliced into the body of each readable
 text and HTML part by its byte range, re-encoded with that part's own
 transfer encoding and charset. Parts under a signature or encryption
 (multipart/signed, multipart/encrypted, S/MIME) are left alone, since
-changing them would break the signature.
+changing them would break the signature. A part rewriter (the links of
+``urls.rewrite``) changes a part's decoded payload; the part is then
+re-encoded with its own transfer encoding, or as quoted-printable where a
+rewritten line would pass the 998-octet limit of a 7bit or 8bit part.
 
 SECURITY: X-Mailward-* headers that arrive with a message are forged
 verdicts; they are removed before ours are added.
@@ -21,9 +24,10 @@ import re
 import textwrap
 import unicodedata
 from dataclasses import dataclass
+from typing import Callable
 
 from mailward.message import Message
-from mailward.mime import CRLF, IDENTITY_ENCODINGS, Entity
+from mailward.mime import CRLF, IDENTITY_ENCODINGS, Entity, _header_end
 from mailward.verdict import Action, Category, Verdict
 
 _OWN_HEADER = re.compile(rb"(?im)^x-mailward-[a-z-]*:.*(?:\r\n[ \t].*)*\r\n")
@@ -146,27 +150,81 @@ def _new_body(entity: Entity, banner: Banner) -> bytes | None:
 
 def add_banner(message: Message, banner: Banner) -> bytes:
     """add_banner - the raw message with the banner in each readable body part."""
+    return edit_parts(message, banner, None)
+
+
+# A part rewriter takes a readable part and returns its new decoded payload,
+# or None to leave it as it is (URL rewriting, ``urls.rewrite``).
+PartRewriter = Callable[[Entity], "bytes | None"]
+_CTE_HEADER = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:.*(?:\r\n[ \t].*)*\r\n")
+_MAX_LINE = 998  # RFC 5322 section 2.1.1
+
+
+def edit_parts(message: Message, banner: Banner | None, rewrite: PartRewriter | None) -> bytes:
+    """edit_parts - the raw message with each readable part rewritten and bannered."""
     edits: list[tuple[int, int, bytes]] = []
     for entity in message.text_parts + message.html_parts:
         if not entity.spliceable or _protected(entity):
             continue
-        body = _new_body(entity, banner)
-        if body is not None:
-            edits.append((entity.body_start, entity.end, body))
+        edit = _edit(entity, banner, rewrite)
+        if edit is not None:
+            edits.append(edit)
     raw = message.raw
     for start, end, body in sorted(edits, reverse=True):
         raw = raw[:start] + body + raw[end:]
     return raw
 
 
+def _edit(entity: Entity, banner: Banner | None,
+          rewrite: PartRewriter | None) -> tuple[int, int, bytes] | None:
+    """_edit - the (start, end, bytes) splice of one part, or None."""
+    payload = rewrite(entity) if rewrite is not None else None
+    if payload is None:
+        body = _new_body(entity, banner) if banner is not None else None
+        return None if body is None else (entity.body_start, entity.end, body)
+    encoding = entity.transfer_encoding
+    if encoding not in ("base64", "quoted-printable"):
+        encoding = ""  # an unknown encoding was read as raw bytes; it is spliced as such
+    is_html = entity.content_type == "text/html"
+    if banner is not None and not entity.charset.startswith(("utf-16", "utf-32", "ucs")):
+        added = _encode_text(banner.html() if is_html else banner.plain(), entity.charset)
+        payload = _insert(payload, added, is_html)
+    if encoding == "base64":
+        body = base64.encodebytes(payload).replace(b"\n", CRLF)
+        return entity.body_start, entity.end, body if entity.body.endswith(CRLF) else body.rstrip(CRLF)
+    if encoding in IDENTITY_ENCODINGS and max(map(len, payload.split(CRLF)), default=0) <= _MAX_LINE:
+        return entity.body_start, entity.end, payload
+    # Quoted-printable, or an identity part whose rewritten lines grew past the
+    # line limit: the part becomes quoted-printable, with its header saying so.
+    body = _qp(payload)
+    if encoding == "quoted-printable":
+        return entity.body_start, entity.end, body
+    header = entity.buffer[entity.start:entity.body_start]
+    return entity.start, entity.end, _with_qp_header(header) + body
+
+
+def _with_qp_header(header: bytes) -> bytes:
+    """_with_qp_header - a part header that declares quoted-printable, else unchanged."""
+    line = b"Content-Transfer-Encoding: quoted-printable\r\n"
+    if _CTE_HEADER.search(header):
+        return _CTE_HEADER.sub(lambda _: line, header, count=1)
+    if header.endswith(CRLF + CRLF):
+        return header[:-2] + line + CRLF
+    return header + line if header else line + CRLF
+
+
 def render(message: Message, verdict: Verdict, queue_id: str, *,
            external_text: str, suspicious_text: str,
-           extra_headers: list[tuple[str, str]] | None = None) -> bytes:
+           extra_headers: list[tuple[str, str]] | None = None,
+           rewrite: PartRewriter | None = None) -> bytes:
     """render - the bytes to deliver for a DELIVER or TAG verdict."""
     raw = message.raw
+    banner = None
     if verdict.action == Action.TAG:
         banner = Banner(banner_text(verdict, external_text, suspicious_text))
-        raw = add_banner(message, banner)
-    raw = strip_own_headers(raw, message.root.body_start)
-    fields = verdict_headers(queue_id, verdict) + list(extra_headers or [])
+    if banner is not None or rewrite is not None:
+        raw = edit_parts(message, banner, rewrite)
+    raw = strip_own_headers(raw, _header_end(raw, 0, len(raw)))
+    fields = (verdict_headers(queue_id, verdict) + list(extra_headers or [])
+              + list(verdict.headers))
     return prepend_headers(raw, fields)

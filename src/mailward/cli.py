@@ -113,8 +113,10 @@ async def _serve(settings: Settings) -> None:
         smtp = await start_smtp(gateway, smtp_host, smtp_port)
     except OSError as error:
         raise ConfigError(f"smtp.listen: cannot listen on {settings.smtp.listen}: {error}") from None
+    # A rewritten link carries its original URL, so request lines can be long.
     web = uvicorn.Server(uvicorn.Config(create_app(gateway), host=web_host, port=web_port,
-                                        log_config=None, access_log=False, lifespan="off"))
+                                        log_config=None, access_log=False, lifespan="off",
+                                        h11_max_incomplete_event_size=256 * 1024))
     web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -123,6 +125,8 @@ async def _serve(settings: Settings) -> None:
     tasks = [asyncio.create_task(gateway.queue.run(), name="delivery"),
              asyncio.create_task(gateway.services.intel_cache.watch(), name="intel"),
              asyncio.create_task(web.serve(), name="web")]
+    tasks += [asyncio.create_task(holder.run(), name=name)
+              for name, holder in gateway.holders.items()]
     for path in BACKGROUND:
         module, _, attribute = path.partition(":")
         job = getattr(importlib.import_module(module), attribute)
@@ -587,6 +591,11 @@ def db_upgrade(context: Context) -> None:
 
 # Sub-commands that live beside the code they drive, as module:attribute.
 SUBCOMMANDS: list[str] = [
+    "mailward.urls.commands:url",
+    "mailward.auth.commands:spf",
+    "mailward.auth.commands:dkim",
+    "mailward.auth.commands:arc",
+    "mailward.auth.commands:dmarc",
     "mailward.web.commands:user",
 ]
 

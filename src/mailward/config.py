@@ -129,6 +129,7 @@ class SmtpSettings(Section):
     tls_key: str = Field("", description="PEM private key for tls_cert")
     bare_lf: Literal["reject", "normalize"] = Field("reject", description="a bare LF or CR in DATA: reject with 550 5.5.2, or normalise it to CRLF")
     smtputf8: bool = Field(True, description="offer SMTPUTF8 (RFC 6531)")
+    xclient_networks: list[Network] = Field(default_factory=list, description="networks of trusted proxies that may give the real client with XCLIENT (ADDR, PORT, HELO, NAME)")
 
 
 class WebSettings(Section):
@@ -223,6 +224,49 @@ class DnsSettings(Section):
     cache_size: int = Field(100_000, ge=0, description="answers kept in the TTL-respecting cache")
 
 
+_ACTIONS = Literal["deliver", "tag", "quarantine", "reject"]
+
+
+class AuthSettings(Section):
+    authserv_id: str = Field("", description="authserv-id of our Authentication-Results (empty = the host name); incoming ones claiming it are removed")
+    trusted_networks: list[Network] = Field(["127.0.0.0/8", "::1/128"], description="client networks (internal relays) whose mail is not SPF, DKIM, DMARC or ARC checked")
+
+
+class SpfSettings(Section):
+    enabled: bool = Field(True, description="check SPF (RFC 7208) of MAIL FROM at the MAIL command")
+    helo: bool = Field(True, description="also check the HELO identity")
+    timeout: Duration = Field("20s", description="time allowed for one whole SPF evaluation")
+    max_void_lookups: int = Field(2, ge=0, description="look-ups answered NXDOMAIN or empty before permerror (RFC 7208 4.6.4)")
+
+
+class DkimSettings(Section):
+    enabled: bool = Field(True, description="verify DKIM signatures (RFC 6376, 8463)")
+    max_signatures: int = Field(10, ge=1, description="signatures verified per message; the rest are ignored")
+    min_key_bits: int = Field(1024, ge=512, description="RSA keys shorter than this fail (RFC 8301)")
+    accept_sha1: bool = Field(False, description="count rsa-sha1 signatures as valid (RFC 8301 says they are not)")
+
+
+class DmarcSettings(Section):
+    enabled: bool = Field(True, description="evaluate DMARC (RFC 7489) for the RFC 5322.From domain")
+    org_domain: Literal["psl", "tree-walk"] = Field("psl", description="organizational domain by the public suffix list, or by the DMARCbis DNS tree walk")
+    psl_file: str = Field("", description="public suffix list file to use instead of the packaged one")
+    on_reject: _ACTIONS = Field("reject", description="action for failing mail whose domain publishes p=reject")
+    on_quarantine: _ACTIONS = Field("quarantine", description="action for failing mail whose domain publishes p=quarantine")
+    overrides: dict[str, _ACTIONS] = Field(default_factory=dict, description="sending domain -> action for its failing mail, whatever it publishes")
+    record: bool = Field(True, description="store every evaluation for aggregate reports")
+    report_org: str = Field("", description="org_name in aggregate reports (empty = the authserv-id)")
+    report_email: str = Field("", description="email in aggregate reports and From of the report mail (empty = dmarc-reports@<host name>)")
+
+
+class ArcSettings(Section):
+    enabled: bool = Field(True, description="verify ARC chains (RFC 8617)")
+    trusted_sealers: list[Domain] = Field(default_factory=list, description="sealing domains whose recorded DMARC pass overrides a local DMARC failure")
+    seal: Literal["never", "modified", "always"] = Field("modified", description="add our ARC set to delivered mail: never, when we changed the message, or always")
+    key_file: str = Field("", description="PEM RSA private key for our ARC sets (empty = no sealing)")
+    selector: str = Field("", description="selector of our ARC key (its public key is at <selector>._domainkey.<domain>)")
+    domain: str = Field("", description="signing domain of our ARC sets")
+
+
 class SpamSettings(Section):
     model: str = Field("", description="spam model file (empty = the model in the data directory if trained there, else the shipped one)")
 
@@ -234,6 +278,43 @@ class AntivirusSettings(Section):
     max_unpacked_size: Size = Field("100MiB", description="bytes unpacked from archives per message")
 
 
+class AttachmentSettings(Section):
+    enabled: bool = Field(True, description="analyse every attachment and archive member statically")
+    dangerous_extensions: list[str] = Field(default_factory=lambda: list(_dangerous_extensions()), description="file extensions that are dangerous, also inside containers (ATTACH_DANGEROUS_TYPE)")
+    dangerous_kinds: list[str] = Field(default_factory=lambda: list(_dangerous_kinds()), description="content types (as identified from the bytes) that are dangerous whatever the name")
+    max_seconds: Duration = Field("20s", description="time allowed to unpack and analyse the files of one message; past it ATTACH_ANALYSIS_INCOMPLETE")
+
+
+class SandboxSettings(Section):
+    backends: list[Literal["auto", "browser", "boxjs", "cape"]] = Field(default_factory=lambda: ["auto"], description="sandboxes files are detonated in: browser (HTML, SVG, URLs in headless Chromium), boxjs (JScript droppers), cape (a CAPE server); auto = the built-in ones whose programs are installed")
+    deadline: Duration = Field("7m", description="longest time a message is held for its sandbox verdict; then ATTACH_SANDBOX_TIMEOUT decides (quarantine by default)")
+    concurrency: int = Field(2, ge=1, description="detonations running at once on this node")
+    queue: str = Field("", description="task queue storage: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
+    run_seconds: Duration = Field("30s", description="time one detonation may run before it is killed")
+    memory: Size = Field("2GiB", description="memory (data segment) one detonation may use")
+    max_file_size: Size = Field("32MiB", description="largest file sent to a sandbox; larger ones are judged statically only")
+    isolate_network: bool = Field(True, description="run built-in detonations in a network namespace with no way out (needs unshare and user namespaces)")
+    chromium: str = Field("/usr/bin/chromium", description="the Chromium binary the browser sandbox drives")
+    boxjs: str = Field("", description="the box-js program (empty = node_modules/.bin/box-js in data_dir or the working directory, then PATH)")
+    cape_url: str = Field("", description="base URL of a CAPE sandbox REST API, e.g. http://cape:8000/apiv2")
+    cape_token: str = Field("", description="API token for CAPE (sent as Authorization: Token ...)")
+    cape_poll: Duration = Field("20s", description="interval between CAPE status polls")
+    cape_malicious_score: float = Field(7.0, description="CAPE malscore at or above which a file is malicious")
+    cape_suspicious_score: float = Field(4.0, description="CAPE malscore at or above which a file is suspicious")
+
+
+def _dangerous_extensions() -> tuple[str, ...]:
+    from mailward.attachments.identify import DEFAULT_DANGEROUS_EXTENSIONS
+
+    return DEFAULT_DANGEROUS_EXTENSIONS
+
+
+def _dangerous_kinds() -> tuple[str, ...]:
+    from mailward.attachments.identify import DEFAULT_DANGEROUS_KINDS
+
+    return DEFAULT_DANGEROUS_KINDS
+
+
 class OutboundSettings(Section):
     enabled: bool = Field(False, description="relay the organisation's own outbound mail from trusted connectors")
     relay: str = Field("", description="smart host for outbound mail, smtp://host:port")
@@ -241,6 +322,38 @@ class OutboundSettings(Section):
     connector_cert_names: list[str] = Field(default_factory=list, description="TLS client-certificate names a trusted connector must present")
     client_ca_file: str = Field("", description="CA bundle that verifies connector client certificates")
     allowed_m365_tenant_ids: list[str] = Field(default_factory=list, description="Microsoft 365 tenant ids whose mail may leave through us")
+
+
+class UrlSettings(Section):
+    max_urls: int = Field(1000, ge=1, description="distinct URLs extracted per message; past it the cut is recorded (URLS_TRUNCATED)")
+    rewrite: bool = Field(True, description="rewrite http(s) links of delivered mail to the click service, signed per recipient")
+    click_base: str = Field("", description="base URL of the click service in rewritten links (empty = web.public_url)")
+    allow_domains: list[str] = Field(default_factory=list, description="hosts whose links are not rewritten: example.com is that host only, *.example.com any host under it")
+    keys_file: str = Field("", description="signing keys of rewritten links, JSON, rotated with `mailward url keys rotate` (empty = url-keys.json in data_dir)")
+    protected_domains: list[Domain] = Field(default_factory=list, description="domains whose lookalikes are flagged, besides smtp.accepted_domains and the brand list")
+    lists_file: str = Field("", description="TOML file of brands, URL shorteners, free hosting and form services (empty = the shipped one)")
+    max_subdomains: int = Field(4, ge=1, description="labels left of the registrable domain above which a host counts as excessive")
+    max_length: int = Field(500, ge=32, description="URL length above which a URL counts as excessive")
+    new_domain_warmup: int = Field(500, ge=0, description="registrable domains the gateway must have seen before a never-seen domain is a finding")
+    click_through_suspicious: bool = Field(True, description="the warning page for a suspicious link offers to continue")
+    click_through_malicious: bool = Field(False, description="the block page for a known-malicious link offers to continue")
+    scanner_window: Duration = Field("20s", description="a click this soon after delivery counts as a link scanner, not a person")
+    scanner_agents: list[str] = Field(default_factory=list, description="extra regular expressions of user agents that are link scanners")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "UrlSettings":
+        for rule in self.allow_domains:
+            body = rule.removeprefix("*.")
+            if not body or "*" in body or not re.fullmatch(r"[A-Za-z0-9.-]+", body):
+                raise ValueError(f"allow_domains: {rule!r} is not a host or *.domain")
+        for pattern in self.scanner_agents:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"scanner_agents: {pattern!r}: {error}") from None
+        if self.click_base and not re.match(r"(?i)https?://[^/]+", self.click_base):
+            raise ValueError(f"click_base: {self.click_base!r} is not an http(s) URL")
+        return self
 
 
 class LogSettings(Section):
@@ -261,9 +374,17 @@ class Settings(Section):
     connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     dns: DnsSettings = Field(default_factory=DnsSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    spf: SpfSettings = Field(default_factory=SpfSettings)
+    dkim: DkimSettings = Field(default_factory=DkimSettings)
+    dmarc: DmarcSettings = Field(default_factory=DmarcSettings)
+    arc: ArcSettings = Field(default_factory=ArcSettings)
     spam: SpamSettings = Field(default_factory=SpamSettings)
     antivirus: AntivirusSettings = Field(default_factory=AntivirusSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    urls: UrlSettings = Field(default_factory=UrlSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
@@ -276,6 +397,9 @@ class Settings(Section):
                 "open relay. List the domains you accept mail for.")
         if self.outbound.enabled and not self.outbound.relay:
             raise ValueError("outbound.relay: must be set when outbound.enabled is true")
+        if self.arc.key_file and not (self.arc.selector and self.arc.domain):
+            raise ValueError("arc.selector: arc.selector and arc.domain must be set "
+                             "when arc.key_file is")
         return self
 
     # Derived locations under the data directory.
@@ -298,6 +422,10 @@ class Settings(Section):
     @property
     def hostname(self) -> str:
         return self.smtp.hostname or socket.getfqdn()
+
+    @property
+    def click_base(self) -> str:
+        return (self.urls.click_base or self.public_url).rstrip("/")
 
     @property
     def public_url(self) -> str:
@@ -363,6 +491,9 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(v)}"
+                               for k, v in value.items()) + "}"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
 

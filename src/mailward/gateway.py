@@ -6,6 +6,12 @@ message's envelope and bytes (``receive``); ``mailward scan`` asks it only to
 judge (``judge``). Acting on a verdict is recorded in one database
 transaction (the message, its deliveries or its quarantine entry, and what
 it carries for the index) before the sender is answered 250.
+
+A message whose checks asked for a hold (``mailward.hold``) and that the
+static verdict would deliver is "held": spooled and recorded with its
+deliveries in the "held" status, which the delivery queue never picks. Its
+holder later calls ``resolve_hold``; the policy decides again over all the
+findings, and the message is released to the queue or quarantined, once.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Callable
 
+from sqlalchemy import select
+
 from mailward import actions
 from mailward.attachments.files import UnpackLimits
 from mailward.config import Settings
+from mailward.hold import Holder, HoldRequest
 from mailward.connection.reputation import ReputationBook
 from mailward.envelope import Envelope
 from mailward.intel.store import url_hash
@@ -30,9 +39,10 @@ from mailward.mime import Limits
 from mailward.pipeline import Pipeline, PipelineError, QueueLog, Task
 from mailward.registry import build_pipeline
 from mailward.services import Services
-from mailward.smtp.spool import Spool
+from mailward.smtp.spool import Spool, move_durable
 from mailward.store.models import Delivery, MessageFile, MessageRecord, MessageUrl, QuarantineItem
-from mailward.verdict import Action, Category, Verdict
+from mailward.urls.index import record_domains
+from mailward.verdict import Action, Category, Finding, Verdict
 
 log = logging.getLogger("mailward.gateway")
 
@@ -69,6 +79,9 @@ class Gateway:
         self.queue = None
         # Called with (task, verdict) for each judged message, e.g. by /metrics.
         self.observers: list[Callable[[Task, Verdict], None]] = []
+        # Holders (a sandbox service) register here while the checks are built.
+        self.holders: dict[str, Holder] = {}
+        self._resolving = asyncio.Lock()
         self._judging = asyncio.Semaphore(settings.pipeline.concurrency)
         self.mime_limits = Limits(settings.pipeline.max_mime_depth,
                                   settings.pipeline.max_mime_parts)
@@ -122,8 +135,8 @@ class Gateway:
         envelope = Envelope.from_dict(envelope_data)
         qlog.warning("found in the spool without a record after a restart; judging it again")
         try:
-            message, verdict, _ = await self.judge(envelope, raw)
-            await self.act(envelope, message, verdict)
+            message, verdict, task = await self.judge(envelope, raw)
+            await self.act(envelope, message, verdict, task.holds)
         except Exception as error:
             qlog.exception("could not judge a recovered message; parked")
             await asyncio.to_thread(self.spool.park, queue_id, f"{type(error).__name__}: {error}")
@@ -134,12 +147,24 @@ class Gateway:
         message = Message(raw, limits=self.mime_limits,
                           max_text_bytes=self.settings.pipeline.max_text_bytes)
         message.unpack_limits = self.unpack_limits
+        message.max_urls = self.settings.urls.max_urls
         return message
+
+    def strip_forged_results(self, raw: bytes, queue_id: str) -> bytes:
+        """strip_forged_results - drop incoming Authentication-Results claiming our id."""
+        from mailward.auth.results import authserv_id, strip_forged
+
+        raw, removed = strip_forged(raw, authserv_id(self.settings))
+        if removed:
+            QueueLog(log, queue_id).info("removed %d Authentication-Results claiming our "
+                                         "authserv-id", removed)
+        return raw
 
     async def judge(self, envelope: Envelope, raw: bytes,
                     session_findings: list | None = None) -> tuple[Message, Verdict, Task]:
         """judge - parse and run the pipeline; raises PipelineError."""
         assert self.pipeline is not None, "Gateway.start() was not awaited"
+        raw = self.strip_forged_results(raw, envelope.queue_id)
         async with self._judging:
             message = await asyncio.to_thread(self.parse, raw)
             task = Task(envelope=envelope, services=self.services, message=message,
@@ -154,10 +179,12 @@ class Gateway:
         """receive - spool, judge and act on one message; the SMTP reply."""
         qlog = QueueLog(log, envelope.queue_id)
         started = time.perf_counter()
+        # Forged results go before the bytes are kept, so every stage sees one header list.
+        raw = self.strip_forged_results(raw, envelope.queue_id)
         await asyncio.to_thread(self.spool.write, envelope.queue_id, envelope.as_dict(), raw)
         try:
             message, verdict, task = await self.judge(envelope, raw, session_findings)
-            reply = await self.act(envelope, message, verdict)
+            reply = await self.act(envelope, message, verdict, task.holds)
         except PipelineError as error:
             qlog.error("not judged, parked for a re-run: %s", error)
             await asyncio.to_thread(self.spool.park, envelope.queue_id, str(error))
@@ -187,13 +214,23 @@ class Gateway:
                    "score": round(verdict.score, 2), "symbols": verdict.top_symbols(6),
                    "message_id": message.message_id, "took_ms": round(elapsed * 1000, 1)})
 
-    async def act(self, envelope: Envelope, message: Message, verdict: Verdict) -> Reply:
+    async def act(self, envelope: Envelope, message: Message, verdict: Verdict,
+                  holds: list[HoldRequest] | None = None) -> Reply:
         """act - record the verdict, then do what it says; the SMTP reply.
 
         The record is committed before the file moves, so a crash in between
-        leaves a state that ``recover`` completes.
+        leaves a state that ``recover`` completes. A held message stays in
+        the queue directory with its deliveries "held" until its holders
+        resolve it.
         """
         qid = envelope.queue_id
+        if holds and verdict.action in (Action.DELIVER, Action.TAG) \
+                and all(request.owner in self.holders for request in holds):
+            await self._record(envelope, message, verdict, state="held")
+            for owner in dict.fromkeys(request.owner for request in holds):
+                await self.holders[owner].hold(envelope, message, verdict,
+                                               [r for r in holds if r.owner == owner])
+            return Reply(250, f"2.0.0 Ok: queued as {qid}")
         if verdict.action == Action.REJECT:
             await self._record(envelope, message, verdict, state="rejected")
             await asyncio.to_thread(self.spool.discard, qid)
@@ -231,13 +268,14 @@ class Gateway:
         async with self.services.store.session() as session:
             session.add(record)
             await session.flush()
-            if state == "queued":
+            if state in ("queued", "held"):
                 folder = self.folder_for(verdict)
+                status = "pending" if state == "queued" else "held"
                 for recipient in envelope.rcpt_to:
                     route = "outbound" if envelope.outbound and not self.is_local(recipient) \
                         else "inbound"
                     session.add(Delivery(queue_id=envelope.queue_id, recipient=recipient,
-                                         status="pending", attempts=0, next_attempt_at=now,
+                                         status=status, attempts=0, next_attempt_at=now,
                                          folder=folder, route=route))
             if state == "quarantined":
                 session.add(QuarantineItem(
@@ -247,8 +285,93 @@ class Gateway:
                     subject=message.subject[:2000], size=len(message.raw)))
             if state != "rejected":
                 self._index_rows(session, envelope.queue_id, message)
+                await record_domains(session, self.services.store, message)
             await self.reputation.count(session, envelope.peer_ip, verdict)
             await session.commit()
+
+    # Held messages.
+
+    async def resolve_hold(self, queue_id: str, findings: list[Finding],
+                           note: str) -> Verdict | None:
+        """resolve_hold - decide a held message again with new findings, exactly once.
+
+        The new verdict is the policy's over the recorded findings and the
+        holder's. Deliver and tag release the deliveries to the queue;
+        quarantine (and reject, which can no longer be said to the sender)
+        moves the message to the quarantine. None when the message is no
+        longer held (another node or an earlier call decided it).
+        """
+        async with self._resolving:
+            verdict = await self._resolve_hold(queue_id, findings, note)
+        if verdict is not None and verdict.action in (Action.DELIVER, Action.TAG) \
+                and self.queue is not None:
+            self.queue.wake()
+        return verdict
+
+    async def _resolve_hold(self, queue_id: str, findings: list[Finding],
+                            note: str) -> Verdict | None:
+        assert self.pipeline is not None
+        qlog = QueueLog(log, queue_id)
+        async with self.services.store.session() as session:
+            record = await session.scalar(select(MessageRecord).where(
+                MessageRecord.queue_id == queue_id).with_for_update())
+            if record is None or record.state != "held":
+                return None
+            verdict = self._decide_again(record, findings, note)
+            now = datetime.now(UTC)
+            rows = (await session.scalars(select(Delivery).where(
+                Delivery.queue_id == queue_id, Delivery.status == "held"))).all()
+            record.action, record.score = str(verdict.action), verdict.score
+            record.category = str(verdict.category) if verdict.category else None
+            record.reason, record.verdict = verdict.reason, verdict.as_dict()
+            moved = False
+            if verdict.action in (Action.DELIVER, Action.TAG):
+                record.state = "queued"
+                for row in rows:
+                    row.status, row.next_attempt_at = "pending", now
+                    row.folder = self.folder_for(verdict)
+            else:
+                record.state = "quarantined"
+                for row in rows:
+                    await session.delete(row)
+                session.add(QuarantineItem(
+                    id=new_quarantine_id(), queue_id=queue_id, created_at=now,
+                    category=str(verdict.category or Category.POLICY), reason=verdict.reason,
+                    sender=record.header_from or record.mail_from,
+                    recipients=list(record.recipients), subject=record.subject,
+                    size=record.size))
+                await asyncio.to_thread(move_durable, self.spool.queued(queue_id),
+                                        self.spool.held(queue_id))
+                moved = True
+            try:
+                await session.commit()
+            except Exception:
+                if moved:
+                    await asyncio.to_thread(move_durable, self.spool.held(queue_id),
+                                            self.spool.queued(queue_id))
+                raise
+        qlog.info("hold resolved (%s): action=%s score=%.2f symbols=%s", note, verdict.action,
+                  verdict.score, ",".join(verdict.top_symbols(6)) or "-")
+        return verdict
+
+    def _decide_again(self, record: MessageRecord, findings: list[Finding],
+                      note: str) -> Verdict:
+        """_decide_again - the policy over the recorded findings plus the new ones."""
+        assert self.pipeline is not None
+        policy = self.pipeline.policy
+        earlier = []
+        for scored in Verdict.from_dict(record.verdict).findings:
+            rule = policy.scores.rule(scored.symbol)
+            weight = scored.score / rule.score if rule.score else 1.0
+            earlier.append(Finding(scored.symbol, scored.category, scored.detail, weight))
+        verdict = policy.decide(earlier + list(findings),
+                                sender=record.header_from or record.mail_from)
+        if verdict.action == Action.REJECT:
+            verdict.action = Action.QUARANTINE
+            verdict.reason += " (after acceptance a reject is a quarantine)"
+        if verdict.action.rank >= Action.QUARANTINE.rank:
+            verdict.reason = f"{note}: {verdict.reason}"
+        return verdict
 
     def _index_rows(self, session, queue_id: str, message: Message) -> None:
         seen_urls = set()
@@ -276,6 +399,13 @@ class Gateway:
     def render(self, message: Message, verdict: Verdict, queue_id: str,
                recipient: str, extra_headers: list[tuple[str, str]] | None = None) -> bytes:
         """render - the bytes delivered to one recipient."""
+        from mailward.urls.rewrite import copy_rewriter
+
         banner = self.settings.banner
-        return actions.render(message, verdict, queue_id, external_text=banner.external,
-                              suspicious_text=banner.suspicious, extra_headers=extra_headers)
+        data = actions.render(message, verdict, queue_id, external_text=banner.external,
+                              suspicious_text=banner.suspicious, extra_headers=extra_headers,
+                              rewrite=copy_rewriter(self, queue_id, recipient))
+        # Render hooks (such as the ARC sealer) see the final bytes and may add to them.
+        for hook in self.services.extras.get("render_hooks", []):
+            data = hook(message, verdict, data, queue_id)
+        return data

@@ -23,7 +23,7 @@ from mailward import htmltext, mime
 
 if TYPE_CHECKING:
     from mailward.attachments.files import FileNode
-    from mailward.urls.extract import ExtractedUrl
+    from mailward.urls.extract import ExtractedUrl, Extraction
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,7 @@ class Message:
         self.defects: list[str] = defects
         self.max_text_bytes = max_text_bytes
         self.unpack_limits = None
+        self.max_urls = 1000
         self.root = mime.parse(self.raw, limits or mime.Limits())
 
     # Headers of the top-level entity.
@@ -227,10 +228,16 @@ class Message:
     # Deeper views, computed by the stage that owns them.
 
     @cached_property
-    def urls(self) -> list["ExtractedUrl"]:
-        from mailward.urls.extract import extract_urls
+    def url_extraction(self) -> "Extraction":
+        """url_extraction - every URL, each place it was found, script URIs."""
+        from mailward.urls.extract import extract
 
-        return extract_urls(self)
+        return extract(self, self.max_urls)
+
+    @cached_property
+    def urls(self) -> list["ExtractedUrl"]:
+        """urls - the distinct normalised URLs (at most ``max_urls``)."""
+        return self.url_extraction.urls
 
     @cached_property
     def files(self) -> list["FileNode"]:

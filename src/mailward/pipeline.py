@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from mailward.envelope import Envelope
+from mailward.hold import HoldRequest
 from mailward.message import Message
 from mailward.policy import Policy
 from mailward.verdict import Finding, Verdict
@@ -48,7 +49,10 @@ class Task:
     """What one check run sees: the envelope, the message, shared services.
 
     ``findings`` holds what earlier stages and waves found; ``scratch`` lets
-    a check publish derived results (by its own name) for later checks.
+    a check publish derived results (by its own name) for later checks;
+    ``holds`` collects requests that the message wait for an outside verdict.
+    ``headers`` are fields to add to the delivered message, carried by the
+    verdict.
     """
 
     envelope: Envelope
@@ -57,6 +61,8 @@ class Task:
     findings: list[Finding] = field(default_factory=list)
     scratch: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    holds: list[HoldRequest] = field(default_factory=list)
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def log(self) -> logging.LoggerAdapter:
@@ -136,7 +142,9 @@ class Pipeline:
         except TimeoutError:
             raise PipelineError(f"deadline of {self.deadline:g}s passed") from None
         task.timings["pipeline"] = time.perf_counter() - started
-        return self.policy.decide(task.findings, sender=_sender(task))
+        verdict = self.policy.decide(task.findings, sender=_sender(task))
+        verdict.headers = list(task.headers)
+        return verdict
 
     async def _run_one(self, item: Check, task: Task) -> list[Finding]:
         started = time.perf_counter()

@@ -75,7 +75,11 @@ class ScoredFinding:
 
 @dataclass(slots=True)
 class Verdict:
-    """All findings of a message, the category scores and the action."""
+    """All findings of a message, the category scores and the action.
+
+    ``headers`` are fields the checks asked to add to the delivered message
+    (such as Authentication-Results), in order.
+    """
 
     action: Action
     score: float
@@ -84,6 +88,7 @@ class Verdict:
     categories: dict[str, float]
     category: Category | None = None
     reject_text: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     def top_symbols(self, count: int = 5) -> list[str]:
         ranked = sorted(self.findings, key=lambda f: -abs(f.score))
@@ -102,7 +107,8 @@ class Verdict:
                 "reason": self.reason,
                 "category": str(self.category) if self.category else None,
                 "categories": {k: round(v, 3) for k, v in self.categories.items()},
-                "findings": [f.as_dict() for f in self.findings]}
+                "findings": [f.as_dict() for f in self.findings],
+                "headers": [list(pair) for pair in self.headers]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Verdict":
@@ -112,4 +118,5 @@ class Verdict:
         return cls(action=Action(data["action"]), score=data["score"],
                    reason=data.get("reason", ""), findings=findings,
                    categories=dict(data.get("categories", {})),
-                   category=Category(category) if category else None)
+                   category=Category(category) if category else None,
+                   headers=[(str(n), str(v)) for n, v in data.get("headers", [])])

@@ -5,8 +5,12 @@ Zone format (the same as the DNS cases in ../shared/cases): each name maps to
 "CNAME": [...], "NS": [...]}``, or to ``"NXDOMAIN"``, ``"SERVFAIL"`` or
 ``"TIMEOUT"`` (never answered). A TXT value may be a list of strings (one
 record of several character-strings). Names not in the zone are NXDOMAIN.
-Answers go over UDP and TCP; a UDP answer over 512 bytes is truncated so that
-the client retries over TCP, as real servers do.
+A type may also map to ``"TIMEOUT"`` or ``"SERVFAIL"`` (only queries of that
+type fail; ``"*"`` stands for every type not listed), and ``"WRONG": {"TXT": "A"}`` answers TXT queries with the A
+records (a broken or hostile server). A CNAME is chased inside the zone, as
+a recursive resolver would. Answers go over UDP and TCP; a UDP answer over
+512 bytes is truncated so that the client retries over TCP, as real servers
+do.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import threading
 from typing import Any
 
 from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
-from dnslib.server import BaseResolver, DNSLogger, DNSServer
+from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 
 def _txt(value: Any) -> TXT:
     if isinstance(value, list):
-        return TXT([v.encode() if isinstance(v, str) else v for v in value])
+        return TXT([v.encode() if isinstance(v, str) else v for v in value] or [b""])
     data = value.encode() if isinstance(value, str) else value
     chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
     return TXT(chunks)
@@ -32,6 +36,7 @@ class ZoneResolver(BaseResolver):
         self.zone = {}
         self.ttl = ttl
         self.queries: list[tuple[str, str]] = []
+        self.transports: list[tuple[str, str, str]] = []
         self.update(zone)
 
     def update(self, zone: dict[str, Any]) -> None:
@@ -40,31 +45,82 @@ class ZoneResolver(BaseResolver):
 
     def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
         reply = request.reply()
-        qname = str(request.q.qname).rstrip(".").lower()
+        # The labels as sent (str() of a dnslib name escapes spaces and the like).
+        qname = ".".join(label.decode("latin-1") for label in request.q.qname.label).lower()
         qtype = QTYPE[request.q.qtype]
         self.queries.append((qname, qtype))
-        records = self.zone.get(qname)
-        if records is None or records == "NXDOMAIN":
-            reply.header.rcode = RCODE.NXDOMAIN
+        self.transports.append((qname, qtype, getattr(handler, "protocol", "")))
+        name = qname
+        for _ in range(8):
+            records = self.zone.get(name)
+            if records is None or records == "NXDOMAIN":
+                reply.header.rcode = RCODE.NXDOMAIN
+                return reply
+            if records == "SERVFAIL":
+                reply.header.rcode = RCODE.SERVFAIL
+                return reply
+            if records == "TIMEOUT":
+                return None  # type: ignore[return-value]
+            if "CNAME" in records and qtype != "CNAME":
+                target = str(records["CNAME"][0]).rstrip(".").lower()
+                owner = request.q.qname if name == qname else name
+                reply.add_answer(RR(owner, QTYPE.CNAME, rdata=CNAME(target), ttl=self.ttl))
+                name = target
+                continue
+            break
+        else:
             return reply
-        if records == "SERVFAIL":
+        wanted = records.get(qtype, records.get("*", []))
+        if wanted == "TIMEOUT":
+            return None  # type: ignore[return-value]
+        if wanted == "SERVFAIL":
             reply.header.rcode = RCODE.SERVFAIL
             return reply
-        if records == "TIMEOUT":
-            return None  # type: ignore[return-value]
-        makers = {"A": A, "AAAA": AAAA, "TXT": _txt, "PTR": PTR, "CNAME": CNAME, "NS": NS}
-        if "CNAME" in records and qtype != "CNAME":
-            for target in records["CNAME"]:
-                reply.add_answer(RR(qname, QTYPE.CNAME, rdata=CNAME(target), ttl=self.ttl))
-            return reply
-        for value in records.get(qtype, []):
-            if qtype == "MX":
-                preference, _, host = str(value).partition(" ")
-                rdata = MX(host, int(preference))
-            else:
-                rdata = makers[qtype](value)
-            reply.add_answer(RR(qname, getattr(QTYPE, qtype), rdata=rdata, ttl=self.ttl))
+        answer_type = records.get("WRONG", {}).get(qtype, qtype)
+        for value in records.get(answer_type, []) if answer_type != qtype else wanted:
+            owner = request.q.qname if name == qname else name
+            reply.add_answer(RR(owner, getattr(QTYPE, answer_type),
+                                rdata=_rdata(answer_type, value), ttl=self.ttl))
         return reply
+
+
+def _rdata(qtype: str, value: Any) -> Any:
+    """_rdata - one record's data from its zone-dict form."""
+    if qtype == "MX":
+        preference, _, host = str(value).partition(" ")
+        return MX(host, int(preference))
+    makers = {"A": A, "AAAA": AAAA, "TXT": _txt, "PTR": PTR, "CNAME": CNAME, "NS": NS}
+    return makers[qtype](value)
+
+
+class _Handler(DNSHandler):
+    """Answers as a real server does: no reply for TIMEOUT, and UDP answers over
+    512 bytes truncated to the header and question (RFC 1035 4.2.1, RFC 2181 9),
+    so that clients retry over TCP."""
+
+    udplen = 512
+
+    def get_reply(self, data: bytes) -> bytes:
+        request = DNSRecord.parse(data)
+        reply = self.server.resolver.resolve(request, self)
+        if reply is None:
+            raise _NoReply()
+        packed = reply.pack()
+        if self.protocol == "udp" and len(packed) > self.udplen:
+            truncated = request.reply()
+            truncated.header.tc = 1
+            packed = truncated.pack()
+        return packed
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except _NoReply:
+            pass
+
+
+class _NoReply(Exception):
+    """The zone says this query is never answered."""
 
 
 class _Quiet(DNSLogger):
@@ -98,9 +154,10 @@ class DnsTestServer:
         self.port = port or free_udp_tcp_port()
         self.resolver = ZoneResolver(zone or {}, ttl)
         logger = _Quiet()
-        self.udp = DNSServer(self.resolver, port=self.port, address="127.0.0.1", logger=logger)
+        self.udp = DNSServer(self.resolver, port=self.port, address="127.0.0.1", logger=logger,
+                             handler=_Handler)
         self.tcp = DNSServer(self.resolver, port=self.port, address="127.0.0.1", tcp=True,
-                             logger=logger)
+                             logger=logger, handler=_Handler)
 
     @property
     def address(self) -> str:
@@ -127,6 +184,12 @@ class DnsTestServer:
 
     def clear_queries(self) -> None:
         self.resolver.queries.clear()
+        self.resolver.transports.clear()
+
+    def replace(self, zone: dict[str, Any]) -> None:
+        """replace - serve only this zone from now on."""
+        self.resolver.zone = {}
+        self.resolver.update(zone)
 
     @property
     def queries(self) -> list[tuple[str, str]]:

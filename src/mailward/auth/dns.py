@@ -6,6 +6,13 @@ query. Failures are told apart, because SPF, DMARC and DNSBL results depend
 on the difference: NXDOMAIN, no data of that type, time-out, and server
 failure. With ``[dns] zone_file`` the answers come from an RFC 1035 master
 file instead of the network, for air-gapped sites and debugging.
+
+SECURITY: answers come from the network and may be hostile or broken. A
+truncated UDP answer is retried over TCP (dnspython does so on the TC bit);
+an answer that holds records of another type than asked counts as no data;
+a name that is not a valid DNS name (a label over 63 octets, an empty
+label, over 255 octets) is never sent and fails as BADNAME; every query runs
+under the configured time-out.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ class DnsFailure(enum.StrEnum):
     NODATA = "nodata"
     TIMEOUT = "timeout"
     SERVFAIL = "servfail"
+    BADNAME = "badname"
 
 
 class DnsError(Exception):
@@ -105,10 +113,14 @@ class Resolver:
         """lookup - the records of one name and type, or DnsError."""
         self.queries += 1
         qtype = dns.rdatatype.from_text(rdtype)
+        try:
+            qname = dns.name.from_text(name)
+        except (dns.exception.DNSException, UnicodeError):
+            raise DnsError(DnsFailure.BADNAME, name, rdtype) from None
         if self._zone is not None:
             return self._from_zone(name, qtype, rdtype)
         try:
-            answer = await self._resolver.resolve(name, qtype, raise_on_no_answer=True,
+            answer = await self._resolver.resolve(qname, qtype, raise_on_no_answer=True,
                                                   search=False)
         except dns.resolver.NXDOMAIN:
             raise DnsError(DnsFailure.NXDOMAIN, name, rdtype) from None
@@ -118,15 +130,23 @@ class Resolver:
             raise DnsError(DnsFailure.TIMEOUT, name, rdtype) from None
         except (dns.resolver.NoNameservers, dns.exception.DNSException, OSError):
             raise DnsError(DnsFailure.SERVFAIL, name, rdtype) from None
-        ttl = answer.rrset.ttl if answer.rrset is not None else 0
-        return [Record(_text(rdata), ttl) for rdata in answer]
+        rrset = answer.rrset
+        if rrset is None or rrset.rdtype != qtype:
+            raise DnsError(DnsFailure.NODATA, name, rdtype)
+        return [Record(_text(rdata), rrset.ttl) for rdata in rrset]
 
     def _from_zone(self, name: str, qtype: int, rdtype: str) -> list[Record]:
+        """_from_zone - answer from the loaded master file, following CNAMEs."""
         assert self._zone is not None
         key = name.lower().rstrip(".")
-        records = self._zone.get((key, qtype))
-        if records:
-            return records
+        for _ in range(8):
+            records = self._zone.get((key, qtype))
+            if records:
+                return records
+            alias = self._zone.get((key, dns.rdatatype.CNAME))
+            if not alias or qtype == dns.rdatatype.CNAME:
+                break
+            key = alias[0].text.lower().rstrip(".")
         if key in self._zone_names:
             raise DnsError(DnsFailure.NODATA, name, rdtype)
         raise DnsError(DnsFailure.NXDOMAIN, name, rdtype)
@@ -135,9 +155,22 @@ class Resolver:
         """txt - TXT records of a name, each with its strings joined."""
         return [record.text for record in await self.lookup(name, "TXT")]
 
-    async def addresses(self, name: str) -> list[str]:
-        """addresses - the A records of a name."""
-        return [record.text for record in await self.lookup(name, "A")]
+    async def addresses(self, name: str, rdtype: str = "A") -> list[str]:
+        """addresses - the A (or AAAA) records of a name."""
+        return [record.text for record in await self.lookup(name, rdtype)]
+
+    async def mx(self, name: str) -> list[tuple[int, str]]:
+        """mx - (preference, exchange) of each MX record, lowest preference first."""
+        found = []
+        for record in await self.lookup(name, "MX"):
+            preference, _, host = record.text.partition(" ")
+            if preference.isdigit():
+                found.append((int(preference), host.rstrip(".").lower()))
+        return sorted(found)
+
+    async def ptr(self, name: str) -> list[str]:
+        """ptr - the host names a PTR name points to."""
+        return [record.text.rstrip(".").lower() for record in await self.lookup(name, "PTR")]
 
 
 def _text(rdata: object) -> str:

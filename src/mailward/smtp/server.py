@@ -16,6 +16,9 @@ SECURITY:
   sessions, and the rate limits of ``connection.ratelimit``.
 - Open relay: a recipient outside the accepted domains is refused at RCPT
   (550 5.7.1) unless the session is a trusted outbound connector.
+- XCLIENT: only a proxy in ``smtp.xclient_networks`` (judged by the socket's
+  own peer, never by an earlier XCLIENT) may give the real client's address
+  and HELO name; the session then starts over, connection checks included.
 """
 
 from __future__ import annotations
@@ -79,6 +82,33 @@ class GatewaySMTP(SMTP):
                     self.transport.close()
                 return
         await super().push(status)
+
+    async def smtp_XCLIENT(self, arg: str) -> None:
+        """smtp_XCLIENT - a trusted proxy names the real client (Postfix XCLIENT)."""
+        if not self.handler.xclient_allowed(self):
+            await self.push("550 5.7.0 Error: insufficient authorization")
+            return
+        if self.envelope is not None and self.envelope.mail_from:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
+        try:
+            attributes = parse_xclient(arg)
+        except ValueError as error:
+            await self.push(f"501 5.5.4 Bad XCLIENT syntax: {error}")
+            return
+        address, port = attributes.get("ADDR"), attributes.get("PORT")
+        peer = self.session.peer or ("", 0)
+        self.session.peer = (address or peer[0], int(port) if port else peer[1])
+        self.session.host_name = attributes.get("HELO") or None
+        self.session.extended_smtp = False
+        self._set_rset_state()
+        refusal = await self.handler.on_xclient(self)
+        if refusal:
+            await self.push(refusal)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await self.push(f"220 {self.hostname} mailward ESMTP")
 
     async def smtp_DATA(self, arg: str) -> None:
         """smtp_DATA - read the message; only CRLF.CRLF ends it (RFC 5321 4.1.1.4)."""
@@ -234,6 +264,23 @@ class GatewayHandler:
             peer = server.session.peer if server.session else None
             self.limiter.disconnected(str(peer[0]) if peer else "")
 
+    def xclient_allowed(self, server: GatewaySMTP) -> bool:
+        """xclient_allowed - the socket's own peer is a trusted proxy."""
+        from mailward.auth import is_trusted_peer
+
+        networks = self.settings.smtp.xclient_networks
+        peer = server.transport.get_extra_info("peername") if server.transport else None
+        return bool(networks and peer) and is_trusted_peer(list(networks), str(peer[0]))
+
+    async def on_xclient(self, server: GatewaySMTP) -> str | None:
+        """on_xclient - the connection checks again, for the client the proxy named."""
+        session = server.session
+        session.findings = []
+        server.connect_findings = []
+        log.info("%s: XCLIENT: client is %s (helo %s)", server.session_id,
+                 session.peer[0], session.host_name or "-")
+        return await self._stage(server, Stage.CONNECT)
+
     # HELO / EHLO
 
     async def handle_HELO(self, server: GatewaySMTP, session: Session,
@@ -251,6 +298,8 @@ class GatewayHandler:
             return [refusal]
         responses = [r for r in responses if "HELP" not in r and "AUTH" not in r]
         extensions = [r[4:] for r in responses[1:]] + ["PIPELINING"]
+        if self.xclient_allowed(server):
+            extensions.insert(-1, "XCLIENT ADDR PORT HELO NAME")
         lines = [f"250-{self.hostname}"] + [f"250-{e}" for e in extensions[:-1]]
         return lines + [f"250 {extensions[-1]}"]
 
@@ -369,6 +418,36 @@ class GatewayHandler:
                         "(%s)", queue_id, ",".join(sorted(tenants)) or "none")
             return "550 5.7.1 Relaying denied: sending tenant is not allowed"
         return None
+
+
+_XTEXT = re.compile(r"\+([0-9A-F]{2})")
+
+
+def parse_xclient(arg: str) -> dict[str, str]:
+    """parse_xclient - NAME=value attributes, xtext-decoded (RFC 3461 4)."""
+    import ipaddress
+
+    attributes: dict[str, str] = {}
+    for item in arg.split():
+        name, equals, value = item.partition("=")
+        name = name.upper()
+        if not equals or name not in ("ADDR", "PORT", "HELO", "NAME", "PROTO", "LOGIN",
+                                      "DESTADDR", "DESTPORT"):
+            raise ValueError(f"unknown attribute {name}")
+        value = _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
+        if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+            continue
+        attributes[name] = value
+    if "ADDR" in attributes:
+        text = attributes["ADDR"]
+        text = text[5:] if text.upper().startswith("IPV6:") else text
+        attributes["ADDR"] = str(ipaddress.ip_address(text))
+    if "PORT" in attributes and not (attributes["PORT"].isdigit()
+                                     and 0 < int(attributes["PORT"]) < 65536):
+        raise ValueError("PORT is not a port number")
+    if "HELO" in attributes and not re.fullmatch(r"[\x21-\x7e]{1,255}", attributes["HELO"]):
+        raise ValueError("HELO is not a host name")
+    return attributes
 
 
 def sender_of(envelope: SmtpEnvelope) -> str:

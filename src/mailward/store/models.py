@@ -149,6 +149,31 @@ class MessageFile(Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class SandboxJob(Base):
+    """One file of a held message detonated in a sandbox, and what it did."""
+
+    __tablename__ = "sandbox_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(ForeignKey("messages.queue_id", ondelete="CASCADE"),
+                                          index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    path: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(32), default="")
+    backend: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    ticket: Mapped[str] = mapped_column(Text, default="")
+    verdict: Mapped[str] = mapped_column(String(16), default="")
+    summary: Mapped[str] = mapped_column(Text, default="")
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    node: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    deadline_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class QuarantineItem(Base):
     """A message held for review; the original bytes are in the data directory."""
 
@@ -352,3 +377,41 @@ class SenderRule(Base):
     recipient: Mapped[str] = mapped_column(String(320), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str] = mapped_column(String(200), default="")
+class UrlDomain(Base):
+    """A registrable domain seen in the URLs of accepted mail, and how often."""
+
+    __tablename__ = "url_domains"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    first_seen: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UtcDateTime)
+    messages: Mapped[int] = mapped_column(BigInteger, default=1)
+class DmarcEvaluation(Base):
+    """One DMARC evaluation: the rows of RFC 7489 aggregate reports."""
+
+    __tablename__ = "dmarc_evaluations"
+    __table_args__ = (Index("ix_dmarc_evaluations_domain_time", "policy_domain",
+                            "evaluated_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    queue_id: Mapped[str] = mapped_column(String(32), index=True)
+    evaluated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    source_ip: Mapped[str] = mapped_column(String(64), default="")
+    header_from: Mapped[str] = mapped_column(String(255), default="")
+    envelope_from: Mapped[str] = mapped_column(String(255), default="")
+    policy_domain: Mapped[str] = mapped_column(String(255))
+    p: Mapped[str] = mapped_column(String(16), default="none")
+    sp: Mapped[str] = mapped_column(String(16), default="")
+    pct: Mapped[int] = mapped_column(Integer, default=100)
+    adkim: Mapped[str] = mapped_column(String(1), default="r")
+    aspf: Mapped[str] = mapped_column(String(1), default="r")
+    rua: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str] = mapped_column(String(16), default="")
+    disposition: Mapped[str] = mapped_column(String(16), default="none")
+    dkim_aligned: Mapped[bool] = mapped_column(default=False)
+    spf_aligned: Mapped[bool] = mapped_column(default=False)
+    override: Mapped[str] = mapped_column(String(32), default="")
+    override_comment: Mapped[str] = mapped_column(Text, default="")
+    spf_domain: Mapped[str] = mapped_column(String(255), default="")
+    spf_result: Mapped[str] = mapped_column(String(16), default="none")
+    dkim_results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

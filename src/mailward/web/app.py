@@ -33,6 +33,7 @@ log = logging.getLogger("mailward.web")
 ROUTERS = [
     "mailward.web.login:router",
     "mailward.web.quarantine:router",
+    "mailward.urls.web:router",
     "mailward.web.trace:router",
     "mailward.web.dashboards:router",
     "mailward.web.admin:router",

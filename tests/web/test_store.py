@@ -9,7 +9,8 @@ import pytest
 from mailward.config import Settings
 from mailward.quarantine import Filters, Quarantine
 from mailward.store import Store
-from mailward.store.models import MessageRecord, QuarantineItem
+from mailward.store.models import DmarcEvaluation, MessageRecord, QuarantineItem
+from mailward.web import dashboards
 from mailward.web.accounts import AccountError, Accounts, parse_schedule
 from mailward.web.senders import SenderRuleError, SenderRules
 from mailward.web.tokens import create_token, verify_token
@@ -125,3 +126,20 @@ async def test_sender_rules_decide_for_everyone_or_every_recipient(store):
     for bad in ("", "no-at-sign", "a@b@c", "@"):
         with pytest.raises(SenderRuleError):
             await rules.add("allow", bad, "", "test")
+
+
+async def test_dmarc_dashboard_counts_evaluations_by_from_domain(store):
+    now = datetime.now(UTC)
+    async with store.session() as session:
+        for domain, result, age in (("example.org", "pass", 1), ("example.org", "pass", 2),
+                                    ("example.org", "fail", 3), ("Bad.Example", "fail", 1),
+                                    ("old.example", "pass", 100)):
+            session.add(DmarcEvaluation(queue_id=f"{domain}{age}"[:32], header_from=domain,
+                                        policy_domain=domain.lower(), result=result,
+                                        evaluated_at=now - timedelta(hours=age)))
+        await session.commit()
+    data = await dashboards.dmarc(store, hours=24)
+    assert data["results"] == ["fail", "pass"]
+    assert data["domains"] == [
+        {"domain": "example.org", "total": 3, "results": {"pass": 2, "fail": 1}},
+        {"domain": "bad.example", "total": 1, "results": {"fail": 1}}]

@@ -1,8 +1,8 @@
 """Dashboards: mail flow, incidents, threat tracking and user reports.
 
 Mail flow is computed here from the message records: messages per action
-per hour, the symbols that fired most, and DMARC results by sending domain
-(from the DMARC_* findings). Incidents, threat tracking and user reports
+per hour and the symbols that fired most; DMARC results by sending (From)
+domain come from the stored DMARC evaluations. Incidents, threat tracking and user reports
 belong to other areas; ``PANELS`` names, for each, the ``module:function``
 that returns its data (``async def f(store, hours) -> dict``). A panel whose
 module is not installed is shown as not available, never faked.
@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
 
 from mailward.store import Store
-from mailward.store.models import MessageRecord
+from mailward.store.models import DmarcEvaluation, MessageRecord
 from mailward.web.deps import Principal, get_gateway, require
 
 log = logging.getLogger("mailward.web")
@@ -98,18 +98,19 @@ async def symbols(store: Store, hours: int = 24, top: int = 20) -> dict[str, Any
 
 
 async def dmarc(store: Store, hours: int = 24, top: int = 20) -> dict[str, Any]:
-    """dmarc - DMARC results (from DMARC_* findings) by sending domain."""
-    sample = await _sample(store, hours)
+    """dmarc - DMARC evaluations by From domain: how many of each result."""
+    since = datetime.now(UTC) - timedelta(hours=hours)
+    async with store.session() as session:
+        rows = (await session.execute(
+            select(DmarcEvaluation.header_from, DmarcEvaluation.result, func.count())
+            .where(DmarcEvaluation.evaluated_at >= since)
+            .group_by(DmarcEvaluation.header_from, DmarcEvaluation.result))).all()
     by_domain: dict[str, Counter[str]] = defaultdict(Counter)
-    for sender, verdict in sample:
-        domain = sender.rpartition("@")[2].lower() or "(none)"
-        results = {f["symbol"] for f in verdict.get("findings", [])
-                   if f["symbol"].startswith("DMARC_")}
-        for result in results or {"no DMARC result"}:
-            by_domain[domain][result] += 1
-    ranked = sorted(by_domain.items(), key=lambda kv: -sum(kv[1].values()))[:top]
+    for domain, result, count in rows:
+        by_domain[(domain or "(none)").lower()][result or "none"] += int(count)
+    ranked = sorted(by_domain.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))[:top]
     results = sorted({r for _, c in ranked for r in c})
-    return {"hours": hours, "sampled": len(sample), "results": results,
+    return {"hours": hours, "results": results,
             "domains": [{"domain": d, "total": sum(c.values()), "results": dict(c)}
                         for d, c in ranked]}
 

@@ -4,10 +4,8 @@ Two kinds of figure: what this process measured since it started (the time
 each check took, from ``Task.timings``, and the whole judgement), and what
 the store says at scrape time, shared by every node (messages by action,
 the delivery queue's depth, quarantine held, clicks by verdict, delivered
-copies by state, which counts pulls once copies are retracted).
-
-TODO: The sandbox backlog is not exported, because no sandbox queue exists
-yet; a site cannot alert on detonations piling up until it does.
+copies by state, which counts pulls once copies are retracted, and the
+sandbox backlog: detonations queued, running or being polled).
 """
 
 from __future__ import annotations
@@ -22,7 +20,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from mailward.store.models import Click, Copy, Delivery, MessageRecord, QuarantineItem
+from mailward.store.models import (
+    Click,
+    Copy,
+    Delivery,
+    MessageRecord,
+    QuarantineItem,
+    SandboxJob,
+)
 from mailward.web.deps import COOKIE, current_principal, get_gateway, refuse
 
 if TYPE_CHECKING:
@@ -78,6 +83,9 @@ async def store_families(store) -> list[Any]:
                                         .group_by(Click.verdict))).all()
         copies = (await session.execute(select(Copy.state, func.count())
                                         .group_by(Copy.state))).all()
+        sandbox = dict((await session.execute(
+            select(SandboxJob.status, func.count()).where(SandboxJob.status != "done")
+            .group_by(SandboxJob.status))).all())
     messages = CounterMetricFamily("mailward_messages", "inbound messages by action",
                                    labels=["action"])
     for action, count in by_action:
@@ -95,7 +103,11 @@ async def store_families(store) -> list[Any]:
                                     "(retracted ones are pulls)", labels=["state"])
     for state, count in copies:
         copy_states.add_metric([state], count)
-    return [messages, depth, quarantined, clicked, copy_states]
+    backlog = GaugeMetricFamily("mailward_sandbox_backlog", "sandbox detonations not "
+                                "finished", labels=["status"])
+    for status in sorted({"queued", "running", "polling", *sandbox}):
+        backlog.add_metric([status], sandbox.get(status, 0))
+    return [messages, depth, quarantined, clicked, copy_states, backlog]
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -95,6 +95,7 @@ def serve(context: Context, config: str | None) -> None:
 
 
 async def _serve(settings: Settings) -> None:
+    import importlib
     import logging
 
     import uvicorn
@@ -126,6 +127,10 @@ async def _serve(settings: Settings) -> None:
              asyncio.create_task(web.serve(), name="web")]
     tasks += [asyncio.create_task(holder.run(), name=name)
               for name, holder in gateway.holders.items()]
+    for path in BACKGROUND:
+        module, _, attribute = path.partition(":")
+        job = getattr(importlib.import_module(module), attribute)
+        tasks.append(asyncio.create_task(job(gateway), name=path))
     log.info("mailward ready: SMTP %s, web %s, data %s", settings.smtp.listen,
              settings.web.listen, settings.data_dir)
     waiter = asyncio.create_task(stop.wait())
@@ -503,12 +508,37 @@ async def _with_store(settings: Settings, body: Callable[[Any], Awaitable[Any]])
 
 @token.command("create")
 @click.argument("name", default="api")
+@click.option("--scope", "scopes", multiple=True,
+              help="What the token may do (quarantine:read, trace:*, ...); repeatable. "
+                   "Default: everything.")
+@click.option("--user", "username", default=None,
+              help="Act as this console user (their role and addresses).")
 @pass_context
-def token_create(context: Context, name: str) -> None:
+def token_create(context: Context, name: str, scopes: tuple[str, ...],
+                 username: str | None) -> None:
     """Create a token and print it (it is shown only this once)."""
+    from mailward.web import audit
+    from mailward.web.accounts import Accounts
+    from mailward.web.commands import actor
     from mailward.web.tokens import create_token
 
-    click.echo(run(_with_store(context.settings, lambda store: create_token(store, name))))
+    async def body(store: Any) -> str:
+        user_id = None
+        if username:
+            user = await Accounts(store).by_name(username)
+            if user is None:
+                raise click.BadParameter(f"no user {username!r}", param_hint="--user")
+            user_id = user.id
+        value = await create_token(store, name, list(scopes) or None, user_id)
+        await audit.record(store, actor(), "admin", "token.create", name,
+                           scopes=list(scopes) or ["*"], user_id=user_id)
+        return value
+
+    try:
+        click.echo(run(_with_store(context.settings, body)))
+    except ValueError as error:
+        console.print(f"[red]{error}[/red]")
+        sys.exit(2)
 
 
 @token.command("list")
@@ -527,9 +557,17 @@ def token_list(context: Context) -> None:
 @pass_context
 def token_revoke(context: Context, token_id: int) -> None:
     """Revoke a token by its id (see `mailward token list`)."""
+    from mailward.web import audit
+    from mailward.web.commands import actor
     from mailward.web.tokens import revoke_token
 
-    if not run(_with_store(context.settings, lambda store: revoke_token(store, token_id))):
+    async def body(store: Any) -> bool:
+        revoked = await revoke_token(store, token_id)
+        if revoked:
+            await audit.record(store, actor(), "admin", "token.revoke", str(token_id))
+        return revoked
+
+    if not run(_with_store(context.settings, body)):
         console.print(f"[red]no active token {token_id}[/red]")
         sys.exit(1)
     click.echo(f"token {token_id} revoked")
@@ -558,6 +596,12 @@ SUBCOMMANDS: list[str] = [
     "mailward.auth.commands:dkim",
     "mailward.auth.commands:arc",
     "mailward.auth.commands:dmarc",
+    "mailward.web.commands:user",
+]
+
+# Jobs `mailward serve` runs beside SMTP and the web service: module:function(gateway).
+BACKGROUND: list[str] = [
+    "mailward.web.digest:run",
 ]
 
 

@@ -135,6 +135,17 @@ class SmtpSettings(Section):
 class WebSettings(Section):
     listen: Listen = Field("127.0.0.1:8025", description="address and port of the HTTP API, console and click service")
     public_url: str = Field("", description="base URL users reach the web service at (empty = http://<listen>)")
+    session_lifetime: Duration = Field("12h", description="how long a console login lasts")
+    cookie_secure: Literal["auto", "always", "never"] = Field("auto", description="mark session cookies Secure: always, never, or auto (unless served over plain HTTP on loopback)")
+    login_max_failures: int = Field(5, ge=1, description="failed logins for one user within login_window before further attempts get 429")
+    login_max_failures_per_ip: int = Field(30, ge=1, description="failed logins from one client IP within login_window before further attempts get 429")
+    login_window: Duration = Field("15m", description="window over which failed logins are counted")
+    secret_file: str = Field("", description="file holding the key that signs digest links (empty = web.key in the data directory; share it between nodes)")
+    metrics_public: bool = Field(False, description="serve /metrics without a token (only for a scraper on a trusted network)")
+    digest_interval: Duration = Field("5m", description="how often users' quarantine digests are checked for being due")
+    digest_from: str = Field("", description="From address of quarantine digests (empty = quarantine@<hostname>)")
+    digest_link_lifetime: Duration = Field("72h", description="how long the one-click links in a digest work")
+    digest_max_items: int = Field(50, ge=1, description="items listed in one digest; more are summarised with a link to the console")
 
 
 class StorageSettings(Section):

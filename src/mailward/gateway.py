@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Callable
 
 from sqlalchemy import select
 
@@ -76,6 +77,8 @@ class Gateway:
         self.services.extras["gateway"] = self
         self.pipeline: Pipeline | None = None
         self.queue = None
+        # Called with (task, verdict) for each judged message, e.g. by /metrics.
+        self.observers: list[Callable[[Task, Verdict], None]] = []
         # Holders (a sandbox service) register here while the checks are built.
         self.holders: dict[str, Holder] = {}
         self._resolving = asyncio.Lock()
@@ -192,6 +195,11 @@ class Gateway:
                                     f"{type(error).__name__}: {error}")
             return Reply(451, "4.3.0 Temporary local failure, try again later")
         self._log_decision(envelope, message, verdict, time.perf_counter() - started)
+        for observe in self.observers:
+            try:
+                observe(task, verdict)
+            except Exception:
+                qlog.exception("observer %r failed", observe)
         return reply
 
     def _log_decision(self, envelope: Envelope, message: Message, verdict: Verdict,

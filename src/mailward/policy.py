@@ -6,7 +6,8 @@ shipped as ``scores.toml``, replaceable with ``[policy] scores_file``) gives
 each symbol a score and optionally an action it forces; each category a cap
 and thresholds; and the thresholds on the total. The policy adds, caps and
 compares, and records which step chose the action so that anyone can audit
-the sum.
+the sum. A symbol that forces ``deliver`` acts as the sender allow list:
+it clears every action except for malware.
 """
 
 from __future__ import annotations
@@ -189,6 +190,10 @@ class Policy:
                 and any(f.symbol == "EXTERNAL_SENDER" for f in scored)):
             action, category, reason = Action.TAG, Category.POLICY, "external sender"
         allowed = _sender_matches(self.settings.allow_senders, sender) if sender else None
+        if allowed is None:
+            # A symbol that forces "deliver" allow-lists the message, like the list above.
+            allowed = next((f.detail or f.symbol for f in scored
+                            if self.scores.rule(f.symbol).action == Action.DELIVER), None)
         if allowed and not blocked and action.rank > 0 and category != Category.MALWARE:
             reason = f"sender {sender} is on the allow list ({allowed}); was: {reason}"
             action, category = Action.DELIVER, None

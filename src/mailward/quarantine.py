@@ -4,19 +4,23 @@ A quarantined message keeps its original bytes in the data directory and one
 row in the store. Release delivers the original to its recipients through
 the delivery queue, with the verdict headers and a note of who released it;
 delete removes the bytes and keeps the record for the message trace. The CLI
-and the REST API both work through this module.
+and the REST API both work through this module. Releasing as "not spam"
+also keeps a copy of the original under ``feedback/ham`` in the data
+directory, the mail ``mailward train --ham`` learns from next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, or_, select
 
 from mailward.mailbox.base import INBOX
+from mailward.smtp.spool import write_durable
 from mailward.store.models import Delivery, MessageRecord, QuarantineItem
 
 if TYPE_CHECKING:
@@ -35,6 +39,8 @@ class Filters:
     status: str | None = "held"
     since: datetime | None = None
     until: datetime | None = None
+    # Only items addressed to one of these (lower-case) addresses, when given.
+    owner: tuple[str, ...] | None = None
 
 
 def item_dict(item: QuarantineItem) -> dict[str, Any]:
@@ -67,6 +73,11 @@ class Quarantine:
         if filters.recipient:
             query = query.where(func.lower(func.cast(QuarantineItem.recipients, _text()))
                                 .like(f"%{_like(filters.recipient.lower())}%", escape="\\"))
+        if filters.owner is not None:
+            recipients = func.lower(func.cast(QuarantineItem.recipients, _text()))
+            needles = [f"%{_like(json.dumps(a.lower()))}%" for a in filters.owner]
+            query = query.where(or_(*(recipients.like(n, escape="\\") for n in needles))
+                                if needles else false())
         if filters.since:
             query = query.where(QuarantineItem.created_at >= filters.since)
         if filters.until:
@@ -97,8 +108,8 @@ class Quarantine:
             raise QuarantineError(f"the bytes of {item.id} are gone (deleted or released)")
         return self.gateway.spool.read(path)[1]
 
-    async def release(self, item_id: str, by: str) -> QuarantineItem:
-        """release - deliver the original to its recipients."""
+    async def release(self, item_id: str, by: str, not_spam: bool = False) -> QuarantineItem:
+        """release - deliver the original to its recipients (and learn it as ham)."""
         item = await self.get(item_id)
         if item.status != "held":
             raise QuarantineError(f"{item_id} is {item.status}, not held")
@@ -106,6 +117,10 @@ class Quarantine:
         source = spool.held(item.queue_id)
         if not source.exists():
             raise QuarantineError(f"the bytes of {item_id} are gone")
+        if not_spam:
+            _, data = await asyncio.to_thread(spool.read, source)
+            await asyncio.to_thread(write_durable, self.feedback_path("ham", item.queue_id),
+                                    data)
         await asyncio.to_thread(spool.unhold, item.queue_id)
         now = datetime.now(UTC)
         async with self.store.session() as session:
@@ -129,6 +144,12 @@ class Quarantine:
         if self.gateway.queue is not None:
             self.gateway.queue.wake()
         return item
+
+    def feedback_path(self, kind: str, queue_id: str):
+        """feedback_path - where a message people judged is kept for training."""
+        folder = self.gateway.settings.data_dir / "feedback" / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{queue_id}.eml"
 
     async def delete(self, item_id: str, by: str) -> QuarantineItem:
         item = await self.get(item_id)

@@ -4,7 +4,8 @@ Links are rewritten in the ``href`` of HTML ``a`` and ``area`` elements and
 in the text of plain-text parts, per recipient (``urls.signing``). Not
 rewritten: hosts of the allow list (``example.com`` is that host,
 ``*.example.com`` any host under it), ``mailto:`` and every other scheme,
-links that are already ours, parts under a signature or encryption (the
+links that are already ours or point to this gateway's web service (its
+quarantine digests), parts under a signature or encryption (the
 signature would break), and attachments, attached messages included.
 
 The HTML is scanned as the HTML tokenizer reads start tags (WHATWG HTML
@@ -28,6 +29,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
+from urllib.parse import urlsplit
 
 from ada_url import join_url
 
@@ -273,8 +275,11 @@ def copy_rewriter(gateway, queue_id: str,
     settings = gateway.settings
     if not settings.urls.rewrite or not gateway.is_local(recipient):
         return None
+    # Links to this gateway's own web service (digests, click links) stay as they are.
+    own = [host for host in (urlsplit(settings.public_url).hostname,
+                             urlsplit(settings.click_base).hostname) if host]
     return CopyRewriter(signer_for(gateway.services), queue_id, recipient,
-                        list(settings.urls.allow_domains)).part
+                        list(settings.urls.allow_domains) + own).part
 
 
 def signer_for(services) -> Signer:

@@ -2,18 +2,25 @@
 
 Each area adds its routes as a router listed in ``ROUTERS``. Every route
 that reads or changes mail requires authentication (``web.deps``); health
-checks do not. Errors are JSON with a ``detail`` that says what was wrong.
+checks do not. Errors are JSON with a ``detail`` that says what was wrong,
+except on console pages, which answer with an HTML page. Static files
+(the console's stylesheet, its script and the vendored Chart.js) are served
+from ``/static``: nothing is loaded from another site.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from importlib import resources
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailward import __version__
 
@@ -24,16 +31,33 @@ log = logging.getLogger("mailward.web")
 
 # module:attribute of each APIRouter, in the order they are mounted.
 ROUTERS = [
+    "mailward.web.login:router",
     "mailward.web.quarantine:router",
     "mailward.urls.web:router",
+    "mailward.web.trace:router",
+    "mailward.web.dashboards:router",
+    "mailward.web.admin:router",
+    "mailward.web.metrics:router",
+    "mailward.web.console:router",
 ]
+_PAGES = ("/console", "/login", "/logout", "/digest")
+
+
+def _is_page(request: Request) -> bool:
+    return request.url.path.startswith(_PAGES)
 
 
 def create_app(gateway: "Gateway") -> FastAPI:
     """create_app - the FastAPI application of one gateway."""
+    from mailward.web.console import LoginRequired, login_redirect
+    from mailward.web.metrics import ProcessMetrics
+    from mailward.web.pages import render
+
     app = FastAPI(title="mailward", version=__version__,
                   description="REST API of the mailward email security gateway")
     app.state.gateway = gateway
+    app.state.metrics = ProcessMetrics()
+    gateway.observers.append(app.state.metrics.observe)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -51,7 +75,38 @@ def create_app(gateway: "Gateway") -> FastAPI:
                                 status_code=503)
         return JSONResponse({"status": "ready"})
 
+    @app.exception_handler(LoginRequired)
+    async def need_login(request: Request, exc: LoginRequired) -> Response:
+        return login_redirect(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _is_page(request):
+            return render(request, "error.html", status=exc.status_code,
+                          message=str(exc.detail))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        log.warning("refused %s %s from %s: invalid input", request.method, request.url.path,
+                    request.client.host if request.client else "-")
+        if _is_page(request):
+            return render(request, "error.html", status=422,
+                          message="The request was not valid: " + "; ".join(
+                              f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                              for e in exc.errors()[:5]))
+        return JSONResponse({"detail": jsonable(exc.errors())}, status_code=422)
+
+    static = str(resources.files("mailward.web").joinpath("static"))
+    app.mount("/static", StaticFiles(directory=static), name="static")
     for path in ROUTERS:
         module, _, attribute = path.partition(":")
         app.include_router(getattr(importlib.import_module(module), attribute))
     return app
+
+
+def jsonable(errors: list) -> list:
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(errors)

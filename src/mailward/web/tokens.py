@@ -3,11 +3,14 @@
 A token is ``mw_`` followed by 32 random bytes in URL-safe base64; the store
 keeps its SHA-256, so a copy of the database gives no usable token.
 Comparison is by hash look-up, which does not leak timing about the token.
+A token carries scopes (``quarantine:read``, ``trace:*``, ``*``...) and may be
+bound to a console user, whose role and addresses it then acts with.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from datetime import UTC, datetime
 
@@ -17,18 +20,29 @@ from mailward.store import Store
 from mailward.store.models import ApiToken
 
 PREFIX = "mw_"
+SCOPE = re.compile(r"\*|[a-z][a-z0-9_-]{0,31}(:([a-z][a-z0-9_-]{0,31}|\*))?")
+
+
+def check_scopes(scopes: list[str]) -> list[str]:
+    """check_scopes - the scopes, or ValueError naming one that is malformed."""
+    for scope in scopes:
+        if not SCOPE.fullmatch(scope):
+            raise ValueError(f"{scope!r} is not a scope such as quarantine:read, trace:* or *")
+    return list(dict.fromkeys(scopes)) or ["*"]
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-async def create_token(store: Store, name: str, scopes: list[str] | None = None) -> str:
+async def create_token(store: Store, name: str, scopes: list[str] | None = None,
+                       user_id: int | None = None) -> str:
     """create_token - a new token; the only time its clear text exists."""
     token = PREFIX + secrets.token_urlsafe(32)
     async with store.session() as session:
-        session.add(ApiToken(name=name, token_hash=token_hash(token),
-                             scopes=scopes or ["*"], created_at=datetime.now(UTC)))
+        session.add(ApiToken(name=name[:128], token_hash=token_hash(token),
+                             scopes=check_scopes(scopes or ["*"]), created_at=datetime.now(UTC),
+                             user_id=user_id))
         await session.commit()
     return token
 

@@ -8,6 +8,7 @@ combination is an error that names the key, and the server does not start.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -421,7 +422,7 @@ class Settings(Section):
 
     @property
     def hostname(self) -> str:
-        return self.smtp.hostname or socket.getfqdn()
+        return self.smtp.hostname or _fqdn()
 
     @property
     def click_base(self) -> str:
@@ -511,3 +512,9 @@ def defaults_toml() -> str:
             out.append(f"{key} = {_toml_value(default)}")
         out.append("")
     return "\n".join(out)
+
+
+@functools.cache
+def _fqdn() -> str:
+    """_fqdn - this host's name, asked of the resolver once per process."""
+    return socket.getfqdn()

@@ -100,12 +100,22 @@ class FileNode:
 class _Budget:
     """What one message may still unpack: members, bytes, time; the passwords."""
 
-    def __init__(self, limits: UnpackLimits, passwords: list[str] | None = None) -> None:
+    def __init__(self, limits: UnpackLimits,
+                 passwords: list[str] | Callable[[], list[str]] | None = None) -> None:
         self.limits = limits
         self.members = 0
         self.total = 0
         self.deadline = time.monotonic() + limits.max_seconds
-        self.passwords = list(passwords or [])[:limits.max_passwords]
+        self._passwords = passwords
+        self._tried: list[str] | None = None
+
+    @property
+    def passwords(self) -> list[str]:
+        """The passwords to try, found in the message only when first needed."""
+        if self._tried is None:
+            found = self._passwords() if callable(self._passwords) else self._passwords
+            self._tried = list(found or [])[:self.limits.max_passwords]
+        return self._tried
 
     @property
     def left(self) -> int:
@@ -277,7 +287,7 @@ def unpack_message(message: "Message", limits: UnpackLimits | None = None) -> li
     from mailward.attachments.passwords import candidate_passwords
 
     limits = limits or UnpackLimits()
-    budget = _Budget(limits, candidate_passwords(message))
+    budget = _Budget(limits, lambda: candidate_passwords(message))
     roots = []
     for part in message.attachments:
         node = FileNode(part.filename or "", part.payload, declared_type=part.content_type,

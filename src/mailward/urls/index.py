@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 MAX_DOMAINS = 500
 
+# Domains this process has recorded; a hint for readers that cache counts.
+recorded = 0
+
 
 async def record_domains(session, store: "Store", message: "Message") -> int:
     """record_domains - count the message's URL domains as seen; how many."""
@@ -39,4 +42,6 @@ async def record_domains(session, store: "Store", message: "Message") -> int:
         set_={"last_seen": statement.excluded.last_seen,
               "messages": UrlDomain.messages + 1})
     await session.execute(statement)
+    global recorded
+    recorded += len(domains)
     return len(domains)

@@ -15,6 +15,7 @@ No URL is fetched: prefetching burns one-time login links.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import ClassVar
 
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 from mailward.pipeline import Stage, Task
 from mailward.services import Services
 from mailward.store.models import UrlDomain
-from mailward.urls import heuristics
+from mailward.urls import heuristics, index
 from mailward.urls.extract import ExtractedUrl
 from mailward.urls.normalize import parse_url
 from mailward.verdict import Category, Finding
@@ -52,6 +53,12 @@ _HEURISTIC_SYMBOLS = {
 }
 
 
+# How often the number of known domains is counted while under the warm-up.
+_RECOUNT_SECONDS = 5.0
+# Domains remembered as seen before the memory is cleared and refilled.
+_SEEN_MAX = 200_000
+
+
 class UrlReputationCheck:
     """Look each URL up in the intelligence and judge its form."""
 
@@ -75,6 +82,9 @@ class UrlReputationCheck:
             d for d in settings.smtp.accepted_domains if "*" not in d]
         self.protected = heuristics.Protected(own, lists)
         self._known_domains = 0
+        self._counted_at = float("-inf")
+        self._recorded = -1
+        self._seen: set[str] = set()
 
     @classmethod
     def from_services(cls, services: Services) -> "UrlReputationCheck":
@@ -140,14 +150,31 @@ class UrlReputationCheck:
         domains = {d: u for d, u in domains.items() if not self.protected.owned(d)}
         if not domains:
             return []
-        async with self.services.store.session() as session:
-            if self._known_domains < warmup:
+        if self._known_domains < warmup:
+            # Until the store knows enough domains the signal stays off; the
+            # count is asked again when this process recorded domains, or
+            # every few seconds for other nodes' writes, not per message.
+            now = time.monotonic()
+            if (now - self._counted_at < _RECOUNT_SECONDS
+                    and index.recorded == self._recorded):
+                return []
+            self._counted_at, self._recorded = now, index.recorded
+            async with self.services.store.session() as session:
                 self._known_domains = await session.scalar(
                     select(func.count()).select_from(UrlDomain)) or 0
-                if self._known_domains < warmup:
-                    return []
-            known = set((await session.scalars(select(UrlDomain.domain).where(
-                UrlDomain.domain.in_(list(domains)[:500])))).all())
+            if self._known_domains < warmup:
+                return []
+        # A domain once seen stays seen, so only unseen ones are asked for.
+        unseen = [d for d in domains if d not in self._seen][:500]
+        known: set[str] = set()
+        if unseen:
+            async with self.services.store.session() as session:
+                known = set((await session.scalars(select(UrlDomain.domain).where(
+                    UrlDomain.domain.in_(unseen)))).all())
+            if len(self._seen) + len(known) > _SEEN_MAX:
+                self._seen.clear()
+            self._seen.update(known)
+        known |= self._seen & domains.keys()
         new = [u for d, u in domains.items() if d not in known]
         if not new:
             return []

@@ -202,6 +202,9 @@ class AttachmentCheck:
 
     def analyse(self, files: list[FileNode]) -> tuple[list[Finding], list[FileNode]]:
         """analyse - the findings of every file, and the files for the sandbox."""
+        # TODO: The time bound is checked between files only, so one hostile file that
+        # makes a parser (pypdf, oletools) spin holds a worker thread until the pipeline
+        # deadline answers 451; analysers should run in a killable process pool.
         started = time.monotonic()
         findings: list[Finding] = []
         submit: list[FileNode] = []

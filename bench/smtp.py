@@ -7,12 +7,15 @@ to an SMTP sink in this process, sends corpus messages (../shared/corpus/spam)
 from N concurrent sessions, waits until the sink has them all, and prints:
 messages per second accepted and delivered, and the latency the gateway adds
 at DATA (end of data to the 250 reply: spool fsync, judging, recording),
-median and p99, as the clients saw it and as the gateway logged it.
+median and p99, as the clients saw it and as the gateway logged it; and the
+CPU time the gateway process spent per message (less sensitive than the
+rates to other load on the machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import smtplib
 import statistics
@@ -55,6 +58,12 @@ def sender(gateway: RunningGateway, messages: list[bytes], latencies: list[float
     client.quit()
 
 
+def cpu_seconds(pid: int) -> float:
+    """cpu_seconds - user and system CPU time of one process and its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=16)
@@ -76,6 +85,7 @@ def main() -> None:
             errors: list[str] = []
             threads = [threading.Thread(target=sender, args=(gateway, share, latencies, errors))
                        for share in shares]
+            cpu_before = cpu_seconds(gateway.process.pid)
             started = time.perf_counter()
             for thread in threads:
                 thread.start()
@@ -89,6 +99,7 @@ def main() -> None:
             while len(sink.messages) < target and time.monotonic() < deadline:
                 time.sleep(0.05)
             delivered = time.perf_counter() - started
+            cpu = cpu_seconds(gateway.process.pid) - cpu_before
             logged = [float(v) for v in re.findall(r"took=(\d+)ms", gateway.log())]
         finally:
             gateway.stop()
@@ -106,6 +117,8 @@ def main() -> None:
     if logged:
         print(f"latency added at DATA, gateway log: median {statistics.median(logged):.0f} ms, "
               f"p99 {logged[int(len(logged)*0.99)]:.0f} ms")
+    print(f"gateway CPU per message (receive, judge, record, deliver): "
+          f"{cpu / max(len(latencies), 1) * 1000:.1f} ms")
     for error in errors[:5]:
         print("error:", error)
 

@@ -183,13 +183,13 @@ class IntelStore:
             return list((await session.scalars(query)).all())
 
     async def generation(self) -> int:
-        async with self.store.session() as session:
+        async with self.store.reading() as session:
             value = await session.scalar(select(Meta.value).where(Meta.key == GENERATION_KEY))
             return int(value or 0)
 
     async def active(self, now: datetime | None = None) -> list[Indicator]:
         now = now or datetime.now(UTC)
-        async with self.store.session() as session:
+        async with self.store.reading() as session:
             query = select(Indicator).where(or_(Indicator.expires_at.is_(None),
                                                 Indicator.expires_at > now))
             return list((await session.scalars(query)).all())

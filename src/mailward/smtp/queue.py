@@ -20,7 +20,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mailward.envelope import new_queue_id
 from mailward.mailbox.base import INBOX, MailboxError
@@ -87,7 +87,7 @@ class DeliveryQueue:
                 pass
 
     async def _sleep_time(self) -> float:
-        async with self.gateway.services.store.session() as session:
+        async with self.gateway.services.store.reading() as session:
             soonest = await session.scalar(
                 select(Delivery.next_attempt_at).where(Delivery.status.in_(DUE))
                 .order_by(Delivery.next_attempt_at).limit(1))
@@ -98,7 +98,7 @@ class DeliveryQueue:
     async def run_once(self) -> int:
         """run_once - deliver every message with a due delivery; how many."""
         now = datetime.now(UTC)
-        async with self.gateway.services.store.session() as session:
+        async with self.gateway.services.store.reading() as session:
             rows = (await session.execute(
                 select(Delivery.queue_id).where(Delivery.status.in_(DUE),
                                                 Delivery.next_attempt_at <= now)
@@ -140,7 +140,7 @@ class DeliveryQueue:
         """deliver - attempt every due delivery of one message."""
         qlog = QueueLog(log, queue_id)
         store = self.gateway.services.store
-        async with store.session() as session:
+        async with store.reading() as session:
             record = await session.scalar(select(MessageRecord).where(
                 MessageRecord.queue_id == queue_id))
             due = list((await session.scalars(select(Delivery).where(
@@ -259,9 +259,8 @@ class DeliveryQueue:
                               row.attempts, result.code, result.message[:200])
             final = all(row.status not in DUE for row in rows)
             if final:
-                stored = await session.get(MessageRecord, record.id)
-                if stored is not None:
-                    stored.state = "done"
+                await session.execute(update(MessageRecord).where(
+                    MessageRecord.id == record.id).values(state="done"))
             await session.commit()
         if failures and record.mail_from and record.direction != "bounce":
             await self.bounce(record, failures)

@@ -37,7 +37,12 @@ def _sqlite_begin(connection: Any) -> None:
     # Take the write lock at the start of a transaction: a deferred one that
     # reads and then writes fails at once with "database is locked" when
     # another writer went first, where an immediate one waits its turn.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Sessions from Store.reading only read, and in WAL mode a reader never
+    # waits for the writer, so they begin deferred.
+    if connection.get_execution_options().get("mailward_read_only"):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -66,6 +71,11 @@ class Store:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.session = async_sessionmaker(self.engine, expire_on_commit=False,
                                           class_=AsyncSession)
+        # For sessions that only read: on SQLite they do not take the write
+        # lock, so they neither wait for writers nor hold them up.
+        self.reading = async_sessionmaker(
+            self.engine.execution_options(mailward_read_only=True),
+            expire_on_commit=False, class_=AsyncSession)
 
     async def migrate(self) -> None:
         """migrate - bring the schema to the newest revision."""

@@ -159,7 +159,7 @@ class UrlReputationCheck:
                     and index.recorded == self._recorded):
                 return []
             self._counted_at, self._recorded = now, index.recorded
-            async with self.services.store.session() as session:
+            async with self.services.store.reading() as session:
                 self._known_domains = await session.scalar(
                     select(func.count()).select_from(UrlDomain)) or 0
             if self._known_domains < warmup:
@@ -168,7 +168,7 @@ class UrlReputationCheck:
         unseen = [d for d in domains if d not in self._seen][:500]
         known: set[str] = set()
         if unseen:
-            async with self.services.store.session() as session:
+            async with self.services.store.reading() as session:
                 known = set((await session.scalars(select(UrlDomain.domain).where(
                     UrlDomain.domain.in_(unseen)))).all())
             if len(self._seen) + len(known) > _SEEN_MAX:

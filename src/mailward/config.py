@@ -356,6 +356,40 @@ class UrlSettings(Section):
         return self
 
 
+_ENGINE_FAIL = Literal["tempfail", "quarantine", "tag", "deliver"]
+
+
+class ClamavSettings(Section):
+    address: str = Field("", description="clamd to scan files with: a unix socket path (/run/clamav/clamd.ctl) or HOST:PORT (empty = ClamAV not used)")
+    timeout: Duration = Field("30s", description="time allowed for clamd to scan one file")
+    max_size: Size = Field("25MiB", description="largest file sent to clamd; keep it at most clamd's StreamMaxLength. Larger files are reported as CLAMAV_TOO_BIG, never as clean")
+    concurrency: int = Field(4, ge=1, description="files scanned by clamd at once from this node (at most clamd's MaxThreads)")
+    on_fail: _ENGINE_FAIL = Field("tempfail", description="when clamd is down or errs (CLAMAV_FAIL): tempfail (answer 451 so the sender retries, keep the bytes), quarantine, tag or deliver")
+
+    @model_validator(mode="after")
+    def _address(self) -> "ClamavSettings":
+        if self.address and not self.address.startswith(("/", "unix:")):
+            try:
+                parse_hostport(self.address, 3310)
+            except ValueError:
+                raise ValueError(f"address: {self.address!r} is neither a socket path "
+                                 "(starting with /) nor HOST:PORT") from None
+        return self
+
+
+class YaraSettings(Section):
+    enabled: bool = Field(True, description="match every file against YARA rules")
+    builtin_rules: bool = Field(True, description="use the starter rule set shipped with mailward (macro droppers, HTML smuggling, script droppers, phishing kits)")
+    rules_dir: str = Field("", description="directory of further *.yar / *.yara rule files; meta severity = malicious|suspicious, category = malware|phish")
+    max_size: Size = Field("32MiB", description="largest file matched; larger files are reported as YARA_TOO_BIG, never as clean")
+    timeout: Duration = Field("10s", description="time allowed to match one file; past it YARA_FAIL")
+    on_fail: _ENGINE_FAIL = Field("tempfail", description="when matching fails (YARA_FAIL): tempfail (451), quarantine, tag or deliver")
+
+
+class HashListSettings(Section):
+    files: list[str] = Field(default_factory=list, description="files of SHA-256 hashes of known-bad files, one per line, optionally followed by a name; re-read when they change. The intelligence store's sha256 indicators are always used")
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest severity written")
     format: Literal["text", "json"] = Field("text", description="text for people, json for log collectors")
@@ -385,6 +419,9 @@ class Settings(Section):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     urls: UrlSettings = Field(default_factory=UrlSettings)
+    clamav: ClamavSettings = Field(default_factory=ClamavSettings)
+    yara: YaraSettings = Field(default_factory=YaraSettings)
+    hashlist: HashListSettings = Field(default_factory=HashListSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")

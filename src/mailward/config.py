@@ -390,6 +390,15 @@ class HashListSettings(Section):
     files: list[str] = Field(default_factory=list, description="files of SHA-256 hashes of known-bad files, one per line, optionally followed by a name; re-read when they change. The intelligence store's sha256 indicators are always used")
 
 
+class ImpostorSettings(Section):
+    enabled: bool = Field(True, description="look for impostors (BEC): borrowed names of protected people, lookalike domains, reply-to swaps, payment requests")
+    partner_domains: list[Domain] = Field(default_factory=list, description="partners' and suppliers' domains protected like our accepted domains (their lookalikes are flagged)")
+    organisation_names: list[str] = Field(default_factory=list, description="names of the organisation flagged in free-mail display names (empty = the first label of each accepted domain)")
+    free_mail_domains: list[Domain] = Field(default_factory=list, description="free webmail domains besides the shipped list")
+    first_contact_lookback: Duration = Field("365d", description="how far back the message index is searched for earlier mail between sender and recipient")
+    max_text: int = Field(65536, ge=1024, description="characters of the text searched for payment, gift-card, bank-change, urgency and secrecy phrases")
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest severity written")
     format: Literal["text", "json"] = Field("text", description="text for people, json for log collectors")
@@ -422,6 +431,7 @@ class Settings(Section):
     clamav: ClamavSettings = Field(default_factory=ClamavSettings)
     yara: YaraSettings = Field(default_factory=YaraSettings)
     hashlist: HashListSettings = Field(default_factory=HashListSettings)
+    impostor: ImpostorSettings = Field(default_factory=ImpostorSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")

@@ -164,6 +164,30 @@ def _message(number: int, from_: str, to: str, subject: str, text: str, rng: ran
     return head.encode("utf-8") + body + (b"" if body.endswith(b"\r\n") else b"\r\n")
 
 
+PLAIN_TEXTS = [("Hello", "Please call me when you have a moment."),
+               ("Notes", "Thanks for the notes from yesterday, see you on Monday."),
+               ("Re: agenda", "Looks good to me.")]
+
+
+def plain_spoofs(count: int, seed: int = 7) -> list[Sample]:
+    """plain_spoofs - protected names and lookalikes that ask for nothing (yet).
+
+    Beyond the goal set: the opening message of a longer con carries no
+    request, so only the identity signals can speak for it.
+    """
+    rng = random.Random(seed)
+    out = []
+    for number in range(count):
+        name = rng.choice(NAME_FORMS)
+        domain = rng.choice(FREEMAIL + LOOKALIKE_OWN)
+        sender = f"office{rng.randrange(100, 999)}@{domain}"
+        subject, text = rng.choice(PLAIN_TEXTS)
+        to = rng.choice(RECIPIENTS)
+        out.append(Sample("no-request", _message(10**6 + number, _mailbox(name, sender, rng),
+                                                  to, subject, text, rng), sender, to))
+    return out
+
+
 def _asks(rng: random.Random):
     flat = [(lang, s, b) for lang, items in ASKS.items() for s, b in items]
     rng.shuffle(flat)
@@ -189,6 +213,15 @@ def impostor_set(count_per_kind: int = 30, seed: int = 20261203) -> list[Sample]
         to = rng.choice(RECIPIENTS)
         samples.append(Sample("display-name", _message(next(number), _mailbox(name, sender, rng),
                                                         to, subject, text, rng), sender, to))
+    for _ in range(count_per_kind):
+        # A protected person's name on some other company's (perhaps hijacked) domain.
+        name = rng.choice(NAME_FORMS)
+        lang, subject, text = next(asks)
+        sender = (f"{local(name)}@"
+                  f"{rng.choice(['northpeak-consulting.net', 'mail.orbis-trade.org', 'vanta-ltd.co.uk', 'kalmar-eng.de'])}")
+        to = rng.choice(RECIPIENTS)
+        samples.append(Sample("display-name-other", _message(
+            next(number), _mailbox(name, sender, rng), to, subject, text, rng), sender, to))
     for _ in range(count_per_kind):
         # A lookalike of our own domain, under a protected name or a role.
         domain = rng.choice(LOOKALIKE_OWN)
@@ -241,6 +274,7 @@ def impostor_set(count_per_kind: int = 30, seed: int = 20261203) -> list[Sample]
 def settings_for(directory, **overrides):
     from mailward.config import load_settings
 
+    directory.mkdir(parents=True, exist_ok=True)
     zone = directory / "empty.zone"
     zone.write_text("$ORIGIN invalid.\n")
     values = {"storage.data_dir": str(directory / "data"),

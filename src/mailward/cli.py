@@ -597,6 +597,7 @@ SUBCOMMANDS: list[str] = [
     "mailward.auth.commands:arc",
     "mailward.auth.commands:dmarc",
     "mailward.web.commands:user",
+    "mailward.content.commands:vip",
 ]
 
 # Jobs `mailward serve` runs beside SMTP and the web service: module:function(gateway).

@@ -357,6 +357,49 @@ class UrlSettings(Section):
         return self
 
 
+_ENGINE_FAIL = Literal["tempfail", "quarantine", "tag", "deliver"]
+
+
+class ClamavSettings(Section):
+    address: str = Field("", description="clamd to scan files with: a unix socket path (/run/clamav/clamd.ctl) or HOST:PORT (empty = ClamAV not used)")
+    timeout: Duration = Field("30s", description="time allowed for clamd to scan one file")
+    max_size: Size = Field("25MiB", description="largest file sent to clamd; keep it at most clamd's StreamMaxLength. Larger files are reported as CLAMAV_TOO_BIG, never as clean")
+    concurrency: int = Field(4, ge=1, description="files scanned by clamd at once from this node (at most clamd's MaxThreads)")
+    on_fail: _ENGINE_FAIL = Field("tempfail", description="when clamd is down or errs (CLAMAV_FAIL): tempfail (answer 451 so the sender retries, keep the bytes), quarantine, tag or deliver")
+
+    @model_validator(mode="after")
+    def _address(self) -> "ClamavSettings":
+        if self.address and not self.address.startswith(("/", "unix:")):
+            try:
+                parse_hostport(self.address, 3310)
+            except ValueError:
+                raise ValueError(f"address: {self.address!r} is neither a socket path "
+                                 "(starting with /) nor HOST:PORT") from None
+        return self
+
+
+class YaraSettings(Section):
+    enabled: bool = Field(True, description="match every file against YARA rules")
+    builtin_rules: bool = Field(True, description="use the starter rule set shipped with mailward (macro droppers, HTML smuggling, script droppers, phishing kits)")
+    rules_dir: str = Field("", description="directory of further *.yar / *.yara rule files; meta severity = malicious|suspicious, category = malware|phish")
+    max_size: Size = Field("32MiB", description="largest file matched; larger files are reported as YARA_TOO_BIG, never as clean")
+    timeout: Duration = Field("10s", description="time allowed to match one file; past it YARA_FAIL")
+    on_fail: _ENGINE_FAIL = Field("tempfail", description="when matching fails (YARA_FAIL): tempfail (451), quarantine, tag or deliver")
+
+
+class HashListSettings(Section):
+    files: list[str] = Field(default_factory=list, description="files of SHA-256 hashes of known-bad files, one per line, optionally followed by a name; re-read when they change. The intelligence store's sha256 indicators are always used")
+
+
+class ImpostorSettings(Section):
+    enabled: bool = Field(True, description="look for impostors (BEC): borrowed names of protected people, lookalike domains, reply-to swaps, payment requests")
+    partner_domains: list[Domain] = Field(default_factory=list, description="partners' and suppliers' domains protected like our accepted domains (their lookalikes are flagged)")
+    organisation_names: list[str] = Field(default_factory=list, description="names of the organisation flagged in free-mail display names (empty = the first label of each accepted domain)")
+    free_mail_domains: list[Domain] = Field(default_factory=list, description="free webmail domains besides the shipped list")
+    first_contact_lookback: Duration = Field("365d", description="how far back the message index is searched for earlier mail between sender and recipient")
+    max_text: int = Field(65536, ge=1024, description="characters of the text searched for payment, gift-card, bank-change, urgency and secrecy phrases")
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest severity written")
     format: Literal["text", "json"] = Field("text", description="text for people, json for log collectors")
@@ -386,6 +429,10 @@ class Settings(Section):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     urls: UrlSettings = Field(default_factory=UrlSettings)
+    clamav: ClamavSettings = Field(default_factory=ClamavSettings)
+    yara: YaraSettings = Field(default_factory=YaraSettings)
+    hashlist: HashListSettings = Field(default_factory=HashListSettings)
+    impostor: ImpostorSettings = Field(default_factory=ImpostorSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")

@@ -35,6 +35,7 @@ BUILTIN_CHECKS = [
     "mailward.attachments.check:AttachmentCheck",
     "mailward.urls.reputation:UrlReputationCheck",
     "mailward.content.spam:SpamModelCheck",
+    "mailward.content.impostor:ImpostorCheck",
     "mailward.web.senders:SenderRuleCheck",
 ]
 

@@ -415,3 +415,16 @@ class DmarcEvaluation(Base):
     spf_domain: Mapped[str] = mapped_column(String(255), default="")
     spf_result: Mapped[str] = mapped_column(String(16), default="none")
     dkim_results: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class ProtectedPerson(Base):
+    """A person whose name impostors borrow (VIP): names, addresses, role."""
+
+    __tablename__ = "protected_people"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    addresses: Mapped[list[str]] = mapped_column(JSON, default=list)
+    role: Mapped[str] = mapped_column(String(200), default="")
+    aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime)

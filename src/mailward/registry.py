@@ -36,6 +36,7 @@ BUILTIN_CHECKS = [
     "mailward.urls.reputation:UrlReputationCheck",
     "mailward.content.spam:SpamModelCheck",
     "mailward.web.senders:SenderRuleCheck",
+    "mailward.trap.policy:CampaignCheck",
 ]
 
 

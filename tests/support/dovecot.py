@@ -183,3 +183,51 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class LmtpBridge:
+    """The MTA in front of Dovecot: SMTP in (aiosmtpd), LMTP out to Dovecot.
+
+    It plays the part Postfix plays at a real site: the gateway relays to it
+    over SMTP and it hands each message to Dovecot's LMTP service, answering
+    with Dovecot's own reply.
+    """
+
+    def __init__(self, server: Dovecot) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.server = server
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, smtp_server, session, envelope):
+        import asyncio
+        import smtplib
+
+        def forward() -> str:
+            with smtplib.LMTP("127.0.0.1", self.server.lmtp_port) as client:
+                refused = client.sendmail(envelope.mail_from or "<>", envelope.rcpt_tos,
+                                          envelope.original_content)
+            if refused:
+                code, text = next(iter(refused.values()))
+                return f"{code} {text.decode(errors='replace')}"
+            return "250 2.0.0 delivered by LMTP"
+
+        try:
+            return await asyncio.to_thread(forward)
+        except smtplib.SMTPRecipientsRefused as error:
+            code, text = next(iter(error.recipients.values()))
+            return f"{code} {text.decode(errors='replace')}"
+        except (OSError, smtplib.SMTPException) as error:
+            return f"451 4.3.0 LMTP: {error}"
+
+    def start(self) -> "LmtpBridge":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"

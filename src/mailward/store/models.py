@@ -521,3 +521,13 @@ class FeedState(Base):
     cursor: Mapped[str] = mapped_column(Text, default="")
     polled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class ForcedIndicator(Base):
+    """An indicator an analyst forced past the too-common refusal."""
+
+    __tablename__ = "forced_indicators"
+
+    key: Mapped[str] = mapped_column(String(2100), primary_key=True)
+    forced_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    forced_by: Mapped[str] = mapped_column(String(200), default="")

@@ -98,9 +98,15 @@ def upgrade() -> None:
         sa.Column("polled_at", _time, nullable=True),
         sa.Column("last_error", sa.Text(), nullable=False),
     )
+    op.create_table(
+        "forced_indicators",
+        sa.Column("key", sa.String(2100), primary_key=True),
+        sa.Column("forced_at", _time, nullable=False),
+        sa.Column("forced_by", sa.String(200), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    for table in ("feed_state", "message_fingerprints", "campaign_rules",
+    for table in ("forced_indicators", "feed_state", "message_fingerprints", "campaign_rules",
                   "incident_copies", "incidents", "retractions"):
         op.drop_table(table)

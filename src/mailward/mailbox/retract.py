@@ -172,7 +172,9 @@ class Retractor:
     # The work.
 
     async def _load(self, copy: Copy | int) -> Copy:
-        copy_id = copy if isinstance(copy, int) else copy.id
+        if isinstance(copy, Copy):
+            return copy  # the adapter finds the copy wherever it is now
+        copy_id = copy
         async with self.store.session() as session:
             row = await session.get(Copy, copy_id)
         if row is None:

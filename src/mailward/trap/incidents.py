@@ -82,8 +82,12 @@ async def record_pull(session, incident_id: int, copy_id: int, status: str,
                       was_read: bool | None) -> None:
     row = await session.scalar(select(IncidentCopy).where(
         IncidentCopy.incident_id == incident_id, IncidentCopy.copy_id == copy_id))
-    if row is None:
-        return
+    if row is not None:
+        mark_pull(row, status, was_read)
+
+
+def mark_pull(row: IncidentCopy, status: str, was_read: bool | None) -> None:
+    """mark_pull - what the pull of one copy did, on the incident's row for it."""
     row.action = status[:16]
     if was_read is not None:
         row.was_read = was_read

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 
 from mailward.intel.store import url_hash
 from mailward.store.models import Copy, MessageFile, MessageRecord, MessageUrl
@@ -123,7 +123,7 @@ class IndexLookup:
             await self._rows(query, "url", lambda h: ("url", hashes[h]), out)
 
     async def _distinct(self, column, join_on, time_column) -> list[str]:
-        query = select(distinct(column))
+        query = select(column).distinct()
         if join_on is not None:
             query = query.join(Copy, join_on)
         query = query.where(time_column >= self.since)

@@ -228,15 +228,14 @@ async def scan_rule(settings: "Settings", store: "Store", rule: CampaignRule,
 
 async def apply_rule(scanner, rule: CampaignRule) -> dict[str, Any]:
     """apply_rule - retro-scan a campaign rule: incident, pulls, alert, like an indicator."""
-    from mailward.trap.retroscan import IndicatorOutcome, ScanReport
+    from mailward.trap.retroscan import ScanReport
 
     hits = await scan_rule(scanner.settings, scanner.store, rule)
     indicator = Indicator("campaign", f"rule {rule.id}", rule.category,
                           f"incident:{rule.incident_id}")
     report = ScanReport(indicators=1)
     if hits:
-        outcome = IndicatorOutcome(indicator, matched=len(hits))
-        await scanner._handle(indicator, hits, outcome, report)  # noqa: SLF001
+        await scanner.handle([(indicator, hits)], report)
     return {"rule": rule.id, "matched": len(hits), "pulled": report.pulled,
             "incidents": report.incidents}
 

@@ -16,6 +16,7 @@ the refusal is an alert of its own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -27,7 +28,8 @@ from sqlalchemy import or_, select, update
 
 from mailward.mailbox.base import QUARANTINE
 from mailward.mailbox.retract import FAILED, PullResult, Retractor
-from mailward.store.models import ForcedIndicator, Incident, Indicator as IndicatorRow, Meta
+from mailward.store.models import (Copy, ForcedIndicator, Incident, IncidentCopy,
+                                   Indicator as IndicatorRow, Meta)
 from mailward.trap import incidents
 from mailward.trap.lookup import CopyHit, IndexLookup, Indicator
 from mailward.trap.notify import Notifier, incident_alert, pull_failure_alert
@@ -66,13 +68,20 @@ class ScanReport:
     incidents: list[int] = field(default_factory=list)
     seconds: float = 0.0
     last_pull_at: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def phase(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.phases[name] = self.phases.get(name, 0.0) + now - since
+        return now
 
     def as_dict(self) -> dict[str, Any]:
         return {"indicators": self.indicators, "matched_copies": self.matched_copies,
                 "pulled": self.pulled, "failed": self.failed,
                 "refused": [{"indicator": o.indicator.key, "reason": o.refused}
                             for o in self.refused],
-                "incidents": self.incidents, "seconds": round(self.seconds, 3)}
+                "incidents": self.incidents, "seconds": round(self.seconds, 3),
+                "phases": {k: round(v, 3) for k, v in self.phases.items()}}
 
 
 def pull_rule(settings: "Settings", category: str) -> str:
@@ -167,69 +176,127 @@ class Retroscan:
             lookup = IndexLookup.window(session, now, self.settings.trap.lookback)
             found = await lookup.find(items)
             total = await lookup.total() if found else 0
+        accepted: list[tuple[Indicator, list[CopyHit]]] = []
         for indicator, hits in found.items():
-            outcome = IndicatorOutcome(indicator, matched=len(hits))
             reason = "" if indicator.key in forced else too_common(len(hits), total,
                                                                    self.settings)
-            if reason:
-                outcome.refused = reason
-                report.refused.append(outcome)
-                log.warning("retro-scan refused %s: %s", indicator.key, reason)
-                await self.notifier.send({
-                    "event": "indicator-refused", "title": f"refused {indicator.key}",
-                    "assessment": "refused", "text": f"{indicator.key} {reason}",
-                    "incident": {"id": "", "indicator": {"type": indicator.type,
-                                                         "value": indicator.value},
-                                 "summary": {}}})
+            if not reason:
+                accepted.append((indicator, hits))
                 continue
-            await self._handle(indicator, hits, outcome, report)
-            report.outcomes.append(outcome)
+            outcome = IndicatorOutcome(indicator, matched=len(hits), refused=reason)
+            report.refused.append(outcome)
+            log.warning("retro-scan refused %s: %s", indicator.key, reason)
+            await self.notifier.send({
+                "event": "indicator-refused", "title": f"refused {indicator.key}",
+                "assessment": "refused", "text": f"{indicator.key} {reason}",
+                "incident": {"id": "", "indicator": {"type": indicator.type,
+                                                     "value": indicator.value},
+                             "summary": {}}})
+        await self.handle(accepted, report)
         report.seconds = time.monotonic() - started
         log.info("retro-scan: %d indicators, %d copies matched, %d pulled, %d failed, "
                  "%d refused in %.2fs", report.indicators, report.matched_copies,
                  report.pulled, report.failed, len(report.refused), report.seconds)
         return report
 
-    async def _handle(self, indicator: Indicator, hits: list[CopyHit],
-                      outcome: IndicatorOutcome, report: ScanReport) -> None:
-        """_handle - one indicator's hits: incident, pulls, assessment, alert."""
+    async def handle(self, accepted: list[tuple[Indicator, list[CopyHit]]],
+                     report: ScanReport) -> None:
+        """handle - incidents for every hit, then each copy pulled once, then alerts.
+
+        The work is batched across indicators: one transaction opens or
+        updates every incident, the pulls run together (bounded by
+        trap.pull_concurrency), and one transaction records them and
+        assesses the incidents. A copy two indicators found is pulled once,
+        by the strictest of their rules.
+        """
+        if not accepted:
+            return
+        mark = time.monotonic()
+        outcomes: dict[int, IndicatorOutcome] = {}
+        fresh: dict[int, bool] = {}
         async with self.store.session() as session:
-            incident, new = await incidents.open_or_update(session, indicator, hits)
+            for indicator, hits in accepted:
+                incident, new = await incidents.open_or_update(session, indicator, hits)
+                outcomes[incident.id] = IndicatorOutcome(indicator, len(hits),
+                                                         incident_id=incident.id)
+                fresh[incident.id] = bool(new)
             await session.commit()
-            incident_id = incident.id
-        outcome.incident_id = incident_id
-        report.incidents.append(incident_id)
-        report.matched_copies += len(hits)
-        rule = pull_rule(self.settings, indicator.category)
-        # Copies already out of the mailboxes are not asked again.
-        todo = [hit for hit in hits if hit.state not in ("retracted", "gone")]
-        results: list[PullResult] = []
-        if rule != "never" and todo:
-            results = await self.retractor.move_all(
-                [hit.copy_id for hit in todo], QUARANTINE,
-                f"{indicator.category} indicator {indicator.key} ({indicator.source})",
-                incident_id=incident_id, actor="retro-scan", only_unread=rule == "unread")
-            report.last_pull_at = time.monotonic()
-        async with self.store.session() as session:
-            for result in results:
-                outcome.pulls[result.status] = outcome.pulls.get(result.status, 0) + 1
-                await incidents.record_pull(session, incident_id, result.copy_id,
-                                            result.status, result.was_read)
+        mark = report.phase("incidents", mark)
+        members: dict[int, list[int]] = {}
+        plan: dict[int, tuple[str, int, str]] = {}
+        states: dict[int, str] = {}
+        order = {"always": 0, "unread": 1, "never": 2}
+        for (indicator, hits), incident_id in zip(accepted, outcomes):
+            report.incidents.append(incident_id)
+            report.matched_copies += len(hits)
+            rule = pull_rule(self.settings, indicator.category)
             for hit in hits:
-                if hit.state in ("retracted", "gone"):
-                    await incidents.record_pull(session, incident_id, hit.copy_id,
-                                                "already" if hit.state == "retracted"
-                                                else "gone", None)
-            stored = await session.get(Incident, incident_id)
-            before = stored.assessment
-            await incidents.assess(session, stored)
+                members.setdefault(hit.copy_id, []).append(incident_id)
+                states[hit.copy_id] = hit.state
+                current = plan.get(hit.copy_id)
+                if current is None or order[rule] < order[current[0]]:
+                    plan[hit.copy_id] = (rule, incident_id,
+                                         f"{indicator.category} indicator {indicator.key} "
+                                         f"({indicator.source})")
+
+        # Copies already out of the mailboxes are not asked again.
+        todo = [(copy_id, rule, incident_id, reason)
+                for copy_id, (rule, incident_id, reason) in plan.items()
+                if rule != "never" and states[copy_id] not in ("retracted", "gone")]
+        rows: dict[int, Copy] = {}
+        async with self.store.session() as session:
+            wanted = [copy_id for copy_id, *_ in todo]
+            for start in range(0, len(wanted), 500):
+                for row in (await session.scalars(select(Copy).where(
+                        Copy.id.in_(wanted[start:start + 500])))).all():
+                    rows[row.id] = row
+        results = await asyncio.gather(*(
+            self.retractor.retract(rows.get(copy_id, copy_id), reason, incident_id=incident_id,
+                                   actor="retro-scan", only_unread=rule == "unread")
+            for copy_id, rule, incident_id, reason in todo))
+        if results:
+            report.last_pull_at = time.monotonic()
+        mark = report.phase("pulls", mark)
+        by_copy = {result.copy_id: result for result in results}
+
+        async with self.store.session() as session:
+            links = {}
+            ids = list(outcomes)
+            for start in range(0, len(ids), 500):
+                for link in (await session.scalars(select(IncidentCopy).where(
+                        IncidentCopy.incident_id.in_(ids[start:start + 500])))).all():
+                    links[(link.incident_id, link.copy_id)] = link
+            for copy_id, incident_ids in members.items():
+                result = by_copy.get(copy_id)
+                for incident_id in incident_ids:
+                    outcome = outcomes[incident_id]
+                    if result is not None:
+                        status, was_read = result.status, result.was_read
+                    elif states[copy_id] in ("retracted", "gone"):
+                        status = "already" if states[copy_id] == "retracted" else "gone"
+                        was_read = None
+                    else:
+                        continue
+                    outcome.pulls[status] = outcome.pulls.get(status, 0) + 1
+                    link = links.get((incident_id, copy_id))
+                    if link is not None:
+                        incidents.mark_pull(link, status, was_read)
+            views = []
+            for incident_id in outcomes:
+                stored = await session.get(Incident, incident_id)
+                before = stored.assessment
+                await incidents.assess(session, stored)
+                views.append((incident_id, before, incidents.view(stored)))
             await session.commit()
-            view = incidents.view(stored)
-        report.pulled += outcome.pulls.get("pulled", 0)
-        report.failed += outcome.pulls.get(FAILED, 0)
-        if new or view["assessment"] != before:
-            event = "incident-opened" if before == "pending" else "incident-updated"
-            await self.notifier.send(incident_alert(event, view))
+        mark = report.phase("assessment", mark)
+        report.outcomes.extend(outcomes.values())
+        report.pulled += sum(1 for r in results if r.status == "pulled")
+        report.failed += sum(1 for r in results if r.status == FAILED)
+        for incident_id, before, view in views:
+            if fresh[incident_id] or view["assessment"] != before:
+                event = "incident-opened" if before == "pending" else "incident-updated"
+                await self.notifier.send(incident_alert(event, view))
+        report.phase("alerts", mark)
 
     async def reassess(self, incident_id: int) -> dict[str, Any]:
         """reassess - recount clicks (a click logged after the scan) and alert on change."""

@@ -176,6 +176,7 @@ class Retroscan:
             lookup = IndexLookup.window(session, now, self.settings.trap.lookback)
             found = await lookup.find(items)
             total = await lookup.total() if found else 0
+        report.phase("look-up", started)
         accepted: list[tuple[Indicator, list[CopyHit]]] = []
         for indicator, hits in found.items():
             reason = "" if indicator.key in forced else too_common(len(hits), total,

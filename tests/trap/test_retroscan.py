@@ -192,3 +192,42 @@ async def test_alert_email_goes_through_the_relay(tmp_path, smtp_sink):
     [received] = smtp_sink.wait_for(1)
     assert received.rcpt_tos == ["soc@example.com"]
     assert b"Subject: [mailward] t" in received.data and b"who and when" in received.data
+
+
+async def test_policy_from_an_incident_blocks_inbound_look_alikes(world, dns_server):
+    from mailward.envelope import Envelope, new_queue_id
+    from mailward.gateway import Gateway
+    from mailward.trap.policy import block_sender
+
+    settings, store, maildir = world
+    await deliver(settings, store, maildir, "B1", ["ann@example.com"], text=PHISH_TEXT,
+                  urls=["https://parcel-fee.example/pay"], sender="a@parcel.example")
+    report = await Retroscan(settings, store).scan(
+        [Indicator("url", "https://parcel-fee.example/pay")])
+    [incident_id] = report.incidents
+    blocked = await block_sender(settings, store, incident_id, "domain", 3600)
+    assert blocked == ["sender_domain:parcel.example"]
+    await campaign_rule(settings, store, incident_id)
+
+    settings = settings.model_copy(update={"dns": settings.dns.model_copy(update={
+        "nameservers": [dns_server.address], "timeout": 1.0})})
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        async def judge(sender: str, text: str) -> set[str]:
+            raw = (f"From: <{sender}>\r\nTo: <bob@example.com>\r\nSubject: parcel\r\n"
+                   f"Message-ID: <{new_queue_id()}@x>\r\n\r\n{text}\r\n").encode()
+            envelope = Envelope(queue_id=new_queue_id(), mail_from=sender,
+                                peer_ip="198.51.100.77", helo="mx.elsewhere.example",
+                                rcpt_to=["bob@example.com"])
+            _, verdict, _ = await gateway.judge(envelope, raw, [])
+            return {finding.symbol for finding in verdict.findings}
+
+        assert "INTEL_SENDER_BLOCKED" in await judge("x@parcel.example", "hello")
+        variant = PHISH_TEXT.replace("1.99 EUR", "3.10 EUR")
+        assert "CAMPAIGN_RULE_MATCH" in await judge("y@new-sender.example", variant)
+        clean = await judge("z@partner.example", "Minutes of the Tuesday budget meeting "
+                            "are attached; please review section two before Friday. " * 3)
+        assert not clean & {"CAMPAIGN_RULE_MATCH", "INTEL_SENDER_BLOCKED"}
+    finally:
+        await gateway.close()

@@ -369,7 +369,7 @@ class TrapSettings(Section):
     pull_attempts: int = Field(3, ge=1, description="attempts at one pull before it fails and raises its own alert")
     pull_backoff: Duration = Field("2s", description="delay before the second attempt at a pull; it doubles for each later one")
     pull_concurrency: int = Field(8, ge=1, description="pulls in progress at once")
-    queue: str = Field("", description="task queue storage for retro-scans and feed polls: empty = the sandbox's (sandbox.queue), or redis://host:port/db")
+    queue: str = Field("", description="task queue storage for retro-scans and feed polls: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
     poll_interval: Duration = Field("15m", description="how often TAXII collections and MISP are polled")
     feed_files: list[str] = Field(default_factory=list, description="indicator files (text, CSV, JSON, STIX 2.1) re-read on every poll")
     taxii: list[dict[str, str]] = Field(default_factory=list, description="TAXII 2.1 collections to poll: {url, user, password, source, category}")

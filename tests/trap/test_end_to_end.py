@@ -228,8 +228,9 @@ def test_maildir_campaign_without_clicks_is_contained_and_a_hash_pulls_an_attach
     import base64
 
     encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
-    gateway.send(message("Invoice", bad, "inv@other-sender.example"),
-                 rcpts=["carol@example.com", "dave@example.com"])
+    reply = gateway.send(message("Invoice", bad, "inv@other-sender.example"),
+                         rcpts=["carol@example.com", "dave@example.com"])
+    queue_id = reply.rsplit(" ", 1)[-1]
     gateway.send(message("Invoice attached", "https://shop.example.org/", "att@other-sender.example",
                          extra=encoded), rcpts=["erin@example.com"])
     root = gateway.data_dir / "mailboxes" / "example.com"
@@ -256,3 +257,7 @@ def test_maildir_campaign_without_clicks_is_contained_and_a_hash_pulls_an_attach
     campaign = next(c for c in panel["campaigns"] if c["delivered"] == 2)
     assert campaign["pulled"] == 2 and campaign["click_rate"] == 0.0
     assert api(gateway, token, "GET", "/api/v1/stats/panels/incidents").json()["total"] == 2
+    trace = api(gateway, token, "GET", f"/api/v1/trace/{queue_id}").json()
+    [section] = [s for s in trace["sections"] if s["title"] == "Retractions"]
+    assert sorted((r["recipient"], r["status"]) for r in section["rows"]) == [
+        ("carol@example.com", "pulled"), ("dave@example.com", "pulled")]

@@ -32,14 +32,24 @@ async def incidents(store: "Store", hours: int = 24) -> dict[str, Any]:
                                       .order_by(Incident.id.desc()))).all()
         still_open = await session.scalar(select(func.count()).select_from(Incident).where(
             Incident.status != "closed"))
+    by_assessment = dict(Counter(r.assessment for r in rows))
+    newest = [{"id": r.id, "title": r.title, "status": r.status,
+               "assessment": r.assessment, "opened_at": r.opened_at.isoformat(),
+               "copies": r.summary.get("copies", 0),
+               "pulled": r.summary.get("pulled", 0)} for r in rows[:TOP]]
+    sections = [
+        {"title": "Incidents by assessment",
+         "chart": {"type": "bar", "labels": list(by_assessment),
+                   "datasets": [{"label": "incidents", "data": list(by_assessment.values())}]},
+         "columns": ["assessment", "incidents"], "rows": list(by_assessment.items())},
+        {"title": "Newest incidents",
+         "columns": ["id", "title", "status", "assessment", "opened", "copies", "pulled"],
+         "rows": [[n["id"], n["title"], n["status"], n["assessment"], n["opened_at"],
+                   n["copies"], n["pulled"]] for n in newest]}]
     return {"hours": hours,
             "total": len(rows), "open_now": int(still_open or 0),
             "by_status": dict(Counter(r.status for r in rows)),
-            "by_assessment": dict(Counter(r.assessment for r in rows)),
-            "newest": [{"id": r.id, "title": r.title, "status": r.status,
-                        "assessment": r.assessment, "opened_at": r.opened_at.isoformat(),
-                        "copies": r.summary.get("copies", 0),
-                        "pulled": r.summary.get("pulled", 0)} for r in rows[:TOP]]}
+            "by_assessment": by_assessment, "newest": newest, "sections": sections}
 
 
 async def threats(store: "Store", hours: int = 24) -> dict[str, Any]:
@@ -79,8 +89,20 @@ async def threats(store: "Store", hours: int = 24) -> dict[str, Any]:
     by_source: dict[str, dict[str, int]] = {}
     for source, kind, count in sources:
         by_source.setdefault(source, {})[kind] = int(count)
-    return {"hours": hours,
-            "campaigns": sorted(out, key=lambda c: -c["delivered"])[:TOP],
+    campaigns = sorted(out, key=lambda c: -c["delivered"])[:TOP]
+    sections = [
+        {"title": "Campaigns",
+         "columns": ["incident", "title", "assessment", "recipients", "delivered", "pulled",
+                     "clicked", "click rate"],
+         "rows": [[c["incident"], c["title"], c["assessment"], c["recipients"],
+                   c["delivered"], c["pulled"], c["clicked"], f"{c['click_rate']:.1%}"]
+                  for c in campaigns]},
+        {"title": "Most attacked people", "columns": ["recipient", "copies"],
+         "rows": [[r, n] for r, n in attacked.most_common(TOP)]},
+        {"title": "Indicators by source", "columns": ["source", "type", "indicators"],
+         "rows": [[source, kind, int(count)] for source, kind, count in sources]}]
+    return {"hours": hours, "sections": sections,
+            "campaigns": campaigns,
             "most_attacked": [{"recipient": r, "copies": n}
                               for r, n in attacked.most_common(TOP)],
             "indicators_by_source": by_source,

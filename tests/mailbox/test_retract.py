@@ -95,7 +95,7 @@ async def test_rules_exempt_unread_only_gone_and_failure_alert(store, tmp_path):
     assert (await service.retract(read, "spam", only_unread=True)).status == KEPT
     assert (await service.retract(gone, "t")).status == GONE
     failed = await service.retract(remote, "t")
-    assert failed.status == FAILED and failed.attempts == 3
+    assert failed.status == FAILED and failed.attempts == 1  # a setting, not a retry
     assert "trap.remote_mailbox" in failed.error
     assert alerts == [failed]
     with pytest.raises(MailboxError, match="no delivered copy"):

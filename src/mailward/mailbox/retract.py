@@ -48,6 +48,10 @@ FAILED = "failed"      # every attempt failed; an alert was raised
 Alert = Callable[["PullResult"], Awaitable[None]]
 
 
+class NoAdapter(MailboxError):
+    """No adapter is configured for where a copy lives: a setting to fix, not a retry."""
+
+
 @dataclass(slots=True)
 class PullResult:
     """What one retract, move or restore did to one copy."""
@@ -96,12 +100,13 @@ class Retractor:
     def adapter_for(self, copy: Copy) -> Mailbox:
         adapter = self.adapters.get(copy.mailbox)
         if adapter is None:
-            raise MailboxError(f"no mailbox adapter for copies delivered via {copy.mailbox!r} "
+            raise NoAdapter(f"no mailbox adapter for copies delivered via {copy.mailbox!r} "
                                "(set trap.remote_mailbox to imap or graph)")
         return adapter
 
     # The three operations.
 
+    # TODO: the "remove and hold in mailward's quarantine" mode is missing; copies are always moved to a folder of the recipient's mailbox, so a user with IMAP access can still open a pulled copy in Quarantine.
     async def retract(self, copy: Copy | int, reason: str, *, folder: str = QUARANTINE,
                       incident_id: int | None = None, actor: str = "",
                       only_unread: bool = False) -> PullResult:
@@ -211,6 +216,9 @@ class Retractor:
                     return await self._record(row, action, reason, GONE, row.folder, folder,
                                               incident_id, actor, None, None, attempt,
                                               error=str(gone))
+                except NoAdapter as failure:
+                    error = str(failure)
+                    break
                 except (MailboxError, OSError) as failure:
                     error = str(failure) or type(failure).__name__
                     log.warning("%s of copy %d (%s) attempt %d/%d failed: %s", action, row.id,
@@ -218,7 +226,7 @@ class Retractor:
                     if attempt < self.attempts:
                         await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
         result = await self._record(row, action, reason, FAILED, row.folder, folder,
-                                    incident_id, actor, None, None, self.attempts, error=error)
+                                    incident_id, actor, None, None, attempt, error=error)
         log.error("%s of copy %d (%s) failed after %d attempts: %s", action, row.id,
                   row.recipient, self.attempts, error)
         if self.alert is not None:

@@ -140,6 +140,7 @@ def poll_taxii(collection_url: str, user: str, password: str, added_after: str,
 def poll_misp(url: str, key: str, since: str, source: str, verify: bool = True
               ) -> tuple[FeedResult, str]:
     """poll_misp - the to_ids attributes of events published since the cursor."""
+    # TODO: this search is not tested against a MISP server (only MISP event files are); a change in PyMISP's search answer would go unnoticed until a site polls.
     from pymisp import PyMISP
 
     from mailward.intel.feeds import FeedResult, _misp_attributes

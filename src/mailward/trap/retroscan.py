@@ -241,6 +241,7 @@ class Retroscan:
                                          f"({indicator.source})")
 
         # Copies already out of the mailboxes are not asked again.
+        # TODO: a copy a recipient forwarded to another local mailbox arrives as a new message and is only found if it still carries the indicator; forwards are not linked to their original, so a forward that dropped the link stays delivered.
         todo = [(copy_id, rule, incident_id, reason)
                 for copy_id, (rule, incident_id, reason) in plan.items()
                 if rule != "never" and states[copy_id] not in ("retracted", "gone")]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,9 +79,11 @@ class TrapService:
         self._call(self.reassess_open())
 
     async def reassess_open(self) -> None:
+        """reassess_open - recount clicks on the open incidents of the look-back."""
+        since = datetime.now(UTC) - timedelta(seconds=self.settings.trap.lookback)
         async with self.services.store.session() as session:
             ids = (await session.scalars(select(Incident.id).where(
-                Incident.status != "closed"))).all()
+                Incident.status != "closed", Incident.opened_at >= since))).all()
         for incident_id in ids:
             await self.scanner.reassess(incident_id)
 

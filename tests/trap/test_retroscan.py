@@ -231,3 +231,31 @@ async def test_policy_from_an_incident_blocks_inbound_look_alikes(world, dns_ser
         assert not clean & {"CAMPAIGN_RULE_MATCH", "INTEL_SENDER_BLOCKED"}
     finally:
         await gateway.close()
+
+
+async def test_a_late_sandbox_verdict_becomes_intelligence_and_pulls_the_copy(world):
+    from mailward.attachments.sandbox import MALICIOUS, Report
+    from mailward.attachments.sandbox.service import SandboxService
+    from mailward.services import Services
+    from mailward.store.models import SandboxJob
+
+    settings, store, maildir = world
+    digest = "cd" * 32
+    await deliver(settings, store, maildir, "S1", ["sam@example.com"], files=[digest])
+    services = Services.create(settings)
+    await services.start()
+    try:
+        now = datetime.now(UTC)
+        async with store.session() as session:
+            job = SandboxJob(queue_id="S1", sha256=digest, name="a.js", path="a.js",
+                             kind="js", backend="boxjs", status="running", created_at=now,
+                             deadline_at=now)
+            session.add(job)
+            await session.commit()
+        # The message was released at its deadline; the verdict comes after delivery.
+        await SandboxService(services, []).finish(job.id, Report(MALICIOUS, "dropper"))
+        report = await Retroscan(settings, store).run_pending()
+    finally:
+        await services.close()
+    assert report.pulled == 1
+    assert (await statuses(store))["S1/sam@example.com"] == "retracted"

@@ -330,32 +330,38 @@ def _expiry(text: str | None) -> datetime | None:
               help="What the indicator means (default: malware for sha256, else phish).")
 @click.option("--expires", default=None, help="Duration (7d) or ISO date.")
 @click.option("--comment", default="")
+@click.option("--force", is_flag=True,
+              help="Store it even if it matches more than trap.max_share of delivered mail.")
 @pass_context
 def intel_add(context: Context, kind: str, value: str, source: str, category: str | None,
-              expires: str | None, comment: str) -> None:
-    """Add one indicator; a running gateway sees it within a second."""
-    from mailward.intel.store import IndicatorError, IntelStore, NewIndicator
+              expires: str | None, comment: str, force: bool) -> None:
+    """Add one indicator; a running gateway sees it within a second and retro-scans it."""
+    from mailward.intel.store import IndicatorError, NewIndicator
     from mailward.store import Store
+    from mailward.trap.intake import add_checked
 
     item = NewIndicator(kind, value, source,
                         category or ("malware" if kind == "sha256" else "phish"),
                         expires_at=_expiry(expires), comment=comment)
 
-    async def body() -> tuple[int, int]:
+    async def body():
         store = Store(context.settings.database_url)
         context.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             await store.migrate()
-            return await IntelStore(store).add_many([item])
+            return await add_checked(context.settings, store, [item], force, "cli")
         finally:
             await store.close()
 
     try:
-        added, updated = run(body())
+        report = run(body())
     except IndicatorError as error:
         console.print(f"[red]{error}[/red]")
         sys.exit(2)
-    click.echo(f"{'added' if added else 'updated'} {kind} {value}")
+    if report.refused:
+        console.print(f"[red]refused {kind} {value}: {report.refused[0][1]}[/red]")
+        sys.exit(3)
+    click.echo(f"{'added' if report.added else 'updated'} {kind} {value}")
 
 
 @intel.command("list")
@@ -598,11 +604,16 @@ SUBCOMMANDS: list[str] = [
     "mailward.auth.commands:dmarc",
     "mailward.web.commands:user",
     "mailward.content.commands:vip",
+    "mailward.trap.commands:trap",
+    "mailward.trap.commands:incident",
+    "mailward.trap.commands:retract",
+    "mailward.trap.commands:restore",
 ]
 
 # Jobs `mailward serve` runs beside SMTP and the web service: module:function(gateway).
 BACKGROUND: list[str] = [
     "mailward.web.digest:run",
+    "mailward.trap.service:run",
 ]
 
 

@@ -42,6 +42,7 @@ from mailward.services import Services
 from mailward.smtp.spool import Spool, move_durable
 from mailward.store.models import Delivery, MessageFile, MessageRecord, MessageUrl, QuarantineItem
 from mailward.urls.index import record_domains
+from mailward.trap.policy import index_row as trap_index_row
 from mailward.verdict import Action, Category, Finding, Verdict
 
 log = logging.getLogger("mailward.gateway")
@@ -387,6 +388,7 @@ class Gateway:
                 session.add(MessageFile(queue_id=queue_id, sha256=node.sha256,
                                         path=node.path[:2000],
                                         content_type=node.declared_type[:255], size=node.size))
+        trap_index_row(session, queue_id, message)
 
     def is_local(self, address: str) -> bool:
         from mailward.content.external import is_own_domain

@@ -37,6 +37,7 @@ BUILTIN_CHECKS = [
     "mailward.content.spam:SpamModelCheck",
     "mailward.content.impostor:ImpostorCheck",
     "mailward.web.senders:SenderRuleCheck",
+    "mailward.trap.policy:CampaignCheck",
 ]
 
 

@@ -597,11 +597,13 @@ SUBCOMMANDS: list[str] = [
     "mailward.auth.commands:arc",
     "mailward.auth.commands:dmarc",
     "mailward.web.commands:user",
+    "mailward.reports.commands:reports",
 ]
 
 # Jobs `mailward serve` runs beside SMTP and the web service: module:function(gateway).
 BACKGROUND: list[str] = [
     "mailward.web.digest:run",
+    "mailward.reports.service:run",
 ]
 
 

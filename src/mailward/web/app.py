@@ -39,6 +39,7 @@ ROUTERS = [
     "mailward.web.admin:router",
     "mailward.web.metrics:router",
     "mailward.web.console:router",
+    "mailward.reports.web:router",
 ]
 _PAGES = ("/console", "/login", "/logout", "/digest")
 

@@ -42,7 +42,9 @@ MAX_PAGE = 200
 MAX_OFFSET = 1_000_000
 
 # Sections other areas add to a trace: module:function(store, queue_id) -> (title, rows).
-TRACE_SECTIONS: list[str] = []
+TRACE_SECTIONS: list[str] = [
+    "mailward.reports.trace:section",
+]
 
 
 def like(text: str) -> str:

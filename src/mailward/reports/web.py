@@ -336,3 +336,29 @@ async def stats(request: Request, since: datetime | None = None, until: datetime
                 principal: Principal = Depends(require("reports:read"))) -> dict[str, Any]:
     start, end = _period(since, until)
     return await metrics.stats(get_gateway(request).services.store, start, end)
+
+
+# The Outlook add-in, served from this site (its manifest names this site's address).
+
+CLIENT_FILES = {"manifest.xml": "application/xml", "commands.html": "text/html",
+                "settings.html": "text/html", "report.js": "text/javascript",
+                "icon-64.png": "image/png"}
+
+
+@router.get("/report-clients/outlook/{name}", include_in_schema=False)
+async def outlook_client(request: Request, name: str):
+    from importlib import resources
+
+    from fastapi.responses import Response
+
+    if name not in CLIENT_FILES:
+        raise HTTPException(404, f"no such file; one of {', '.join(CLIENT_FILES)}")
+    data = resources.files("mailward.reports").joinpath("clients", "outlook", name).read_bytes()
+    if name == "manifest.xml":
+        public = html.escape(get_gateway(request).settings.public_url, quote=True)
+        data = data.replace(b"{{PUBLIC_URL}}", public.encode())
+    headers = {"X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": "default-src 'self'; script-src 'self' "
+                                          "https://appsforoffice.microsoft.com; "
+                                          "connect-src 'self'; img-src 'self'"}
+    return Response(data, media_type=CLIENT_FILES[name], headers=headers)

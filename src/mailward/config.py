@@ -394,6 +394,64 @@ class ReportSettings(Section):
             raise ValueError(f"notify_relay: {self.notify_relay!r} is not smtp://host:port")
         return self
 
+class TrapSettings(Section):
+    lookback: Duration = Field("14d", description="how far back a retro-scan looks for delivered copies carrying a new indicator")
+    remote_mailbox: Literal["none", "imap", "graph"] = Field("none", description="where copies handed to delivery.relay live, to pull them back: none, imap (section [imap]) or graph (section [graph])")
+    exempt_mailboxes: list[str] = Field(default_factory=list, description="addresses whose copies are never pulled (the SOC's own, the reporting mailbox)")
+    max_share: float = Field(0.05, ge=0, le=1, description="an indicator matching more than this share of the copies in the look-back is refused unless forced (a bare common domain)")
+    max_share_min_copies: int = Field(20, ge=1, description="the share rule applies only to indicators matching at least this many copies")
+    pull_malware: Literal["always", "unread", "never"] = Field("always", description="pull copies matching a malware indicator: always (read or unread), unread only, or never")
+    pull_phish: Literal["always", "unread", "never"] = Field("always", description="pull copies matching a phishing indicator")
+    pull_impostor: Literal["always", "unread", "never"] = Field("always", description="pull copies matching an impostor indicator")
+    pull_spam: Literal["always", "unread", "never"] = Field("unread", description="pull copies matching a spam indicator (by default only while unread)")
+    pull_attempts: int = Field(3, ge=1, description="attempts at one pull before it fails and raises its own alert")
+    pull_backoff: Duration = Field("2s", description="delay before the second attempt at a pull; it doubles for each later one")
+    pull_concurrency: int = Field(8, ge=1, description="pulls in progress at once")
+    queue: str = Field("", description="task queue storage for retro-scans and feed polls: empty = the sandbox's (sandbox.queue), or redis://host:port/db")
+    poll_interval: Duration = Field("15m", description="how often TAXII collections and MISP are polled")
+    feed_files: list[str] = Field(default_factory=list, description="indicator files (text, CSV, JSON, STIX 2.1) re-read on every poll")
+    taxii: list[dict[str, str]] = Field(default_factory=list, description="TAXII 2.1 collections to poll: {url, user, password, source, category}")
+    misp_url: str = Field("", description="base URL of a MISP instance whose published events are polled")
+    misp_key: str = Field("", description="MISP automation key")
+    misp_verify_tls: bool = Field(True, description="check the MISP server's certificate")
+    block_expiry: Duration = Field("30d", description="default life of a sender block and a campaign rule made from an incident")
+    campaign_tlsh_distance: int = Field(70, ge=0, description="TLSH distance at or below which a body counts as a look-alike of a campaign's")
+
+
+class ImapSettings(Section):
+    host: str = Field("127.0.0.1", description="IMAP server holding the delivered mail")
+    port: int = Field(143, ge=1, le=65535, description="its port")
+    security: Literal["none", "starttls", "tls"] = Field("starttls", description="none (loopback only), starttls, or tls (implicit, port 993)")
+    auth: Literal["master", "user"] = Field("master", description="master: log in as RECIPIENT<separator>ADMIN with the admin password (Dovecot master user); user: each recipient's own password from passwords_file")
+    admin_user: str = Field("", description="the administrator (master) user name")
+    admin_password: str = Field("", description="its password (prefer admin_password_file)")
+    admin_password_file: str = Field("", description="file holding the administrator password")
+    master_separator: str = Field("*", description="separator between recipient and master user in the login name")
+    passwords_file: str = Field("", description="JSON object of address to password, for auth = user")
+    use_move: bool = Field(True, description="use MOVE where the server has it (else COPY, STORE \\Deleted, UID EXPUNGE)")
+    timeout: Duration = Field("30s", description="time allowed for one IMAP command")
+    verify_tls: bool = Field(True, description="check the IMAP server's certificate")
+
+
+class GraphSettings(Section):
+    tenant_id: str = Field("", description="Microsoft Entra tenant id of the Exchange Online organisation")
+    client_id: str = Field("", description="application (client) id with Mail.ReadWrite application permission")
+    client_secret: str = Field("", description="its client secret (prefer client_secret_file)")
+    client_secret_file: str = Field("", description="file holding the client secret")
+    endpoint: str = Field("https://graph.microsoft.com/v1.0", description="Graph API base URL")
+    authority: str = Field("https://login.microsoftonline.com", description="token endpoint base URL")
+    timeout: Duration = Field("30s", description="time allowed for one Graph request")
+
+
+class AlertSettings(Section):
+    webhook_urls: list[str] = Field(default_factory=list, description="URLs that receive each alert as JSON, signed in X-Mailward-Signature (HMAC-SHA256)")
+    webhook_secret: str = Field("", description="HMAC key of webhook signatures (empty = a key generated in data_dir/alert.key)")
+    email_to: list[str] = Field(default_factory=list, description="addresses that receive each alert by email")
+    email_from: str = Field("", description="From of alert email (empty = mailward@<hostname>)")
+    smtp_relay: str = Field("", description="where alert email is sent, smtp://host:port (empty = delivery.relay, else the gateway's own SMTP listener)")
+    syslog: str = Field("", description="syslog receiver for alerts, udp://host:port or tcp://host:port (RFC 5424, CEF payload)")
+    timeout: Duration = Field("10s", description="time allowed for one notification")
+
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="lowest severity written")
@@ -426,6 +484,11 @@ class Settings(Section):
     urls: UrlSettings = Field(default_factory=UrlSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
+
+    trap: TrapSettings = Field(default_factory=TrapSettings)
+    imap: ImapSettings = Field(default_factory=ImapSettings)
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     @model_validator(mode="after")
     def _no_open_relay(self) -> "Settings":

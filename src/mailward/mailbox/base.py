@@ -20,6 +20,10 @@ class MailboxError(Exception):
     """The mailbox or the copy could not be reached; the caller may retry."""
 
 
+class CopyGone(MailboxError):
+    """The copy or its whole mailbox no longer exists; retrying will not help."""
+
+
 @dataclass(frozen=True, slots=True)
 class CopyRef:
     """Where one delivered copy lives."""
@@ -28,6 +32,9 @@ class CopyRef:
     folder: str
     native_id: str
     message_id: str = ""
+    # The gateway's queue id, carried in X-Mailward-Queue-Id: how adapters of
+    # remote stores find a copy whose native id they were never told.
+    queue_id: str = ""
 
 
 class Mailbox(Protocol):

@@ -23,7 +23,7 @@ import re
 import time
 from pathlib import Path
 
-from mailward.mailbox.base import FOLDERS, INBOX, CopyRef, MailboxError
+from mailward.mailbox.base import FOLDERS, INBOX, CopyGone, CopyRef, MailboxError
 from mailward.smtp.spool import fsync_dir
 
 _SAFE = re.compile(r"[^a-z0-9._+=-]")
@@ -113,7 +113,7 @@ class MaildirStore:
         found = self._locate(ref.recipient, ref.native_id, ref.folder)
         if found is None:
             return None
-        return CopyRef(ref.recipient, found[0], ref.native_id, ref.message_id)
+        return CopyRef(ref.recipient, found[0], ref.native_id, ref.message_id, ref.queue_id)
 
     async def find(self, ref: CopyRef) -> CopyRef | None:
         return await asyncio.to_thread(self._find_sync, ref)
@@ -121,10 +121,10 @@ class MaildirStore:
     def _move_sync(self, ref: CopyRef, folder: str) -> CopyRef:
         found = self._locate(ref.recipient, ref.native_id, ref.folder)
         if found is None:
-            raise MailboxError(f"copy {ref.native_id} of {ref.recipient} is gone")
+            raise CopyGone(f"copy {ref.native_id} of {ref.recipient} is gone")
         current, path = found
         if current == folder:
-            return CopyRef(ref.recipient, folder, ref.native_id, ref.message_id)
+            return CopyRef(ref.recipient, folder, ref.native_id, ref.message_id, ref.queue_id)
         target_dir = self.folder_dir(ref.recipient, folder)
         self._ensure(target_dir)
         sub = path.parent.name
@@ -132,7 +132,7 @@ class MaildirStore:
         os.replace(path, target)
         fsync_dir(target.parent)
         fsync_dir(path.parent)
-        return CopyRef(ref.recipient, folder, ref.native_id, ref.message_id)
+        return CopyRef(ref.recipient, folder, ref.native_id, ref.message_id, ref.queue_id)
 
     async def move(self, ref: CopyRef, folder: str) -> CopyRef:
         return await asyncio.to_thread(self._move_sync, ref, folder)
@@ -140,7 +140,7 @@ class MaildirStore:
     def _read_sync(self, ref: CopyRef) -> bool:
         found = self._locate(ref.recipient, ref.native_id, ref.folder)
         if found is None:
-            raise MailboxError(f"copy {ref.native_id} of {ref.recipient} is gone")
+            raise CopyGone(f"copy {ref.native_id} of {ref.recipient} is gone")
         name = found[1].name
         return ":2," in name and "S" in name.split(":2,", 1)[1]
 

@@ -482,3 +482,108 @@ class ReportAction(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="moved")
     detail: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+# Post-delivery response: retractions, incidents, campaign rules, feeds.
+
+
+class Retraction(Base):
+    """One pull or restore of a delivered copy: where it was, where it went."""
+
+    __tablename__ = "retractions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    copy_id: Mapped[int] = mapped_column(ForeignKey("copies.id", ondelete="CASCADE"),
+                                         index=True)
+    queue_id: Mapped[str] = mapped_column(String(32), index=True)
+    recipient: Mapped[str] = mapped_column(String(320), index=True)
+    action: Mapped[str] = mapped_column(String(16), default="retract")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    was_read: Mapped[bool | None] = mapped_column(nullable=True)
+    from_folder: Mapped[str] = mapped_column(String(255), default="")
+    to_folder: Mapped[str] = mapped_column(String(255), default="")
+    native_before: Mapped[str] = mapped_column(String(512), default="")
+    native_after: Mapped[str] = mapped_column(String(512), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    incident_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class Incident(Base):
+    """What one bad indicator or campaign did: copies, pulls, clicks, workflow."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16), default="indicator")
+    indicator_type: Mapped[str] = mapped_column(String(16), default="")
+    indicator_value: Mapped[str] = mapped_column(String(2048), default="")
+    category: Mapped[str] = mapped_column(String(16), default="phish")
+    source: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)
+    assessment: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class IncidentCopy(Base):
+    """A delivered copy an incident found, and what became of it."""
+
+    __tablename__ = "incident_copies"
+    __table_args__ = (UniqueConstraint("incident_id", "copy_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"),
+                                             index=True)
+    copy_id: Mapped[int] = mapped_column(ForeignKey("copies.id", ondelete="CASCADE"),
+                                         index=True)
+    matched_on: Mapped[str] = mapped_column(String(64), default="")
+    action: Mapped[str] = mapped_column(String(16), default="")
+    pulled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    was_read: Mapped[bool | None] = mapped_column(nullable=True)
+    found_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CampaignRule(Base):
+    """A look-alike rule made from an incident: infrastructure, URLs, hashes, body."""
+
+    __tablename__ = "campaign_rules"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    fingerprint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    category: Mapped[str] = mapped_column(String(16), default="phish")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+
+
+class MessageFingerprint(Base):
+    """The fuzzy (TLSH) hash of a message's text, for campaign rules."""
+
+    __tablename__ = "message_fingerprints"
+
+    queue_id: Mapped[str] = mapped_column(ForeignKey("messages.queue_id", ondelete="CASCADE"),
+                                          primary_key=True)
+    tlsh: Mapped[str] = mapped_column(String(80), default="", index=True)
+
+
+class FeedState(Base):
+    """Where a polled feed (a TAXII collection) was read up to."""
+
+    __tablename__ = "feed_state"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    cursor: Mapped[str] = mapped_column(Text, default="")
+    polled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")

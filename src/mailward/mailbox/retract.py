@@ -1,0 +1,286 @@
+"""Retract and restore delivered copies: one service over the mailbox adapters.
+
+The post-delivery response, user reports and the console all pull mail back
+through this module. A pull moves the copy into the recipient's Quarantine
+(or any folder), records in ``retractions`` whether it had been read and
+where it was, and updates the copy's row in the index; a restore moves it
+back where it was, as itself (the same message, flags and date, never a
+forward). A pull is tried ``trap.pull_attempts`` times with a doubling
+delay; the last failure calls the alert hook, so a copy that stays in a
+mailbox is never silent.
+
+A copy already where it was sent (a repeated request, a retro-scan run
+twice) is answered "already" without touching the mailbox: nothing is
+pulled twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import or_, select
+
+from mailward.mailbox.base import INBOX, QUARANTINE, CopyGone, CopyRef, Mailbox, MailboxError
+from mailward.store.models import Copy, Retraction
+
+if TYPE_CHECKING:
+    from mailward.config import Settings
+    from mailward.store import Store
+
+log = logging.getLogger("mailward.trap")
+
+# Outcomes of one pull or restore.
+PULLED = "pulled"
+RESTORED = "restored"
+MOVED = "moved"
+ALREADY = "already"
+KEPT = "kept"          # a rule said leave it (spam already read)
+EXEMPT = "exempt"      # the mailbox is never touched
+GONE = "gone"          # the copy or its mailbox no longer exists
+FAILED = "failed"      # every attempt failed; an alert was raised
+
+Alert = Callable[["PullResult"], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class PullResult:
+    """What one retract, move or restore did to one copy."""
+
+    copy_id: int
+    recipient: str
+    queue_id: str
+    status: str
+    was_read: bool | None = None
+    from_folder: str = ""
+    to_folder: str = ""
+    attempts: int = 0
+    error: str = ""
+    retraction_id: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (PULLED, RESTORED, MOVED, ALREADY)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Retractor:
+    """Pulls, moves and restores copies through the adapter that holds each."""
+
+    def __init__(self, store: "Store", adapters: dict[str, Mailbox], *,
+                 attempts: int = 3, backoff: float = 2.0, concurrency: int = 8,
+                 exempt: Iterable[str] = (), alert: Alert | None = None) -> None:
+        self.store = store
+        self.adapters = adapters
+        self.attempts = attempts
+        self.backoff = backoff
+        self.exempt = {address.lower() for address in exempt}
+        self.alert = alert
+        self._slots = asyncio.Semaphore(concurrency)
+
+    @classmethod
+    def from_settings(cls, settings: "Settings", store: "Store",
+                      alert: Alert | None = None) -> "Retractor":
+        trap = settings.trap
+        return cls(store, adapters_from_settings(settings), attempts=trap.pull_attempts,
+                   backoff=trap.pull_backoff, concurrency=trap.pull_concurrency,
+                   exempt=trap.exempt_mailboxes, alert=alert)
+
+    def adapter_for(self, copy: Copy) -> Mailbox:
+        adapter = self.adapters.get(copy.mailbox)
+        if adapter is None:
+            raise MailboxError(f"no mailbox adapter for copies delivered via {copy.mailbox!r} "
+                               "(set trap.remote_mailbox to imap or graph)")
+        return adapter
+
+    # The three operations.
+
+    async def retract(self, copy: Copy | int, reason: str, *, folder: str = QUARANTINE,
+                      incident_id: int | None = None, actor: str = "",
+                      only_unread: bool = False) -> PullResult:
+        """retract - pull one copy into folder, recording read state and origin."""
+        row = await self._load(copy)
+        if row.recipient.lower() in self.exempt:
+            return await self._record(row, "retract", reason, EXEMPT, row.folder, row.folder,
+                                      incident_id, actor)
+        return await self._move(row, folder, "retract", reason, incident_id, actor,
+                                only_unread=only_unread)
+
+    async def move_all(self, copies: Iterable[Copy | int], folder: str, reason: str, *,
+                       incident_id: int | None = None, actor: str = "",
+                       only_unread: bool = False) -> list[PullResult]:
+        """move_all - move many copies (bounded concurrency); one result each."""
+        action = "retract" if folder == QUARANTINE else "move"
+
+        async def one(copy: Copy | int) -> PullResult:
+            row = await self._load(copy)
+            if action == "retract" and row.recipient.lower() in self.exempt:
+                return await self._record(row, action, reason, EXEMPT, row.folder,
+                                          row.folder, incident_id, actor)
+            return await self._move(row, folder, action, reason, incident_id, actor,
+                                    only_unread=only_unread)
+
+        return list(await asyncio.gather(*(one(copy) for copy in copies)))
+
+    async def restore(self, copy: Copy | int, reason: str = "restored", *,
+                      actor: str = "") -> PullResult:
+        """restore - move a pulled copy back to the folder it was pulled from."""
+        row = await self._load(copy)
+        async with self.store.session() as session:
+            last = await session.scalar(
+                select(Retraction).where(Retraction.copy_id == row.id,
+                                         Retraction.status.in_((PULLED, MOVED)),
+                                         Retraction.action.in_(("retract", "move")))
+                .order_by(Retraction.id.desc()).limit(1))
+        origin = last.from_folder if last is not None and last.from_folder else INBOX
+        if origin == QUARANTINE:
+            origin = INBOX
+        return await self._move(row, origin, "restore", reason, None, actor)
+
+    # Whole messages, by Message-ID or queue id (the CLI and the console).
+
+    async def copies_of(self, message: str) -> list[Copy]:
+        key = message.strip()
+        bare = key.strip("<>")
+        async with self.store.session() as session:
+            query = select(Copy).where(or_(Copy.queue_id == key, Copy.message_id == key,
+                                           Copy.message_id == f"<{bare}>",
+                                           Copy.message_id == bare))
+            return list((await session.scalars(query.order_by(Copy.id))).all())
+
+    async def retract_message(self, message: str, reason: str, *,
+                              actor: str = "") -> list[PullResult]:
+        copies = await self.copies_of(message)
+        if not copies:
+            raise MailboxError(f"no delivered copy has Message-ID or queue id {message!r}")
+        return await self.move_all(copies, QUARANTINE, reason, actor=actor)
+
+    async def restore_message(self, message: str, reason: str = "restored", *,
+                              actor: str = "") -> list[PullResult]:
+        copies = await self.copies_of(message)
+        if not copies:
+            raise MailboxError(f"no delivered copy has Message-ID or queue id {message!r}")
+        return [await self.restore(copy, reason, actor=actor) for copy in copies]
+
+    # The work.
+
+    async def _load(self, copy: Copy | int) -> Copy:
+        copy_id = copy if isinstance(copy, int) else copy.id
+        async with self.store.session() as session:
+            row = await session.get(Copy, copy_id)
+        if row is None:
+            raise MailboxError(f"no copy with id {copy_id}")
+        return row
+
+    async def _move(self, row: Copy, folder: str, action: str, reason: str,
+                    incident_id: int | None, actor: str,
+                    only_unread: bool = False) -> PullResult:
+        ref = CopyRef(row.recipient, row.folder, row.native_id, row.message_id, row.queue_id)
+        error = ""
+        async with self._slots:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    adapter = self.adapter_for(row)
+                    current = await adapter.find(ref)
+                    if current is None:
+                        raise CopyGone(f"copy of {row.recipient} is in none of its folders")
+                    was_read = await adapter.is_read(current)
+                    if current.folder == folder:
+                        return await self._record(row, action, reason, ALREADY,
+                                                  current.folder, folder, incident_id, actor,
+                                                  was_read, current, attempt)
+                    if only_unread and was_read:
+                        return await self._record(row, action, reason, KEPT, current.folder,
+                                                  current.folder, incident_id, actor,
+                                                  was_read, current, attempt)
+                    moved = await adapter.move(current, folder)
+                    status = {"retract": PULLED, "restore": RESTORED}.get(action, MOVED)
+                    return await self._record(row, action, reason, status, current.folder,
+                                              folder, incident_id, actor, was_read, moved,
+                                              attempt, native_before=current.native_id)
+                except CopyGone as gone:
+                    return await self._record(row, action, reason, GONE, row.folder, folder,
+                                              incident_id, actor, None, None, attempt,
+                                              error=str(gone))
+                except (MailboxError, OSError) as failure:
+                    error = str(failure) or type(failure).__name__
+                    log.warning("%s of copy %d (%s) attempt %d/%d failed: %s", action, row.id,
+                                row.recipient, attempt, self.attempts, error)
+                    if attempt < self.attempts:
+                        await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        result = await self._record(row, action, reason, FAILED, row.folder, folder,
+                                    incident_id, actor, None, None, self.attempts, error=error)
+        log.error("%s of copy %d (%s) failed after %d attempts: %s", action, row.id,
+                  row.recipient, self.attempts, error)
+        if self.alert is not None:
+            try:
+                await self.alert(result)
+            except Exception as failure:  # an alert channel down must not hide the result
+                log.error("alert for the failed %s of copy %d was not sent: %s", action,
+                          row.id, failure)
+        return result
+
+    async def _record(self, row: Copy, action: str, reason: str, status: str,
+                      from_folder: str, to_folder: str, incident_id: int | None, actor: str,
+                      was_read: bool | None = None, now_at: CopyRef | None = None,
+                      attempts: int = 0, error: str = "",
+                      native_before: str = "") -> PullResult:
+        """_record - one retractions row, and the copy's new place in the index."""
+        now = datetime.now(UTC)
+        async with self.store.session() as session:
+            entry = Retraction(copy_id=row.id, queue_id=row.queue_id, recipient=row.recipient,
+                               action=action, reason=reason[:2000], status=status,
+                               was_read=was_read, from_folder=from_folder,
+                               to_folder=to_folder,
+                               native_before=(native_before or row.native_id)[:512],
+                               native_after=(now_at.native_id if now_at else "")[:512],
+                               attempts=attempts, error=error[:2000],
+                               incident_id=incident_id, actor=actor[:200], started_at=now,
+                               finished_at=datetime.now(UTC))
+            session.add(entry)
+            stored = await session.get(Copy, row.id)
+            if stored is not None:
+                if now_at is not None:
+                    stored.folder = now_at.folder
+                    stored.native_id = now_at.native_id[:512]
+                    stored.state = ("retracted" if now_at.folder == QUARANTINE
+                                    else "delivered")
+                elif status == GONE:
+                    stored.state = "gone"
+            await session.commit()
+        log.info("%s copy %d of %s: %s (%s -> %s)%s", action, row.id, row.recipient, status,
+                 from_folder, to_folder, f": {error}" if error else "")
+        return PullResult(row.id, row.recipient, row.queue_id, status, was_read, from_folder,
+                          to_folder, attempts, error, entry.id)
+
+
+def adapters_from_settings(settings: "Settings") -> dict[str, Mailbox]:
+    """adapters_from_settings - the adapter for each place copies are indexed in."""
+    from mailward.mailbox.maildir import MaildirStore
+
+    adapters: dict[str, Mailbox] = {"maildir": MaildirStore(settings.data_dir / "mailboxes")}
+    remote = settings.trap.remote_mailbox
+    if remote == "imap":
+        from mailward.mailbox.imap import ImapConfig, ImapMailbox
+
+        imap = settings.imap
+        password = imap.admin_password
+        if imap.admin_password_file:
+            password = Path(imap.admin_password_file).read_text(encoding="utf-8").strip()
+        adapters["relay"] = adapters["imap"] = ImapMailbox(ImapConfig(
+            host=imap.host, port=imap.port, security=imap.security, auth=imap.auth,
+            admin_user=imap.admin_user, admin_password=password,
+            master_separator=imap.master_separator, passwords_file=imap.passwords_file,
+            timeout=imap.timeout, use_move=imap.use_move, verify_tls=imap.verify_tls))
+    elif remote == "graph":
+        from mailward.mailbox.graph import GraphMailbox
+
+        adapters["relay"] = adapters["graph"] = GraphMailbox.from_settings(settings.graph)
+    return adapters

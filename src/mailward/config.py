@@ -484,7 +484,6 @@ class Settings(Section):
     urls: UrlSettings = Field(default_factory=UrlSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
-
     trap: TrapSettings = Field(default_factory=TrapSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)

@@ -35,7 +35,7 @@ from mailward.mailbox.base import INBOX, JUNK, QUARANTINE
 from mailward.reports import analysis
 from mailward.reports.analysis import CLEAN, MALICIOUS, SIMULATION, SPAM, VERDICTS, Outcome
 from mailward.reports.intake import IntakeError, read_submission
-from mailward.reports.mailboxes import move_copy
+from mailward.mailbox.retract import PullResult, Retractor
 from mailward.reports.matching import (
     Match,
     NoMatch,
@@ -65,8 +65,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailward.reports")
 
 TARGET = {MALICIOUS: QUARANTINE, SPAM: JUNK, CLEAN: INBOX}
+# Retractor outcomes that changed where a copy is.
+MOVED_OUTCOMES = ("pulled", "moved", "restored")
 SOURCES = ("api", "link", "mailbox", "arf", "cli")
-MOVES_AT_ONCE = 16
 LEARN_AT_MOST = 20
 INTEL_SOURCE = "user-report"
 
@@ -125,6 +126,7 @@ class ReportService:
             else MemoryBuckets()
         self.rate = parse_rate(self.settings.per_reporter)
         self.notifier = Notifier(gateway)
+        self.retractor = Retractor.from_settings(gateway.settings, self.store)
         self.huey = make_huey(self.settings.queue, gateway.settings.data_dir)
         self._analyse_task = self.huey.task(name="reports.analyse", retries=2,
                                             retry_delay=5)(self._analyse_job)
@@ -224,10 +226,11 @@ class ReportService:
                  reporter, source, match.queue_id, match.how, cluster.id, cluster.status)
         if cluster.status == "pending":
             self.enqueue_analysis(cluster.id)
-        elif cluster.status in ("acted", "decided"):
-            if added:
-                await self.act(cluster.id)
-            self.enqueue_notify(report_id)
+        elif cluster.status in ("acted", "decided") and added:
+            await self.act(cluster.id)
+        # Sent once the campaign is decided; this covers a decision made while the
+        # report was being recorded (a notification claims its report first).
+        self.enqueue_notify(report_id)
         return Taken(report_id, cluster.id, cluster.status, match.how, match.queue_id)
 
     async def _keys(self, queue_id: str) -> tuple[str, str, MessageRecord | None]:
@@ -282,11 +285,11 @@ class ReportService:
         else:
             self._spawn(self.analyse(cluster_id))
 
-    def enqueue_notify(self, report_id: int) -> None:
+    def enqueue_notify(self, report_id: int, again: bool = False) -> None:
         if self.loop is not None:
-            self._notify_task(report_id)
+            self._notify_task(report_id, again)
         else:
-            self._spawn(self.notify(report_id))
+            self._spawn(self.notify(report_id, again))
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -405,6 +408,8 @@ class ReportService:
 
         Copies an earlier verdict of this campaign moved and the new one does
         not cover (an override) go back to the folder they were taken from.
+        Every move goes through the retract/restore service, which records it
+        and updates the index.
         """
         started = datetime.now(UTC)
         async with self.store.session() as session:
@@ -417,8 +422,8 @@ class ReportService:
                 if folder is not None:
                     plan[(row.queue_id, row.recipient)] = (row, folder)
             earlier = (await session.scalars(select(ReportAction).where(
-                ReportAction.cluster_id == cluster_id, ReportAction.outcome == "moved")
-                .order_by(ReportAction.id))).all()
+                ReportAction.cluster_id == cluster_id,
+                ReportAction.outcome.in_(MOVED_OUTCOMES)).order_by(ReportAction.id))).all()
             origins: dict[tuple[str, str], str] = {}
             for action in earlier:
                 origins.setdefault((action.queue_id, action.recipient), action.from_folder)
@@ -427,36 +432,45 @@ class ReportService:
                     row = await session.scalar(select(Copy).where(
                         Copy.queue_id == key[0], Copy.recipient == key[1]))
                     if row is not None:
-                        plan[key] = (row, origin)
-            limit = asyncio.Semaphore(MOVES_AT_ONCE)
-
-            async def one(row: Copy, target: str):
-                async with limit:
-                    return row, target, await move_copy(self.gateway, row, target)
-
-            results = await asyncio.gather(*(one(r, t) for r, t in plan.values()))
-            now = datetime.now(UTC)
-            moved = 0
-            for row, target, result in results:
-                moved += result.outcome == "moved"
-                session.add(ReportAction(cluster_id=cluster_id, queue_id=row.queue_id,
-                                         recipient=row.recipient, verdict=cluster.verdict,
+                        plan[key] = (row, origin or INBOX)
+            verdict = cluster.verdict
+        results = await self._move(plan, verdict, cluster_id)
+        now = datetime.now(UTC)
+        async with self.store.session() as session:
+            for result in results:
+                session.add(ReportAction(cluster_id=cluster_id, queue_id=result.queue_id,
+                                         recipient=result.recipient, verdict=verdict,
                                          from_folder=result.from_folder,
-                                         to_folder=result.to_folder, outcome=result.outcome,
-                                         detail=result.detail, at=now))
+                                         to_folder=result.to_folder, outcome=result.status,
+                                         detail=result.error[:2000], at=now))
+            cluster = await session.get(ReportCluster, cluster_id)
             cluster.status, cluster.acted_at = "acted", now
             for report in (await session.scalars(select(UserReport).where(
                     UserReport.cluster_id == cluster_id, UserReport.status != "unmatched"))
                     ).all():
                 report.status = "acted"
-            verdict, evidence = cluster.verdict, dict(cluster.evidence)
+            evidence = dict(cluster.evidence)
             await session.commit()
+        moved = sum(1 for r in results if r.status in MOVED_OUTCOMES)
         await self._intel(cluster_id, verdict, evidence)
         if verdict == SPAM and self.settings.learn_spam and not evidence.get("learnt"):
             await self._learn(cluster_id)
         log.info("campaign %d (%s): %d of %d copies moved in %.2fs", cluster_id, verdict,
                  moved, len(plan), (datetime.now(UTC) - started).total_seconds())
         return moved
+
+    async def _move(self, plan: dict[tuple[str, str], tuple[Copy, str]], verdict: str,
+                    cluster_id: int) -> list[PullResult]:
+        """_move - every planned move, folder by folder, through the retractor."""
+        by_folder: dict[str, list[Copy]] = {}
+        for row, folder in plan.values():
+            by_folder.setdefault(folder, []).append(row)
+        reason = f"user report: campaign {cluster_id} is {verdict}"
+        results: list[PullResult] = []
+        for folder, rows in by_folder.items():
+            results += await self.retractor.move_all(rows, folder, reason,
+                                                     actor="user-reports")
+        return results
 
     async def _intel(self, cluster_id: int, verdict: str, evidence: dict[str, Any]) -> None:
         """_intel - a malicious campaign's URLs, files and sender go to the intelligence."""
@@ -481,7 +495,7 @@ class ReportService:
                 MessageFile.queue_id.in_(ids[:500])).limit(200))).all()
         own = self.gateway.settings.smtp.accepted_domains
         category = "malware" if evidence.get("category") == "malware" else "phish"
-        comment = f"reported campaign {cluster_id}: {evidence.get('subject', '')}"[:500]
+        comment = f"reported campaign {cluster_id}: {cluster.subject}"[:500]
         wanted: list[tuple[str, str]] = []
         for url, domain in urls:
             if not any(domain == d or domain.endswith("." + d) for d in own):
@@ -545,30 +559,44 @@ class ReportService:
                 query = query.where(UserReport.notified_at.is_(None))
             ids = (await session.scalars(query)).all()
         for report_id in ids:
-            self.enqueue_notify(report_id)
+            self.enqueue_notify(report_id, again)
 
-    async def notify(self, report_id: int) -> str:
-        """notify - the outcome email of one report; where it went."""
+    async def notify(self, report_id: int, again: bool = False) -> str:
+        """notify - the outcome email of one report, once (again after an override)."""
         async with self.store.session() as session:
             report = await session.get(UserReport, report_id)
             cluster = await session.get(ReportCluster, report.cluster_id) \
                 if report and report.cluster_id else None
             if report is None or cluster is None or cluster.status != "acted":
                 return "not decided"
-            copies = await session.scalar(select(Copy.id).where(
-                Copy.queue_id.in_(cluster.queue_ids)).limit(1))
+            if not again:
+                claimed = await session.execute(update(UserReport).where(
+                    UserReport.id == report_id, UserReport.notified_at.is_(None))
+                    .values(notified_at=datetime.now(UTC)))
+                await session.commit()
+                if claimed.rowcount != 1:
+                    return "already told"
             moved = (await session.scalars(select(ReportAction.recipient).where(
                 ReportAction.cluster_id == cluster.id,
-                ReportAction.outcome.in_(("moved", "already"))))).all()
+                ReportAction.outcome.in_(MOVED_OUTCOMES + ("already",))))).all()
         context = {"subject": cluster.subject, "sender": cluster.sender,
                    "category": cluster.evidence.get("category", ""),
-                   "copies": max(1, len(set(moved))) if copies else 1,
+                   "copies": max(1, len(set(moved))),
                    "reasons": self._reasons(cluster.evidence)}
-        where = await self.notifier.send(report.reporter, cluster.verdict, context)
-        async with self.store.session() as session:
-            stored = await session.get(UserReport, report_id)
-            stored.notified_at = datetime.now(UTC)
-            await session.commit()
+        try:
+            where = await self.notifier.send(report.reporter, cluster.verdict, context)
+        except Exception:
+            if not again:
+                async with self.store.session() as session:
+                    await session.execute(update(UserReport).where(
+                        UserReport.id == report_id).values(notified_at=None))
+                    await session.commit()
+            raise
+        if again:
+            async with self.store.session() as session:
+                await session.execute(update(UserReport).where(
+                    UserReport.id == report_id).values(notified_at=datetime.now(UTC)))
+                await session.commit()
         log.info("report %d: outcome (%s) sent to %s via %s", report_id, cluster.verdict,
                  report.reporter, where)
         return where
@@ -635,8 +663,8 @@ class ReportService:
     def _analyse_job(self, cluster_id: int) -> None:
         self._call(self.analyse(cluster_id))
 
-    def _notify_job(self, report_id: int) -> None:
-        self._call(self.notify(report_id))
+    def _notify_job(self, report_id: int, again: bool = False) -> None:
+        self._call(self.notify(report_id, again))
 
     async def run(self) -> None:
         """run - the task-queue workers of this node, until cancelled."""

@@ -106,3 +106,48 @@ def stats(gateway: RunningGateway) -> dict:
     import json
 
     return json.loads(gateway.cli("reports", "stats", "--json").stdout)
+
+
+class LmtpBridge:
+    """A downstream MTA for the tests: takes SMTP from the gateway, delivers by LMTP.
+
+    This is the place Postfix holds in a site whose mail lives in Dovecot: the
+    gateway relays to it, it hands each message to Dovecot's LMTP service.
+    """
+
+    def __init__(self, lmtp_port: int) -> None:
+        from aiosmtpd.controller import Controller
+
+        from tests.support.dnsserver import free_port
+
+        self.lmtp_port = lmtp_port
+        self.port = free_port()
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+        import smtplib
+
+        def deliver() -> dict:
+            with smtplib.LMTP("127.0.0.1", self.lmtp_port) as client:
+                return client.sendmail(envelope.mail_from or "", envelope.rcpt_tos,
+                                       envelope.original_content)
+
+        try:
+            refused = await asyncio.to_thread(deliver)
+        except smtplib.SMTPException as error:
+            return f"451 4.3.0 LMTP delivery failed: {error}"
+        if refused:
+            return f"550 5.1.1 refused by LMTP: {sorted(refused)}"
+        return "250 2.0.0 Ok: delivered by LMTP"
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def start(self) -> "LmtpBridge":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()

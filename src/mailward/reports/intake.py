@@ -173,7 +173,10 @@ def read_submission(raw: bytes, max_depth: int, wrapped: bool) -> Intake:
     message = Message(raw)
     if message.root.content_type == "multipart/report" and \
             (message.root.param("report-type") or "").lower() == ARF_TYPE:
-        return read_arf(message, max_depth)
+        report = read_arf(message, max_depth)
+        if not report.candidates:
+            raise IntakeError("; ".join(report.problems))
+        return report
     nested: list[tuple[int, Entity]] = []
     _attached(message.root, 1, max_depth, nested)
     problems: list[str] = []

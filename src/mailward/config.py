@@ -359,6 +359,7 @@ class UrlSettings(Section):
 class ReportSettings(Section):
     enabled: bool = Field(True, description="take user reports (REST, banner link, reporting address) and act on their verdicts")
     address: str = Field("", description="reporting mailbox mailward receives itself over SMTP, e.g. report-phish@example.com (empty = none)")
+    mailbox_networks: list[Network] = Field(default_factory=list, description="client networks (the organisation's own mail servers) reports to the reporting address are taken from (empty = auth.trusted_networks)")
     min_confidence: float = Field(0.6, ge=0, le=1, description="verdict confidence below which a report goes to the analyst queue instead of being acted on")
     spam_threshold: float = Field(0.0, ge=0, description="spam score at or above which a reported message is spam (0 = the scores file's tag threshold)")
     simulation_senders: list[str] = Field(default_factory=list, description="sender addresses or @domains of the organisation's own phishing simulations (never retracted)")
@@ -375,7 +376,7 @@ class ReportSettings(Section):
     language: str = Field("en", description="language of outcome emails: en, de, fr, or one in templates_dir")
     languages: dict[str, str] = Field(default_factory=dict, description="reporter address or @domain -> language of their outcome emails")
     templates_dir: str = Field("", description="directory of outcome templates <language>/<verdict>.txt (empty = the shipped ones)")
-    learn_spam: bool = Field(True, description="teach the spam model from confirmed spam and clean reports")
+    learn_spam: bool = Field(True, description="teach the spam model from campaigns that reports confirmed as spam")
 
     @model_validator(mode="after")
     def _report_rules(self) -> "ReportSettings":

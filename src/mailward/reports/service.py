@@ -629,7 +629,13 @@ class ReportService:
             return None
         others = [r for r in envelope.rcpt_to if r.lower() != address]
         reporter = envelope.mail_from.lower()
-        if not reporter or not self.gateway.is_local(reporter):
+        if not self._from_own_servers(envelope.peer_ip):
+            log.warning("%s: report from %s refused: %s is not one of the organisation's "
+                        "mail servers (reports.mailbox_networks)", envelope.queue_id,
+                        reporter or "<>", envelope.peer_ip or "-")
+            reply = Reply(550, "5.7.1 Reports are taken from the organisation's own mail "
+                               "servers only")
+        elif not reporter or not self.gateway.is_local(reporter):
             reply = Reply(550, "5.7.1 Reports are taken from the organisation's own "
                                "addresses only")
         else:
@@ -638,6 +644,21 @@ class ReportService:
             envelope.rcpt_to = others
             return None
         return reply
+
+    def _from_own_servers(self, ip: str) -> bool:
+        """_from_own_servers - a report by mail must come through the organisation's servers.
+
+        The envelope sender names the reporter, and anyone can write any
+        envelope sender; only mail relayed by the organisation's own servers
+        (which authenticated their user) says truly who reports.
+        """
+        import ipaddress
+
+        from mailward.connection.lists import in_networks
+
+        networks = self.settings.mailbox_networks or \
+            self.gateway.settings.auth.trusted_networks
+        return in_networks(ip, [ipaddress.ip_network(n) for n in networks]) is not None
 
     async def _mail_report(self, reporter: str, raw: bytes, queue_id: str) -> "Reply":
         from mailward.gateway import Reply

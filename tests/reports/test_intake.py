@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import re
-import smtplib
 from email.message import EmailMessage
 from email.policy import SMTP
 

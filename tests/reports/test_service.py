@@ -141,3 +141,18 @@ async def test_outcome_texts_in_three_languages_show_hidden_characters(gateway):
     assert notifier.render("fr@example.com", "clean", context)[0].startswith("Merci")
     gateway.settings.reports.languages = {"z@example.com": "xx"}
     assert notifier.render("z@example.com", "simulation", context)[0].startswith("Well")
+
+
+def test_shipped_clients_are_well_formed():
+    import json
+    import xml.etree.ElementTree as ElementTree
+    from importlib import resources
+
+    clients = resources.files("mailward.reports").joinpath("clients")
+    manifest = ElementTree.fromstring(clients.joinpath("outlook", "manifest.xml").read_bytes())
+    assert manifest.tag.endswith("OfficeApp")
+    names = {e.get("DefaultValue") for e in manifest.iter() if e.get("DefaultValue")}
+    assert "{{PUBLIC_URL}}/report-clients/outlook/commands.html" in names
+    extension = json.loads(clients.joinpath("webextension", "manifest.json").read_text())
+    assert extension["manifest_version"] == 3
+    assert "/api/v1/reports" in clients.joinpath("webextension", "report.js").read_text()

@@ -10,7 +10,8 @@ forward still names one), or carrying the same URLs.
 
 A campaign is every delivered copy of the reported message and of its
 look-alikes: messages from the same sender domain with the same subject
-that arrived within ``reports.cluster_window`` of it. Messages from other
+(or, for reports, the same text) that arrived within
+``reports.cluster_window`` of it. Messages from other
 senders that carry one of the same URLs (on a domain that is not the
 organisation's) are related: a malicious verdict reaches them too, a spam
 verdict does not (a shared link alone does not make a newsletter spam).
@@ -56,12 +57,18 @@ def subject_key(sender_domain: str, subject: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def body_key(text: str) -> str:
-    """body_key - a fingerprint of the visible text, blind to numbers and spacing."""
+def body_key(sender_domain: str, text: str) -> str:
+    """body_key - a fingerprint of the sender domain and the visible text.
+
+    Blind to numbers and spacing. The sender domain is part of it so that a
+    message copying the text of a legitimate one never joins its campaign
+    (and its clean verdict) without being judged itself.
+    """
     words = re.findall(r"[^\W\d_]{2,}", text.lower())[:300]
     if len(words) < 5:
         return ""
-    return hashlib.sha256(" ".join(words).encode("utf-8")).hexdigest()[:32]
+    text = f"{sender_domain.lower()}|{' '.join(words)}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 async def _copy(session, reporter: str, **where) -> Copy | None:

@@ -69,6 +69,7 @@ TARGET = {MALICIOUS: QUARANTINE, SPAM: JUNK, CLEAN: INBOX}
 MOVED_OUTCOMES = ("pulled", "moved", "restored")
 SOURCES = ("api", "link", "mailbox", "arf", "cli")
 LEARN_AT_MOST = 20
+ANALYSIS_TRIES = 3
 INTEL_SOURCE = "user-report"
 
 
@@ -128,7 +129,8 @@ class ReportService:
         self.notifier = Notifier(gateway)
         self.retractor = Retractor.from_settings(gateway.settings, self.store)
         self.huey = make_huey(self.settings.queue, gateway.settings.data_dir)
-        self._analyse_task = self.huey.task(name="reports.analyse", retries=2,
+        self._analyse_task = self.huey.task(name="reports.analyse",
+                                            retries=ANALYSIS_TRIES - 1,
                                             retry_delay=5)(self._analyse_job)
         self._notify_task = self.huey.task(name="reports.notify", retries=6,
                                            retry_delay=30)(self._notify_job)
@@ -201,6 +203,9 @@ class ReportService:
 
     async def _take(self, reporter: str, source: str, kind: str, match: Match, note: str,
                     now: datetime) -> Taken:
+        # TODO: The lock that keeps two reports of a new campaign from opening two
+        # campaigns is per process; with several nodes taking reports at once a campaign
+        # can be opened twice and judged twice (each acting consistently on its copies).
         async with self._clustering:
             async with self.store.session() as session:
                 earlier = await session.scalar(select(UserReport).where(
@@ -244,7 +249,8 @@ class ReportService:
         text = ""
         if raw is not None:
             text = await asyncio.to_thread(lambda: self.gateway.parse(raw).text)
-        return subject_key(sender.rpartition("@")[2], record.subject), body_key(text), record
+        domain = sender.rpartition("@")[2]
+        return subject_key(domain, record.subject), body_key(domain, text), record
 
     async def _cluster_for(self, queue_id: str, now: datetime) -> tuple[ReportCluster, bool]:
         """_cluster_for - the campaign a reported message belongs to, opened if new."""
@@ -315,10 +321,20 @@ class ReportService:
             outcome, _ = await analysis.reanalyse(self.gateway, cluster.queue_ids[0])
         except analysis.AnalysisError as error:
             outcome = Outcome(CLEAN, 0.0, "", {"error": str(error)})
-        except Exception:
+        except Exception as error:
+            # Tried again by the task queue; after the last try an analyst decides.
+            failures = int(cluster.evidence.get("failures", 0)) + 1
+            log.exception("campaign %d: analysis failed (%d of %d)", cluster_id, failures,
+                          ANALYSIS_TRIES)
+            if failures >= ANALYSIS_TRIES or self.loop is None:
+                await self._to_analyst(cluster_id, Outcome(CLEAN, 0.0, "", {
+                    "error": f"analysis failed: {type(error).__name__}: {error}"[:500],
+                    "failures": failures}))
+                return "analyst"
             async with self.store.session() as session:
-                await session.execute(update(ReportCluster).where(
-                    ReportCluster.id == cluster_id).values(status="pending"))
+                stored = await session.get(ReportCluster, cluster_id)
+                stored.status = "pending"
+                stored.evidence = {**stored.evidence, "failures": failures}
                 await session.commit()
             raise
         if outcome.confidence < self.settings.min_confidence:

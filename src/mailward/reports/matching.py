@@ -52,8 +52,15 @@ class NoMatch(LookupError):
     """No copy delivered to the reporter; the text says what is known instead."""
 
 
-def subject_key(sender_domain: str, subject: str) -> str:
-    text = f"{sender_domain.lower()}|{normalize_subject(subject)}"
+# Subjects shorter than this ("hi", "invoice") join no campaign by subject alone.
+MIN_SUBJECT = 10
+
+
+def subject_key(sender_domain: str, subject: str, queue_id: str) -> str:
+    """subject_key - the sender domain and subject; the message itself when too short."""
+    wanted = normalize_subject(subject)
+    text = f"{sender_domain.lower()}|{wanted}" if len(wanted) >= MIN_SUBJECT \
+        else f"message|{queue_id}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -174,7 +181,7 @@ async def campaign(store: Store, queue_id: str, window: float,
         end = record.received_at + timedelta(seconds=window)
         found = {queue_id}
         wanted = normalize_subject(record.subject)
-        if domain and wanted:
+        if domain and len(wanted) >= MIN_SUBJECT:
             rows = (await session.execute(
                 select(Copy.queue_id, Copy.subject).where(
                     Copy.sender_domain == domain, Copy.delivered_at >= start,

@@ -250,7 +250,7 @@ class ReportService:
         if raw is not None:
             text = await asyncio.to_thread(lambda: self.gateway.parse(raw).text)
         domain = sender.rpartition("@")[2]
-        return subject_key(domain, record.subject), body_key(domain, text), record
+        return subject_key(domain, record.subject, queue_id), body_key(domain, text), record
 
     async def _cluster_for(self, queue_id: str, now: datetime) -> tuple[ReportCluster, bool]:
         """_cluster_for - the campaign a reported message belongs to, opened if new."""

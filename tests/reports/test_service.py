@@ -156,3 +156,35 @@ def test_shipped_clients_are_well_formed():
     extension = json.loads(clients.joinpath("webextension", "manifest.json").read_text())
     assert extension["manifest_version"] == 3
     assert "/api/v1/reports" in clients.joinpath("webextension", "report.js").read_text()
+
+
+async def test_reporting_address_among_other_recipients_takes_the_report_and_delivers(
+        gateway):
+    gateway.settings.reports.address = "report@example.com"
+    service = service_of(gateway)
+    gateway.intakes.append(service.receive_mail)
+    queue_id = await deliver(gateway, campaign_message(subject="Mixed recipients test"),
+                             ["hal@example.com"])
+    async with gateway.services.store.session() as session:
+        native = await session.scalar(select(Copy.native_id).where(Copy.queue_id == queue_id))
+    copy = next((gateway.settings.data_dir / "mailboxes/example.com/hal").rglob(f"{native}*"))
+    forward = forward_as_attachment(copy.read_bytes(), "hal@example.com", "report@example.com")
+
+    # From outside the organisation's servers a report by mail is refused.
+    outside = Envelope(queue_id=new_queue_id(), mail_from="hal@example.com",
+                       rcpt_to=["report@example.com"], peer_ip="203.0.113.9")
+    reply = await gateway.receive(outside, forward)
+    assert reply.code == 550 and "own mail servers" in reply.text
+
+    inside = Envelope(queue_id=new_queue_id(), mail_from="hal@example.com",
+                      rcpt_to=["report@example.com", "ida@example.com"], peer_ip="127.0.0.1")
+    reply = await gateway.receive(inside, forward)
+    assert reply.code == 250 and inside.rcpt_to == ["ida@example.com"]
+    while await gateway.queue.run_once():
+        pass
+    assert await folders(gateway, inside.queue_id) == {"ida@example.com": "INBOX"}
+    async with gateway.services.store.session() as session:
+        reports = (await session.scalars(select(UserReport))).all()
+    assert [(r.reporter, r.source, r.queue_id) for r in reports] == \
+        [("hal@example.com", "mailbox", queue_id)]
+    await service.drain()

@@ -69,17 +69,25 @@ def verdict_headers(queue_id: str, verdict: Verdict) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True, slots=True)
 class Banner:
+    """A warning banner; ``link`` is the recipient's signed "Report phishing" link."""
+
     text: str
+    link: str = ""
 
     def plain(self) -> str:
         wrapped = textwrap.fill(self.text, width=76)
-        return f"{wrapped}\n{'-' * 40}\n\n".replace("\n", "\r\n")
+        report = f"\nReport phishing: {self.link}" if self.link else ""
+        return f"{wrapped}{report}\n{'-' * 40}\n\n".replace("\n", "\r\n")
 
     def html(self) -> str:
+        report = ""
+        if self.link:
+            report = (f' <a href="{html.escape(self.link, quote=True)}" '
+                      'style="color:#5d2e00;font-weight:bold">Report phishing</a>')
         return ('<table role="presentation" width="100%" cellpadding="8" cellspacing="0" '
                 'style="border:1px solid #c60;background:#fff3e0;margin:0 0 12px 0">'
                 '<tr><td style="font-family:sans-serif;font-size:13px;color:#5d2e00">'
-                f"{html.escape(self.text)}</td></tr></table>\r\n")
+                f"{html.escape(self.text)}{report}</td></tr></table>\r\n")
 
 
 def banner_text(verdict: Verdict, external_text: str, suspicious_text: str) -> str:
@@ -216,12 +224,16 @@ def _with_qp_header(header: bytes) -> bytes:
 def render(message: Message, verdict: Verdict, queue_id: str, *,
            external_text: str, suspicious_text: str,
            extra_headers: list[tuple[str, str]] | None = None,
-           rewrite: PartRewriter | None = None) -> bytes:
-    """render - the bytes to deliver for a DELIVER or TAG verdict."""
+           rewrite: PartRewriter | None = None, report_link: str = "") -> bytes:
+    """render - the bytes to deliver for a DELIVER or TAG verdict.
+
+    Every warning banner carries ``report_link`` (the recipient's signed
+    "Report phishing" link) when one is given.
+    """
     raw = message.raw
     banner = None
     if verdict.action == Action.TAG:
-        banner = Banner(banner_text(verdict, external_text, suspicious_text))
+        banner = Banner(banner_text(verdict, external_text, suspicious_text), report_link)
     if banner is not None or rewrite is not None:
         raw = edit_parts(message, banner, rewrite)
     raw = strip_own_headers(raw, _header_end(raw, 0, len(raw)))

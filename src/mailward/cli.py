@@ -608,12 +608,14 @@ SUBCOMMANDS: list[str] = [
     "mailward.trap.commands:incident",
     "mailward.trap.commands:retract",
     "mailward.trap.commands:restore",
+    "mailward.reports.commands:reports",
 ]
 
 # Jobs `mailward serve` runs beside SMTP and the web service: module:function(gateway).
 BACKGROUND: list[str] = [
     "mailward.web.digest:run",
     "mailward.trap.service:run",
+    "mailward.reports.service:run",
 ]
 
 

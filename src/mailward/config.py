@@ -398,6 +398,45 @@ class ImpostorSettings(Section):
     free_mail_domains: list[Domain] = Field(default_factory=list, description="free webmail domains besides the shipped list")
     first_contact_lookback: Duration = Field("365d", description="how far back the message index is searched for earlier mail between sender and recipient")
     max_text: int = Field(65536, ge=1024, description="characters of the text searched for payment, gift-card, bank-change, urgency and secrecy phrases")
+class ReportSettings(Section):
+    enabled: bool = Field(True, description="take user reports (REST, banner link, reporting address) and act on their verdicts")
+    address: str = Field("", description="reporting mailbox mailward receives itself over SMTP, e.g. report-phish@example.com (empty = none)")
+    mailbox_networks: list[Network] = Field(default_factory=list, description="client networks (the organisation's own mail servers) reports to the reporting address are taken from (empty = auth.trusted_networks)")
+    min_confidence: float = Field(0.6, ge=0, le=1, description="verdict confidence below which a report goes to the analyst queue instead of being acted on")
+    spam_threshold: float = Field(0.0, ge=0, description="spam score at or above which a reported message is spam (0 = the scores file's tag threshold)")
+    simulation_senders: list[str] = Field(default_factory=list, description="sender addresses or @domains of the organisation's own phishing simulations (never retracted)")
+    simulation_urls: list[str] = Field(default_factory=list, description="regular expressions of URLs used by the organisation's phishing simulations")
+    per_reporter: str = Field("30/1h", description="reports one reporter may make (N/period); more get 429 or 450")
+    max_message_size: Size = Field("10MiB", description="largest reported message accepted")
+    max_forward_depth: int = Field(3, ge=1, le=10, description="forwards inside forwards unwrapped to find the original")
+    cluster_window: Duration = Field("3d", description="how far apart look-alike messages may arrive to form one campaign")
+    queue: str = Field("", description="task queue storage: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
+    workers: int = Field(2, ge=1, description="reports analysed at once on this node")
+    notify: bool = Field(True, description="email the reporter the outcome")
+    notify_from: str = Field("", description="From address of outcome emails (empty = the reporting address, else security@<hostname>)")
+    notify_relay: str = Field("", description="where outcome emails go, smtp://host:port (empty = the delivery queue)")
+    language: str = Field("en", description="language of outcome emails: en, de, fr, or one in templates_dir")
+    languages: dict[str, str] = Field(default_factory=dict, description="reporter address or @domain -> language of their outcome emails")
+    templates_dir: str = Field("", description="directory of outcome templates <language>/<verdict>.txt (empty = the shipped ones)")
+    learn_spam: bool = Field(True, description="teach the spam model from campaigns that reports confirmed as spam")
+
+    @model_validator(mode="after")
+    def _report_rules(self) -> "ReportSettings":
+        parse_rate(self.per_reporter)
+        for pattern in self.simulation_urls:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"simulation_urls: {pattern!r}: {error}") from None
+        if self.address and "@" not in self.address:
+            raise ValueError(f"address: {self.address!r} is not an email address")
+        if not re.fullmatch(r"[a-z]{2,8}", self.language):
+            raise ValueError(f"language: {self.language!r} is not a language code such as en")
+        if self.notify_relay and not re.match(r"(smtp|smtp\+starttls|smtps)://",
+                                              self.notify_relay):
+            raise ValueError(f"notify_relay: {self.notify_relay!r} is not smtp://host:port")
+        return self
+
 class TrapSettings(Section):
     lookback: Duration = Field("14d", description="how far back a retro-scan looks for delivered copies carrying a new indicator")
     remote_mailbox: Literal["none", "imap", "graph"] = Field("none", description="where copies handed to delivery.relay live, to pull them back: none, imap (section [imap]) or graph (section [graph])")
@@ -491,6 +530,7 @@ class Settings(Section):
     hashlist: HashListSettings = Field(default_factory=HashListSettings)
     impostor: ImpostorSettings = Field(default_factory=ImpostorSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    reports: ReportSettings = Field(default_factory=ReportSettings)
     trap: TrapSettings = Field(default_factory=TrapSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)

@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Callable
+from typing import Awaitable, Callable
 
 from sqlalchemy import select
 
@@ -82,6 +82,10 @@ class Gateway:
         self.observers: list[Callable[[Task, Verdict], None]] = []
         # Holders (a sandbox service) register here while the checks are built.
         self.holders: dict[str, Holder] = {}
+        # Addresses mailward receives itself (the user-report mailbox): each intake
+        # takes (envelope, bytes) and returns the SMTP reply, or None to pass it on.
+        self.intakes: list[Callable[[Envelope, bytes], Awaitable[Reply | None]]] = []
+        self._report_key: bytes | None = None
         self._resolving = asyncio.Lock()
         self._judging = asyncio.Semaphore(settings.pipeline.concurrency)
         self.mime_limits = Limits(settings.pipeline.max_mime_depth,
@@ -180,6 +184,14 @@ class Gateway:
         """receive - spool, judge and act on one message; the SMTP reply."""
         qlog = QueueLog(log, envelope.queue_id)
         started = time.perf_counter()
+        for intake in self.intakes:
+            try:
+                taken = await intake(envelope, raw)
+            except Exception:
+                qlog.exception("intake %r failed", intake)
+                return Reply(451, "4.3.0 Temporary local failure, try again later")
+            if taken is not None:
+                return taken
         # Forged results go before the bytes are kept, so every stage sees one header list.
         raw = self.strip_forged_results(raw, envelope.queue_id)
         await asyncio.to_thread(self.spool.write, envelope.queue_id, envelope.as_dict(), raw)
@@ -390,6 +402,18 @@ class Gateway:
                                         content_type=node.declared_type[:255], size=node.size))
         trap_index_row(session, queue_id, message)
 
+    def report_link(self, queue_id: str, recipient: str) -> str:
+        """report_link - the signed "Report phishing" link of one copy's banner."""
+        if not self.settings.reports.enabled:
+            return ""
+        from mailward.reports.tokens import link_token
+        from mailward.web.security import load_secret
+
+        if self._report_key is None:
+            self._report_key = load_secret(self.settings)
+        return f"{self.settings.public_url}/report/" \
+               f"{link_token(self._report_key, queue_id, recipient)}"
+
     def is_local(self, address: str) -> bool:
         from mailward.content.external import is_own_domain
 
@@ -406,7 +430,8 @@ class Gateway:
         banner = self.settings.banner
         data = actions.render(message, verdict, queue_id, external_text=banner.external,
                               suspicious_text=banner.suspicious, extra_headers=extra_headers,
-                              rewrite=copy_rewriter(self, queue_id, recipient))
+                              rewrite=copy_rewriter(self, queue_id, recipient),
+                              report_link=self.report_link(queue_id, recipient))
         # Render hooks (such as the ARC sealer) see the final bytes and may add to them.
         for hook in self.services.extras.get("render_hooks", []):
             data = hook(message, verdict, data, queue_id)

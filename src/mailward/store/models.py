@@ -428,6 +428,72 @@ class ProtectedPerson(Base):
     role: Mapped[str] = mapped_column(String(200), default="")
     aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
     added_at: Mapped[datetime] = mapped_column(UtcDateTime)
+# User reports: clusters (campaigns decided once), reports, and actions on copies.
+
+
+class ReportCluster(Base):
+    """One reported campaign: look-alike messages decided once, with the evidence."""
+
+    __tablename__ = "report_clusters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    # Look-alike keys: sender domain with the normalised subject, and a body fingerprint.
+    subject_key: Mapped[str] = mapped_column(String(64), default="", index=True)
+    body_key: Mapped[str] = mapped_column(String(64), default="", index=True)
+    queue_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sender: Mapped[str] = mapped_column(String(320), default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    verdict: Mapped[str] = mapped_column(String(16), default="")
+    confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    simulation: Mapped[bool] = mapped_column(default=False)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    decided_by: Mapped[str] = mapped_column(String(200), default="")
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    acted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    first_delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class UserReport(Base):
+    """One user's report of one message, and what became of it."""
+
+    __tablename__ = "user_reports"
+    __table_args__ = (Index("ix_user_reports_reporter_time", "reporter", "reported_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    reporter: Mapped[str] = mapped_column(String(320))
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16), default="phish")
+    queue_id: Mapped[str] = mapped_column(String(32), default="", index=True)
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    matched_by: Mapped[str] = mapped_column(String(32), default="")
+    cluster_id: Mapped[int | None] = mapped_column(
+        ForeignKey("report_clusters.id", ondelete="SET NULL"), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="received", index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class ReportAction(Base):
+    """One move of one delivered copy because of a report verdict."""
+
+    __tablename__ = "report_actions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    cluster_id: Mapped[int] = mapped_column(
+        ForeignKey("report_clusters.id", ondelete="CASCADE"), index=True)
+    queue_id: Mapped[str] = mapped_column(String(32), index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    verdict: Mapped[str] = mapped_column(String(16))
+    from_folder: Mapped[str] = mapped_column(String(255), default="")
+    to_folder: Mapped[str] = mapped_column(String(255), default="")
+    outcome: Mapped[str] = mapped_column(String(16), default="moved")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
 # Post-delivery response: retractions, incidents, campaign rules, feeds.
 
 

@@ -44,6 +44,7 @@ MAX_OFFSET = 1_000_000
 # Sections other areas add to a trace: module:function(store, queue_id) -> (title, rows).
 TRACE_SECTIONS: list[str] = [
     "mailward.trap.dashboard:retractions",
+    "mailward.reports.trace:section",
 ]
 
 

@@ -24,7 +24,9 @@ from rich.table import Table
 
 from mailward.config import ConfigError, Settings, defaults_toml, load_settings, parse_duration, parse_hostport
 
-console = Console(stderr=True)
+# Messages are not wrapped at the terminal's width: a path or a value in an
+# error stays on one line, whole, for people and for scripts that read it.
+console = Console(stderr=True, soft_wrap=True)
 
 
 class Context:

@@ -15,7 +15,7 @@ import httpx
 
 from tests.support.gateway import SHARED, RunningGateway, crlf
 
-CAMPAIGN_URL = "https://evil.example.net/login?session=4711"
+CAMPAIGN_URL = "https://evil-helpdesk.test/login?session=4711"
 
 
 def scores_file(path: Path, *, tag: float = 1000.0, quarantine: float = 2000.0,
@@ -35,12 +35,12 @@ def scores_file(path: Path, *, tag: float = 1000.0, quarantine: float = 2000.0,
 
 def campaign_message(subject: str = "Your mailbox is almost full",
                      url: str = CAMPAIGN_URL, to: str = "staff@example.com",
-                     sender: str = "helpdesk@evil.example.net") -> bytes:
+                     sender: str = "helpdesk@evil-helpdesk.test") -> bytes:
     message = EmailMessage(policy=SMTP)
     message["From"] = f"IT Helpdesk <{sender}>"
     message["To"] = to
     message["Subject"] = subject
-    message["Message-ID"] = f"<{abs(hash((subject, url)))}.campaign@evil.example.net>"
+    message["Message-ID"] = f"<{abs(hash((subject, url)))}.campaign@evil-helpdesk.test>"
     message["Date"] = "Thu, 03 Dec 2026 09:00:00 +0000"
     message.set_content(f"Your mailbox has reached its limit. Sign in to keep receiving "
                         f"mail:\n{url}\n\nIT Helpdesk\n")

@@ -48,7 +48,9 @@ def gateway(tmp_path_factory, sink):
               "policy": {"scores_file": str(scores)},
               "reports": {"address": REPORTING, "notify_relay": sink.url,
                           "min_confidence": 0.99, "per_reporter": f"{PER_REPORTER}/1h",
-                          "simulation_senders": ["@phishtest.example.org"]}}
+                          "simulation_senders": ["@phishtest.example.org"]},
+              # The post-delivery response leaves phishing to the reports here.
+              "trap": {"pull_phish": "never"}}
     running = RunningGateway(directory, config).start()
     yield running
     running.stop()
@@ -97,7 +99,7 @@ def campaign(gateway, people: list[str], subject: str, listed: bool = False) -> 
     """campaign - a phish delivered to people; with listed, its link is known bad since."""
     url = campaign_url(subject)
     gateway.send(campaign_message(subject=subject, url=url),
-                 mail_from="helpdesk@evil.example.net", rcpts=people)
+                 mail_from="helpdesk@evil-helpdesk.test", rcpts=people)
     copies = delivered(gateway, people)
     if listed:
         gateway.cli("intel", "add", "--type", "url", url, "--source", "feed")

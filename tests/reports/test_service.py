@@ -34,7 +34,7 @@ async def gateway(tmp_path, database_url):
 
 
 async def deliver(gateway: Gateway, raw: bytes, recipients: list[str],
-                  sender: str = "helpdesk@evil.example.net") -> str:
+                  sender: str = "helpdesk@evil-helpdesk.test") -> str:
     envelope = Envelope(queue_id=new_queue_id(), mail_from=sender, rcpt_to=recipients,
                         peer_ip="198.51.100.7", helo="mail.example.net")
     assert (await gateway.receive(envelope, raw)).code == 250
@@ -56,7 +56,7 @@ async def test_inline_forward_that_lost_its_headers_is_matched_through_the_index
     await gateway.services.intel.add("url", CAMPAIGN_URL, source="test")
     inline = (b"From: amy@example.com\r\nTo: report@example.com\r\n"
               b"Subject: FW: Action required: payroll\r\n\r\nLooks odd.\r\n\r\n"
-              b"-----Original Message-----\r\nFrom: IT Helpdesk <helpdesk@evil.example.net>\r\n"
+              b"-----Original Message-----\r\nFrom: IT Helpdesk <helpdesk@evil-helpdesk.test>\r\n"
               b"Subject: Action required: payroll\r\n\r\nYour mailbox has reached its limit.\r\n")
     service = service_of(gateway)
     taken = await service.submit(people[0], "mailbox", raw=inline, wrapped=True)
@@ -131,7 +131,7 @@ def test_reporter_tokens_and_report_links_are_signed():
 async def test_outcome_texts_in_three_languages_show_hidden_characters(gateway):
     notifier = Notifier(gateway)
     # An RTLO in the reported subject (a filename-style spoof) is shown, not obeyed.
-    context = {"subject": "Invoice \u202efdp.exe", "sender": "a@evil.example.net",
+    context = {"subject": "Invoice \u202efdp.exe", "sender": "a@evil-helpdesk.test",
                "category": "malware", "copies": 3, "reasons": ["a URL is known bad"]}
     subject, body = notifier.render("x@example.com", "malicious", context)
     assert "dangerous" in subject and "<U+202E>" in body and "\u202e" not in body

@@ -84,7 +84,7 @@ class RunningGateway:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start(self, timeout: float = 60.0) -> "RunningGateway":
+    def start(self, timeout: float = 120.0) -> "RunningGateway":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mailward", "serve", "--config", str(self.config_path)],

@@ -184,6 +184,49 @@ def test_incident_and_threat_pages(site, page_as):
         shot(page, f"dashboard-{name}")
 
 
+def test_analyst_opens_an_incident_and_moves_it_on(site, page_as):
+    gateway, sink = site
+    url = "https://invoices.incident-browser.example.net/pay/4471"
+    raw = crlf(("From: Accounts <accounts@supplier.example.org>\nTo: bob@example.com\n"
+                "Subject: Invoice 4471 to pay\nMessage-ID: <incident-browser@supplier.example.org>\n"
+                f"\nPlease pay the open invoice at {url} today.\n").encode())
+    qid = queue_id(gateway.send(raw, mail_from="accounts@supplier.example.org",
+                                rcpts=["bob@example.com"]))
+    admin = Console(gateway)
+    assert admin.login("admin").status_code == 200
+    released = admin.post(f"/api/v1/quarantine/{admin.item_of(qid)['id']}/release")
+    assert released.status_code == 200, released.text
+    wait_relayed(sink, qid)
+    added = admin.post("/api/v1/trap/indicators", json={"indicators": [
+        {"type": "url", "value": url, "category": "phishing", "source": "browser-test"}]})
+    assert added.status_code == 200, added.text
+    deadline, found = time.monotonic() + 30, []
+    while not found and time.monotonic() < deadline:
+        found = [i for i in admin.get("/api/v1/trap/incidents").json()
+                 if i["indicator"]["value"] == url]
+        time.sleep(0.2)
+    admin.close()
+    assert found, "no incident was opened for the new indicator"
+    incident = found[0]["id"]
+    page = page_as("analyst")
+    page.goto("/console/panels/incidents")
+    page.click(f"a[href='/console/incidents/{incident}']")
+    page.wait_for_selector("table.copies")
+    assert "bob@example.com" in page.inner_text("table.copies")
+    assert url in page.inner_text("dl.facts")
+    shot(page, "incident")
+    page.select_option("form.workflow select[name=status]", "investigating")
+    page.click("form.workflow button")
+    page.wait_for_selector("p.notice")
+    assert page.inner_text("dd.status").startswith("investigating")
+    page.select_option("form.workflow select[name=status]", "closed")
+    page.click("form.workflow button")  # closing needs a note
+    assert "needs a note" in page.content()
+    user = page_as("bob")
+    answer = user.goto(f"/console/incidents/{incident}")
+    assert answer.status == 403
+
+
 def test_bulk_release_of_selected_messages(site, page_as):
     gateway, sink = site
     qids = [queue_id(gateway.send(corpus_spam(n), rcpts=["bob@example.com"])) for n in (12, 13)]

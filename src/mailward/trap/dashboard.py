@@ -44,7 +44,8 @@ async def incidents(store: "Store", hours: int = 24) -> dict[str, Any]:
          "columns": ["assessment", "incidents"], "rows": list(by_assessment.items())},
         {"title": "Newest incidents",
          "columns": ["id", "title", "status", "assessment", "opened", "copies", "pulled"],
-         "rows": [[n["id"], n["title"], n["status"], n["assessment"], n["opened_at"],
+         "rows": [[{"text": str(n["id"]), "href": f"/console/incidents/{n['id']}"},
+                   n["title"], n["status"], n["assessment"], n["opened_at"],
                    n["copies"], n["pulled"]] for n in newest]}]
     return {"hours": hours,
             "total": len(rows), "open_now": int(still_open or 0),

@@ -40,6 +40,7 @@ ROUTERS = [
     "mailward.web.metrics:router",
     "mailward.web.console:router",
     "mailward.trap.web:router",
+    "mailward.trap.console:router",
     "mailward.reports.web:router",
 ]
 _PAGES = ("/console", "/login", "/logout", "/digest")

@@ -198,7 +198,7 @@ def test_analyst_opens_an_incident_and_moves_it_on(site, page_as):
     assert released.status_code == 200, released.text
     wait_relayed(sink, qid)
     added = admin.post("/api/v1/trap/indicators", json={"indicators": [
-        {"type": "url", "value": url, "category": "phishing", "source": "browser-test"}]})
+        {"type": "url", "value": url, "category": "phish", "source": "browser-test"}]})
     assert added.status_code == 200, added.text
     deadline, found = time.monotonic() + 30, []
     while not found and time.monotonic() < deadline:

@@ -32,6 +32,10 @@ from mailward.verdict import Category, Finding
 
 MAX_PHRASES = 5
 MAX_LOG_ODDS = 10.0
+# Below this many words a text gives the model too little to judge: a few
+# words carry the whole (normalised) weight and the guess is noise.
+MIN_WORDS = 20
+_WORDS = re.compile(r"\w+")
 
 # Each cue: language -> phrases (regular expressions, matched case-blind on
 # word boundaries). Short, common words are kept out: a cue must be a lever.
@@ -212,6 +216,15 @@ def load_language_model(services: Services) -> LinearModel | None:
     return None
 
 
+def _enough_words(text: str) -> bool:
+    count = 0
+    for _ in _WORDS.finditer(text, 0, 4000):
+        count += 1
+        if count >= MIN_WORDS:
+            return True
+    return False
+
+
 class LanguageCheck:
     """Social-engineering cues, and the site's language model if trained."""
 
@@ -235,7 +248,7 @@ class LanguageCheck:
         assert task.message is not None
         cues = find_cues(reader_text(task.message))
         findings = cue_findings(cues) if self.cues else []
-        if self.model is not None:
+        if self.model is not None and _enough_words(task.message.text):
             raw = self.model.raw(language_tokens(task.message, cues))
             log_odds = min(MAX_LOG_ODDS, self.model.log_odds(raw))
             if log_odds > 0:

@@ -225,6 +225,10 @@ def _enough_words(text: str) -> bool:
     return False
 
 
+# TODO: the model has no notion of how much of a text it knows; a legitimate text in
+# words it never saw scores near its intercept, which after training on a small or
+# narrow ham set leans to phishing, so such mail can be flagged until the site trains
+# on more of its own ham.
 class LanguageCheck:
     """Social-engineering cues, and the site's language model if trained."""
 

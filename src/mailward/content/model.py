@@ -81,7 +81,7 @@ class LinearModel:
         return sigmoid(self.log_odds(self.raw(tokens)))
 
     def update(self, tokens: list[str], label: int, margin: float = 2.0,
-               max_step: float = 6.0) -> Update:
+               max_step: float = 20.0) -> Update:
         """update - move this message to its label's side (1 positive, 0 negative)."""
         row = vectorize([tokens])
         before = self.raw_row(row)

@@ -292,7 +292,7 @@ def main() -> None:
     if not options.skip_ours:
         import accuracy
 
-        results.append(accuracy.evaluate())
+        results.extend(accuracy.evaluate())
     if options.only in (None, "spamassassin"):
         results.append(run_spamassassin(parts))
     if options.only in (None, "rspamd"):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from tests.content.conftest import corpus_slice
-from tests.support.gateway import SHARED
 
 CASES = {
     "en": ("Your account will be suspended. Verify your account within 24 hours. "
@@ -48,14 +47,14 @@ def test_ordinary_mail_raises_no_cue():
     assert find_cues(text) == []
 
 
-async def test_c26_hidden_text_and_cues_are_findings(services):
+async def test_c26_hidden_text_and_cues_are_findings(services, shared):
     from mailward.content.hidden import HiddenTextCheck
     from mailward.content.language import LanguageCheck
     from mailward.envelope import Envelope
     from mailward.message import Message
     from mailward.pipeline import Task
 
-    raw = (SHARED / "cases" / "C26_zerofont.eml").read_bytes()
+    raw = (shared / "cases" / "C26_zerofont.eml").read_bytes()
     task = Task(Envelope(queue_id="c26"), services, Message(raw))
     hidden = {f.symbol: f for f in await HiddenTextCheck().check(task)}
     assert {"CONTENT_HIDDEN_TEXT", "CONTENT_HIDDEN_SALTING"} <= set(hidden)

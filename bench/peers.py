@@ -101,7 +101,8 @@ def group_cpu(group: int) -> float:
         except OSError:
             continue
         if int(fields[2]) == group:
-            total += int(fields[11]) + int(fields[12])
+            # Own time, and that of children it has reaped (spamd replaces its child).
+            total += sum(int(value) for value in fields[11:15])
     return total / ticks
 
 

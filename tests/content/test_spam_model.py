@@ -94,3 +94,29 @@ def test_features_cover_text_ngrams_headers_structure_and_findings():
     assert {"hs:caps", "hf:reply_to_elsewhere", "st:html_only", "ht:font"} <= tokens
     assert "ha:font:color=red" in tokens and "u:shop.example" in tokens
     assert "f:CONTENT_HIDDEN_TEXT" in tokens and "f:DKIM_NONE" not in tokens
+
+
+def test_train_command_writes_both_models_and_prints_their_quality(corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from mailward.cli import main
+
+    folders = {}
+    for name, source, step in (("ham", "spam/ham", 40), ("spam", "spam/spam", 20),
+                               ("phishing", "phishing", 20)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for path in corpus_slice(source, 3, 30, step=step):
+            (folders[name] / path.name).write_bytes(path.read_bytes())
+    config = tmp_path / "mailward.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    answer = CliRunner().invoke(main, ["-c", str(config), "train", "--ham", str(folders["ham"]),
+                                       "--spam", str(folders["spam"]), "--phishing",
+                                       str(folders["phishing"]), "--holdout", "0.3"])
+    assert answer.exit_code == 0, answer.output
+    assert "spam model written to" in answer.output
+    assert "language model written to" in answer.output
+    assert (tmp_path / "data" / "spam-model.npz").exists()
+    assert (tmp_path / "data" / "language-model.npz").exists()
+    answer = CliRunner().invoke(main, ["-c", str(config), "train", "--ham", str(folders["ham"])])
+    assert answer.exit_code == 1 and "--spam" in answer.output

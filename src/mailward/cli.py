@@ -268,36 +268,67 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
 @main.command()
 @click.option("--ham", "ham", multiple=True, required=True, type=click.Path(exists=True),
               help="File or folder of legitimate mail (repeatable).")
-@click.option("--spam", "spam", multiple=True, required=True, type=click.Path(exists=True),
-              help="File or folder of spam (repeatable).")
+@click.option("--spam", "spam", multiple=True, type=click.Path(exists=True),
+              help="File or folder of spam (repeatable); trains the spam model.")
+@click.option("--phishing", "phishing", multiple=True, type=click.Path(exists=True),
+              help="File or folder of phishing (repeatable); trains the language model "
+                   "and counts as spam for the spam model.")
+@click.option("--feedback/--no-feedback", default=True, show_default=True,
+              help="Also read the mail people judged (feedback/ham, feedback/spam).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
-              help="Where to write the model (default: the data directory).")
-@click.option("--holdout", default=0.2, show_default=True,
+              help="Where to write the spam model (default: the data directory).")
+@click.option("--language-out", "language_out", type=click.Path(dir_okay=False),
+              default=None, help="Where to write the language model (default: the data "
+                                 "directory).")
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
               help="Share held out to measure quality before the final fit.")
 @pass_context
-def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...], out: str | None,
-          holdout: float) -> None:
-    """Train the spam model from folders of ham and spam."""
+def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
+          phishing: tuple[str, ...], feedback: bool, out: str | None,
+          language_out: str | None, holdout: float) -> None:
+    """Train the spam model (and, with --phishing, the language model)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, \
+        TimeElapsedColumn, TimeRemainingColumn
+
+    from mailward.content.language import language_model_path
     from mailward.content.spam import model_path
-    from mailward.content.train import message_files, train as fit
+    from mailward.content.train import message_files, train_models
     from mailward.services import Services
 
-    ham_files = message_files(Path(p) for p in ham)
-    spam_files = message_files(Path(p) for p in spam)
-    if not ham_files or not spam_files:
-        console.print("[red]need at least one ham and one spam message[/red]")
+    settings = context.settings
+    ham_paths, spam_paths = [Path(p) for p in ham], [Path(p) for p in spam]
+    if feedback:
+        judged = settings.data_dir / "feedback"
+        ham_paths += [judged / "ham"] if (judged / "ham").is_dir() else []
+        spam_paths += [judged / "spam"] if spam and (judged / "spam").is_dir() else []
+    ham_files, spam_files = message_files(ham_paths), message_files(spam_paths)
+    phishing_files = message_files(Path(p) for p in phishing)
+    if not ham_files or not (spam_files or phishing_files):
+        console.print("[red]need ham (--ham) and spam (--spam) or phishing (--phishing) "
+                      "messages; the folders given hold none[/red]")
         sys.exit(1)
-    with Progress(console=console) as bar:
-        job = bar.add_task("reading messages", total=len(ham_files) + len(spam_files))
-        model, quality = fit(ham_files, spam_files, holdout=holdout,
-                             progress=lambda n: bar.advance(job, n),
-                             sources=", ".join(ham + spam))
-    if quality:
-        for line in quality.lines():
-            click.echo(line)
-    target = Path(out) if out else model_path(Services.create(context.settings))
-    model.save(target)
-    click.echo(f"model written to {target} ({model.meta['ham']} ham, {model.meta['spam']} spam)")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        total = len(ham_files) + len(spam_files) + len(phishing_files)
+        job = bar.add_task("reading messages", total=total)
+        results = train_models(ham_files, spam_files, phishing_files, holdout=holdout,
+                               sources=", ".join(ham + spam + phishing),
+                               progress=lambda n: bar.advance(job, n),
+                               step=lambda what: bar.update(job, description=what))
+    services = Services.create(settings)
+    for result in results:
+        if result.quality:
+            table = Table("held-out quality", result.kind + " model")
+            for label, value in result.quality.rows():
+                table.add_row(label, value)
+            Console().print(table)
+        if result.kind == "spam":
+            target = Path(out) if out else model_path(services)
+        else:
+            target = Path(language_out) if language_out else language_model_path(services)
+        result.model.save(target)
+        click.echo(f"{result.kind} model written to {target}")
 
 
 # intel
@@ -611,6 +642,8 @@ SUBCOMMANDS: list[str] = [
     "mailward.trap.commands:retract",
     "mailward.trap.commands:restore",
     "mailward.reports.commands:reports",
+    "mailward.content.commands:learn",
+    "mailward.content.commands:unlearn",
 ]
 
 # Jobs `mailward serve` runs beside SMTP and the web service: module:function(gateway).

@@ -34,6 +34,7 @@ _BLOCK_TAGS = ("p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6",
 class RenderedHtml:
     visible: str
     hidden: str
+    hidden_pieces: int = 0
 
 
 def normalize_text(text: str) -> str:
@@ -63,4 +64,5 @@ def render(html: str, max_chars: int = 2_000_000) -> RenderedHtml:
             node.insert_after("\n")
     root = tree.body or tree.root
     visible = root.text(separator="") if root is not None else ""
-    return RenderedHtml(normalize_text(visible), normalize_text(" ".join(hidden)))
+    pieces = sum(1 for piece in hidden if piece.strip())
+    return RenderedHtml(normalize_text(visible), normalize_text(" ".join(hidden)), pieces)

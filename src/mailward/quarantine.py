@@ -5,8 +5,9 @@ row in the store. Release delivers the original to its recipients through
 the delivery queue, with the verdict headers and a note of who released it;
 delete removes the bytes and keeps the record for the message trace. The CLI
 and the REST API both work through this module. Releasing as "not spam"
-also keeps a copy of the original under ``feedback/ham`` in the data
-directory, the mail ``mailward train --ham`` learns from next.
+teaches the spam model at once that the message is ham
+(``content.learn``), which also keeps a copy of the original under
+``feedback/ham`` in the data directory for the next full training.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import false, func, or_, select
 
 from mailward.mailbox.base import INBOX
-from mailward.smtp.spool import write_durable
 from mailward.store.models import Delivery, MessageRecord, QuarantineItem
 
 if TYPE_CHECKING:
@@ -118,9 +118,11 @@ class Quarantine:
         if not source.exists():
             raise QuarantineError(f"the bytes of {item_id} are gone")
         if not_spam:
+            from mailward.content.learn import learn
+
             _, data = await asyncio.to_thread(spool.read, source)
-            await asyncio.to_thread(write_durable, self.feedback_path("ham", item.queue_id),
-                                    data)
+            await asyncio.to_thread(learn, self.gateway.services, data, "ham",
+                                    name=item.queue_id)
         await asyncio.to_thread(spool.unhold, item.queue_id)
         now = datetime.now(UTC)
         async with self.store.session() as session:

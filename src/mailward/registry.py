@@ -34,6 +34,8 @@ BUILTIN_CHECKS = [
     "mailward.content.antivirus:AntivirusCheck",
     "mailward.attachments.check:AttachmentCheck",
     "mailward.urls.reputation:UrlReputationCheck",
+    "mailward.content.hidden:HiddenTextCheck",
+    "mailward.content.language:LanguageCheck",
     "mailward.content.spam:SpamModelCheck",
     "mailward.content.impostor:ImpostorCheck",
     "mailward.web.senders:SenderRuleCheck",

@@ -144,6 +144,17 @@ def test_not_spam_releases_and_keeps_a_training_copy(console, held, as_user):
     assert answer.status_code == 200 and answer.json()["status"] == "released"
     kept = console.data_dir / "feedback" / "ham" / f"{held['alice_spam2']}.eml"
     assert kept.read_bytes().endswith(corpus_spam(2))
+    # The release taught the site's spam model at once: the message now reads as ham.
+    from mailward.content.features import spam_tokens
+    from mailward.content.model import LinearModel
+    from mailward.content.spam import bundled_model, content_findings
+    from mailward.message import Message
+
+    learnt = LinearModel.load(console.data_dir / "spam-model.npz")
+    message = Message(kept.read_bytes())
+    tokens = spam_tokens(message, content_findings(message))
+    assert learnt.probability(tokens) < 0.5 < bundled_model().probability(tokens)
+    assert len(list((console.data_dir / "spam-learn").glob("*.npz"))) == 1
 
 
 def test_block_sender_refuses_the_next_message_from_it(console, held, as_user):

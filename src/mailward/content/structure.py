@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from mailward.message import Message
 from mailward.pipeline import Stage, Task
 from mailward.services import Services
 from mailward.verdict import Category, Finding
@@ -49,16 +50,20 @@ class StructureCheck:
 
     async def check(self, task: Task) -> list[Finding]:
         assert task.message is not None
-        message = task.message
-        message.from_addresses
-        seen: set[str] = set()
-        findings = []
-        for defect in message.all_defects:
-            key = defect.split(":", 1)[0]
-            if key in _SYMBOLS and key not in seen:
-                seen.add(key)
-                symbol, category, text = _SYMBOLS[key]
-                if key == "FROM_MALFORMED":
-                    text = f"{text}: {(message.root.raw_values('from') or [''])[0][:200]!r}"
-                findings.append(Finding(symbol, category, text))
-        return findings
+        return structure_findings(task.message)
+
+
+def structure_findings(message: Message) -> list[Finding]:
+    """structure_findings - the defects of a message that matter, as findings."""
+    message.from_addresses
+    seen: set[str] = set()
+    findings = []
+    for defect in message.all_defects:
+        key = defect.split(":", 1)[0]
+        if key in _SYMBOLS and key not in seen:
+            seen.add(key)
+            symbol, category, text = _SYMBOLS[key]
+            if key == "FROM_MALFORMED":
+                text = f"{text}: {(message.root.raw_values('from') or [''])[0][:200]!r}"
+            findings.append(Finding(symbol, category, text))
+    return findings

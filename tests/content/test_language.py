@@ -1,0 +1,108 @@
+"""Social-engineering language: cues with their phrases, and a model trained here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.content.conftest import corpus_slice
+
+CASES = {
+    "en": ("Your account will be suspended. Verify your account within 24 hours. "
+           "Our security team requires it. Keep this between us.",
+           {"threat", "credential_request", "urgency", "authority", "secrecy"}),
+    "de": ("Ihr Konto wird gesperrt. Bitte bestätigen Sie Ihr Konto umgehend. "
+           "Die IT-Abteilung. Eine Überweisung ist ausstehend, streng vertraulich.",
+           {"threat", "credential_request", "urgency", "authority", "payment_request",
+            "secrecy"}),
+    "fr": ("Votre compte sera suspendu. Vérifiez votre compte immédiatement. "
+           "Vous avez gagné un remboursement, le service informatique.",
+           {"threat", "credential_request", "urgency", "reward", "authority"}),
+    "es": ("Su cuenta ha sido bloqueada. Verifique su cuenta de inmediato y realice el pago "
+           "pendiente. Ha ganado un premio, estrictamente confidencial.",
+           {"threat", "credential_request", "urgency", "payment_request", "reward",
+            "secrecy"}),
+}
+
+
+@pytest.mark.parametrize("language", sorted(CASES))
+def test_cues_name_the_lever_and_the_phrases(language):
+    from mailward.content.language import find_cues
+
+    text, expected = CASES[language]
+    cues = {cue.name: cue for cue in find_cues(text)}
+    assert set(cues) == expected
+    for cue in cues.values():
+        assert language in cue.languages
+        assert all(phrase in text.lower() for phrase in cue.phrases)
+
+
+def test_ordinary_mail_raises_no_cue():
+    from mailward.content.language import find_cues
+
+    text = ("Hi Sam, the meeting moved to Thursday. I attached the slides from last week; "
+            "let me know what you think of the second chart. Cheers, Dana")
+    assert find_cues(text) == []
+
+
+async def test_c26_hidden_text_and_cues_are_findings(services, shared):
+    from mailward.content.hidden import HiddenTextCheck
+    from mailward.content.language import LanguageCheck
+    from mailward.envelope import Envelope
+    from mailward.message import Message
+    from mailward.pipeline import Task
+
+    raw = (shared / "cases" / "C26_zerofont.eml").read_bytes()
+    task = Task(Envelope(queue_id="c26"), services, Message(raw))
+    hidden = {f.symbol: f for f in await HiddenTextCheck().check(task)}
+    assert {"CONTENT_HIDDEN_TEXT", "CONTENT_HIDDEN_SALTING"} <= set(hidden)
+    assert "scanned and confirmed safe" in hidden["CONTENT_HIDDEN_TEXT"].detail
+    assert task.message.text.startswith("Your Microsoft 365 password expires today")
+    language = {f.symbol: f for f in await LanguageCheck.from_services(services).check(task)}
+    assert language["LANG_URGENCY"].data["phrases"] == ["expires today"]
+    assert "password expires" in language["LANG_CREDENTIAL_REQUEST"].data["phrases"]
+    assert all(f.category == "phish" for f in language.values())
+
+
+@pytest.fixture(scope="module")
+def language_model(corpus):
+    from mailward.content.train import train_models
+
+    ham = corpus_slice("spam/ham", 0, 250, step=8)
+    phishing = corpus_slice("phishing", 0, 150, step=4)
+    results = train_models(ham, [], phishing, holdout=0)
+    assert [r.kind for r in results] == ["language"]
+    return results[0].model
+
+
+def test_a_language_model_trained_on_one_slice_sorts_another(language_model):
+    from mailward.content.language import language_tokens
+    from mailward.content.train import read_message
+
+    def probabilities(files: list[Path]) -> np.ndarray:
+        return np.array([language_model.probability(language_tokens(read_message(p)))
+                         for p in files])
+
+    ham = probabilities(corpus_slice("spam/ham", 1, 250, step=8))
+    phishing = probabilities(corpus_slice("phishing", 1, 150, step=4))
+    assert np.mean(phishing > 0.5) > 0.9
+    assert np.mean(ham > 0.5) < 0.03
+
+
+async def test_the_site_language_model_speaks_through_the_check(language_model, services):
+    from mailward.content.language import LanguageCheck, language_model_path
+    from mailward.envelope import Envelope
+    from mailward.message import Message
+    from mailward.pipeline import Task
+
+    language_model.save(language_model_path(services))
+    check = LanguageCheck.from_services(services)
+    raw = corpus_slice("phishing", 2, 1, step=4)[0].read_bytes()
+    task = Task(Envelope(queue_id="p1"), services, Message(raw))
+    found = {f.symbol: f for f in await check.check(task)}
+    assert found["LANG_PHISH_MODEL"].weight > 0
+    short = Message(b"Subject: hi\r\n\r\nuse this address instead, please.\r\n")
+    task = Task(Envelope(queue_id="p2"), services, short)
+    assert "LANG_PHISH_MODEL" not in {f.symbol for f in await check.check(task)}

@@ -1,0 +1,122 @@
+"""The spam model, trained here on a slice of the corpus and measured on another."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.content.conftest import corpus_slice
+
+
+@pytest.fixture(scope="module")
+def trained(corpus):
+    from mailward.content.train import train_models
+
+    ham, spam = corpus_slice("spam/ham", 0, 300, step=8), corpus_slice("spam/spam", 0, 150, step=7)
+    (result,) = train_models(ham, spam, [], holdout=0.25)
+    return result
+
+
+def probabilities(model, files):
+    from mailward.content.features import spam_tokens
+    from mailward.content.spam import content_findings
+    from mailward.content.train import read_message
+
+    found = []
+    for path in files:
+        message = read_message(path)
+        found.append(model.probability(spam_tokens(message, content_findings(message))))
+    return np.array(found)
+
+
+def test_a_model_trained_on_one_slice_sorts_another(trained):
+    from sklearn.metrics import roc_auc_score
+
+    ham = probabilities(trained.model, corpus_slice("spam/ham", 1, 300, step=8))
+    spam = probabilities(trained.model, corpus_slice("spam/spam", 1, 150, step=7))
+    auc = roc_auc_score(np.r_[np.zeros(len(ham)), np.ones(len(spam))], np.r_[ham, spam])
+    assert auc > 0.98
+    assert np.mean(spam > 0.5) > 0.85
+    assert np.mean(ham > 0.5) < 0.03
+    # Calibrated: the mean probability is close to the share of spam.
+    share = len(spam) / (len(ham) + len(spam))
+    assert abs(np.mean(np.r_[ham, spam]) - share) < 0.08
+
+
+def test_training_reports_its_held_out_quality(trained):
+    quality = trained.quality
+    assert quality is not None and quality.negative > 40 and quality.positive > 20
+    assert quality.auc > 0.95
+    assert dict(quality.rows())["AUC"] == f"{quality.auc:.4f}"
+    assert trained.model.meta["held_out"]["AUC"] == f"{quality.auc:.4f}"
+
+
+def test_saved_model_loads_without_pickle_and_scores_the_same(trained, tmp_path):
+    from mailward.content.model import LinearModel
+
+    path = tmp_path / "model.npz"
+    trained.model.save(path)
+    loaded = LinearModel.load(path)
+    tokens = ["free", "money", "hn:x-mailer"]
+    assert loaded.probability(tokens) == pytest.approx(trained.model.probability(tokens))
+    assert loaded.calibration == pytest.approx(trained.model.calibration)
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.npz"):
+        LinearModel.load(tmp_path / "bad.npz")
+
+
+def test_the_shipped_model_is_calibrated_and_was_not_trained_on_phishing():
+    from importlib import resources
+
+    from mailward.content.spam import bundled_model
+
+    model = bundled_model()
+    assert model.meta["kind"] == "spam" and "phishing" not in model.meta
+    assert "phishing" not in model.meta["sources"].lower()
+    assert model.calibration != (1.0, 0.0)
+    note = resources.files("mailward").joinpath("data/spam-model.md").read_text()
+    assert "SpamAssassin public corpus" in note and "CC BY-NC" in note
+
+
+def test_features_cover_text_ngrams_headers_structure_and_findings():
+    from mailward.content.features import spam_tokens
+    from mailward.message import Message
+    from mailward.verdict import Category, Finding
+
+    raw = (b"From: Shop <deals@shop.example>\r\nReply-To: x@other.example\r\n"
+           b"Subject: FREE OFFER NOW\r\nContent-Type: text/html\r\n\r\n"
+           b"<p>V\xef\xbc\xa9AGRA <font color=red>cheap</font> "
+           b"<a href='http://shop.example/x'>buy</a></p>")
+    findings = [Finding("CONTENT_HIDDEN_TEXT", Category.SPAM), Finding("DKIM_NONE", Category.AUTH)]
+    tokens = set(spam_tokens(Message(raw), findings))
+    assert "viagra" in tokens  # NFKC folded the full-width letter
+    assert "g: via" in tokens and "s:free" in tokens
+    assert {"hs:caps", "hf:reply_to_elsewhere", "st:html_only", "ht:font"} <= tokens
+    assert "ha:font:color=red" in tokens and "u:shop.example" in tokens
+    assert "f:CONTENT_HIDDEN_TEXT" in tokens and "f:DKIM_NONE" not in tokens
+
+
+def test_train_command_writes_both_models_and_prints_their_quality(corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from mailward.cli import main
+
+    folders = {}
+    for name, source, step in (("ham", "spam/ham", 40), ("spam", "spam/spam", 20),
+                               ("phishing", "phishing", 20)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for path in corpus_slice(source, 3, 30, step=step):
+            (folders[name] / path.name).write_bytes(path.read_bytes())
+    config = tmp_path / "mailward.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    answer = CliRunner().invoke(main, ["-c", str(config), "train", "--ham", str(folders["ham"]),
+                                       "--spam", str(folders["spam"]), "--phishing",
+                                       str(folders["phishing"]), "--holdout", "0.3"])
+    assert answer.exit_code == 0, answer.output
+    assert "spam model written to" in answer.output
+    assert "language model written to" in answer.output
+    assert (tmp_path / "data" / "spam-model.npz").exists()
+    assert (tmp_path / "data" / "language-model.npz").exists()
+    answer = CliRunner().invoke(main, ["-c", str(config), "train", "--ham", str(folders["ham"])])
+    assert answer.exit_code == 1 and "--spam" in answer.output

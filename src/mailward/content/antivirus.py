@@ -254,6 +254,9 @@ class AntivirusCheck:
             action = self.on_fail.get(engine.name, "deliver")
             failure = next(f for f in findings if f.symbol == engine.fail_symbol)
             if action == "tempfail":
+                # TODO: The message is parked with its bytes, but nothing re-runs
+                # parked messages when the engine is back; it relies on the
+                # sender's retry, and a sender that never retries loses it.
                 task.log.warning("%s: %s; answering 451", failure.symbol, failure.detail)
                 raise PipelineError(f"{failure.symbol}: {failure.detail}")
             symbol = _FAIL_ACTION_SYMBOLS.get(action)

@@ -65,47 +65,70 @@ STRONG = frozenset({"IMPOSTOR_DISPLAY_NAME", "IMPOSTOR_LOOKALIKE_DOMAIN",
 # The request: phrases by family, several languages each (en, de, fr, es, it, nl, pt).
 CUES: dict[str, tuple[str, ...]] = {
     "IMPOSTOR_PAYMENT_REQUEST": (
-        r"wire transfer", r"bank transfer", r"(?:make|process|send|release|arrange) (?:a |the |an )?(?:urgent )?(?:payment|wire|transfer)",
-        r"pay (?:the|this|an|these) (?:invoice|vendor|supplier)s?", r"outstanding invoice",
-        r"payment (?:to|of) (?:the )?(?:vendor|supplier|attached)", r"swift (?:code|transfer)",
-        r"überweisung", r"zahlung (?:veranlassen|freigeben|ausführen)", r"rechnung (?:bezahlen|begleichen)",
-        r"virement", r"effectuer (?:un|le) paiement", r"régler (?:la|cette) facture",
-        r"transferencia (?:bancaria|urgente)", r"realizar (?:un|el) pago", r"pagar (?:la|esta) factura",
-        r"bonifico", r"effettuare (?:un|il) pagamento", r"overboeking", r"betaling (?:uitvoeren|doen)",
-        r"transferência (?:bancária)?", r"efetuar (?:o|um) pagamento"),
+        r"wire transfer", r"bank transfer",
+        r"(?:make|process|send|release|arrange) (?:a |the |an )?(?:urgent )?(?:payment|wire|transfer)",
+        r"pay (?:the|this|an|these) (?:invoice|vendor|supplier)s?",
+        r"outstanding invoice",
+        r"payment (?:to|of) (?:the )?(?:vendor|supplier|attached)",
+        r"swift (?:code|transfer)", r"überweisung",
+        r"zahlung (?:veranlassen|freigeben|ausführen)",
+        r"rechnung (?:bezahlen|begleichen)", r"virement",
+        r"effectuer (?:un|le) paiement", r"régler (?:la|cette) facture",
+        r"transferencia (?:bancaria|urgente)", r"realizar (?:un|el) pago",
+        r"pagar (?:la|esta) factura", r"bonifico", r"effettuare (?:un|il) pagamento",
+        r"overboeking", r"betaling (?:uitvoeren|doen)", r"transferência (?:bancária)?",
+        r"efetuar (?:o|um) pagamento",
+    ),
     "IMPOSTOR_GIFT_CARDS": (
-        r"gift ?cards?", r"(?:itunes|apple|google play|amazon|steam|ebay|visa) (?:gift )?cards?",
+        r"gift ?cards?",
+        r"(?:itunes|apple|google play|amazon|steam|ebay|visa) (?:gift )?cards?",
         r"scratch (?:off )?the (?:back|code)", r"(?:card|claim) codes?",
-        r"geschenkkarten?", r"gutscheinkarten?", r"cartes? cadeaux?", r"tarjetas? (?:de )?regalo",
-        r"carte regalo", r"buoni regalo", r"cadeaukaart(?:en)?", r"cadeaubon(?:nen)?",
-        r"cartões? (?:de )?presente", r"vale[- ]presente"),
+        r"geschenkkarten?", r"gutscheinkarten?", r"cartes? cadeaux?",
+        r"tarjetas? (?:de )?regalo", r"carte regalo", r"buoni regalo",
+        r"cadeaukaart(?:en)?", r"cadeaubon(?:nen)?", r"cartões? (?:de )?presente",
+        r"vale[- ]presente",
+    ),
     "IMPOSTOR_BANK_CHANGE": (
         r"(?:change|update|changed|updated|new) (?:of |to |in )?(?:our |my |the )?(?:bank(?:ing)?|account|payment|remittance) (?:details|information|info|account)",
-        r"new (?:bank )?account (?:number|details)", r"direct deposit", r"payroll (?:details|account|change|information)",
-        r"(?:change|update) (?:my |the )?payroll", r"salary (?:account|payment) (?:change|details)",
-        r"(?:neue|geänderte) bankverbindung", r"kontoverbindung (?:geändert|ändern|aktualisieren)",
-        r"nouvelles? coordonnées bancaires", r"changement de (?:rib|coordonnées bancaires)", r"nouveau rib",
-        r"(?:nuevos|cambio de) datos bancarios", r"nueva cuenta bancaria", r"nuove coordinate bancarie",
-        r"nuovo iban", r"nieuwe (?:bankgegevens|rekeningnummer|iban)", r"novos dados bancários",
-        r"nova conta bancária"),
+        r"new (?:bank )?account (?:number|details)", r"direct deposit",
+        r"payroll (?:details|account|change|information)",
+        r"(?:change|update) (?:my |the )?payroll",
+        r"salary (?:account|payment) (?:change|details)",
+        r"(?:neue|geänderte) bankverbindung",
+        r"kontoverbindung (?:geändert|ändern|aktualisieren)",
+        r"nouvelles? coordonnées bancaires",
+        r"changement de (?:rib|coordonnées bancaires)", r"nouveau rib",
+        r"(?:nuevos|cambio de) datos bancarios", r"nueva cuenta bancaria",
+        r"nuove coordinate bancarie", r"nuovo iban",
+        r"nieuwe (?:bankgegevens|rekeningnummer|iban)", r"novos dados bancários",
+        r"nova conta bancária",
+    ),
     "IMPOSTOR_URGENCY": (
-        r"urgent(?:ly)?", r"\basap\b", r"immediately", r"right away", r"by (?:the )?end of (?:the )?day",
-        r"within the (?:next )?hour", r"as soon as possible", r"today without fail",
-        r"dringend", r"sofort", r"umgehend", r"heute noch", r"urgence", r"immédiatement",
-        r"au plus vite", r"urgente", r"inmediatamente", r"lo antes posible", r"subito",
-        r"immediatamente", r"met spoed", r"onmiddellijk", r"o mais rápido possível"),
+        r"urgent(?:ly)?", r"\basap\b", r"immediately", r"right away",
+        r"by (?:the )?end of (?:the )?day", r"within the (?:next )?hour",
+        r"as soon as possible", r"today without fail", r"dringend", r"sofort",
+        r"umgehend", r"heute noch", r"urgence", r"immédiatement", r"au plus vite",
+        r"urgente", r"inmediatamente", r"lo antes posible", r"subito",
+        r"immediatamente", r"met spoed", r"onmiddellijk", r"o mais rápido possível",
+    ),
     "IMPOSTOR_SECRECY": (
-        r"confidential", r"keep (?:this|it) (?:between us|to yourself|quiet)", r"(?:do not|don't) (?:tell|discuss|share|mention)",
-        r"discreet(?:ly)?", r"(?:in|going into) a (?:meeting|conference)", r"can(?:'|no)t (?:talk|take calls)",
-        r"vertraulich", r"unter uns", r"diskret", r"confidentiel(?:le)?", r"entre nous",
-        r"confidencial", r"entre nosotros", r"riservat[oa]", r"tra di noi", r"vertrouwelijk",
-        r"tussen ons", r"sigilo(?:so)?"),
+        r"confidential", r"keep (?:this|it) (?:between us|to yourself|quiet)",
+        r"(?:do not|don't) (?:tell|discuss|share|mention)", r"discreet(?:ly)?",
+        r"(?:in|going into) a (?:meeting|conference)",
+        r"can(?:'|no)t (?:talk|take calls)", r"vertraulich", r"unter uns", r"diskret",
+        r"confidentiel(?:le)?", r"entre nous", r"confidencial", r"entre nosotros",
+        r"riservat[oa]", r"tra di noi", r"vertrouwelijk", r"tussen ons",
+        r"sigilo(?:so)?",
+    ),
     "IMPOSTOR_TASK_REQUEST": (
-        r"are you (?:available|at your desk|in the office|around)", r"(?:quick|small|urgent) (?:task|favou?r|errand)",
-        r"i need you to", r"(?:send|reply with) (?:me )?your (?:cell|mobile|whatsapp)",
-        r"bist du (?:verfügbar|erreichbar|im büro)", r"kleinen gefallen", r"êtes-vous disponible",
-        r"es-tu disponible", r"petit service", r"¿?estás disponible", r"pequeño favor",
-        r"sei disponibile", r"piccolo favore", r"ben je beschikbaar", r"está disponível"),
+        r"are you (?:available|at your desk|in the office|around)",
+        r"(?:quick|small|urgent) (?:task|favou?r|errand)", r"i need you to",
+        r"(?:send|reply with) (?:me )?your (?:cell|mobile|whatsapp)",
+        r"bist du (?:verfügbar|erreichbar|im büro)", r"kleinen gefallen",
+        r"êtes-vous disponible", r"es-tu disponible", r"petit service",
+        r"¿?estás disponible", r"pequeño favor", r"sei disponibile", r"piccolo favore",
+        r"ben je beschikbaar", r"está disponível",
+    ),
 }
 
 
@@ -161,12 +184,14 @@ def lookalike(domain: str, protected: list[str]) -> Lookalike | None:
             continue
         if own == base:
             continue
-        if host.startswith(base + ".") or host.startswith(t_label + "-" + t_suffix.replace(".", "-")):
+        dashed = t_label + "-" + t_suffix.replace(".", "-")
+        if host.startswith(base + ".") or host.startswith(dashed):
             return Lookalike(target, f"{base} written as labels of {own}")
         if label == t_label:
             return Lookalike(target, f"same name under another suffix (.{suffix})")
         if not label.isascii() and skeleton(label) == skeleton(t_label):
-            return Lookalike(target, f"confusable letters ({own.encode('idna').decode() if _idna_ok(own) else own})")
+            written = own.encode("idna").decode() if _idna_ok(own) else own
+            return Lookalike(target, f"confusable letters ({written})")
         if skeleton(label) == skeleton(t_label):
             return Lookalike(target, "look-alike letters (rn/m, 1/l, 0/o)")
         limit = 1 if len(t_label) < 9 else 2
@@ -375,7 +400,12 @@ class ImpostorCheck:
         return findings
 
     async def first_contact(self, task: Task, sender: Mailbox) -> bool:
-        """first_contact - no mail from the sender to a recipient, nor back, in the index."""
+        """first_contact - no mail from the sender to a recipient, nor back, in the index.
+
+        TODO: Only mail that passed through this gateway is known; replies our
+        users sent by another route do not count as contact, so a partner
+        that is only ever written to from elsewhere looks new every time.
+        """
         since = task.services.clock() - timedelta(seconds=self.lookback)
         address = sender.address.lower()
         recipients = {r.lower() for r in task.envelope.rcpt_to}
@@ -399,7 +429,13 @@ class ImpostorCheck:
         return True
 
     def request(self, message: Message) -> list[Finding]:
-        """request - what the text asks for, with the phrases that said it."""
+        """request - what the text asks for, with the phrases that said it.
+
+        TODO: The request cues are phrase lists in seven languages, not a
+        trained classifier; a request worded outside them (another language,
+        a paraphrase) only scores through the identity signals, which leaves
+        a spoof that asks in an unlisted way at the tag threshold.
+        """
         text = f"{message.subject}\n{message.text[:self.max_text]}"
         findings = []
         for symbol, pattern in _CUE_PATTERNS.items():

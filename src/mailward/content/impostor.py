@@ -221,6 +221,19 @@ def _idna_ok(domain: str) -> bool:
         return False
 
 
+_MAX_REPLY_TO = 8192
+_ANGLED = re.compile(r"<([^<>@\s]{1,64}@[^<>@\s]{1,253})>")
+
+
+def _reply_to(message: Message) -> list[Mailbox]:
+    """_reply_to - the first Reply-To mailboxes; a huge header is read by its <addresses>."""
+    raw = " ".join(value for name, value in message.raw_headers
+                   if name.lower() == "reply-to")
+    if len(raw) <= _MAX_REPLY_TO:
+        return message.addresses("reply-to")[:5]
+    return [Mailbox("", address) for address in _ANGLED.findall(raw[:_MAX_REPLY_TO])[:5]]
+
+
 def _org(domain: str) -> str:
     return registrable(domain.lower()) if domain else ""
 
@@ -363,7 +376,7 @@ class ImpostorCheck:
             return []  # mailing lists set Reply-To and Return-Path by design
         findings: list[Finding] = []
         org = _org(sender.domain)
-        for reply in message.addresses("reply-to")[:5]:
+        for reply in _reply_to(message):
             look = lookalike(reply.domain, self.protected)
             if look:
                 findings.append(Finding("IMPOSTOR_REPLY_TO_LOOKALIKE", Category.IMPOSTOR,

@@ -374,6 +374,11 @@ def test_hash_list_file_is_read_and_reread_when_it_changes(tmp_path):
     assert failed.error and "bad.sha256" in failed.error
 
 
+def test_an_unreadable_hash_list_stops_start_up(tmp_path):
+    with pytest.raises(ValueError, match="hashlist.files: cannot read .*missing.sha256"):
+        HashListEngine(_NoIntel(), [str(tmp_path / "missing.sha256")])
+
+
 def test_hash_list_lines_are_parsed_tolerantly():
     text = f"{'a' * 64}\n{'b' * 64} Named One\nnot a hash\n{'c' * 63}\n  # comment\n"
     assert parse_hash_list(text) == {"a" * 64: "", "b" * 64: "Named One"}

@@ -114,6 +114,8 @@ class HashListEngine:
         self._lists: dict[Path, dict[str, str]] = {}
         self._broken = ""
         self._reload()
+        if self._broken:
+            raise ValueError(f"hashlist.files: cannot read {self._broken}")
 
     def _reload(self) -> None:
         """_reload - re-read the list files whose modification time moved."""

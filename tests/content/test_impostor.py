@@ -275,3 +275,10 @@ def test_hostile_headers_are_bounded_and_malformed_from_is_skipped(tmp_path):
     hostile_symbols = {f.symbol for f in results[0][1].findings}
     assert "IMPOSTOR_DISPLAY_NAME" not in hostile_symbols  # a sentence is not a name
     assert not {f.symbol for f in results[1][1].findings if f.category == Category.IMPOSTOR}
+
+
+def test_another_suffix_is_a_weaker_lookalike():
+    assert lookalike("example.net", PROTECTED).weak
+    assert not lookalike("examp1e.com", PROTECTED).weak
+    assert SCORES.symbols["IMPOSTOR_LOOKALIKE_SUFFIX"].score < \
+        SCORES.symbols["IMPOSTOR_LOOKALIKE_DOMAIN"].score

@@ -57,6 +57,7 @@ _LIST_HEADERS = ("list-id", "list-post", "list-unsubscribe", "mailing-list", "x-
 _INDEX_ROWS = 500
 # Signals that say the sender is dressed as someone it is not.
 STRONG = frozenset({"IMPOSTOR_DISPLAY_NAME", "IMPOSTOR_LOOKALIKE_DOMAIN",
+                    "IMPOSTOR_LOOKALIKE_SUFFIX",
                     "IMPOSTOR_REPLY_TO_LOOKALIKE", "IMPOSTOR_ADDRESS_IN_NAME",
                     "IMPOSTOR_FREEMAIL_CORPORATE", "IMPOSTOR_PROTECTED_UNALIGNED",
                     "IMPOSTOR_REPLY_TO_FREEMAIL"})
@@ -157,6 +158,9 @@ def free_mail_domains() -> frozenset[str]:
 class Lookalike:
     target: str
     how: str
+    # The same name under another suffix: as often the organisation's own
+    # sibling domain or an unrelated namesake as an impostor's, so it weighs less.
+    weak: bool = False
 
 
 def _split(domain: str) -> tuple[str, str]:
@@ -188,7 +192,7 @@ def lookalike(domain: str, protected: list[str]) -> Lookalike | None:
         if host.startswith(base + ".") or host.startswith(dashed):
             return Lookalike(target, f"{base} written as labels of {own}")
         if label == t_label:
-            return Lookalike(target, f"same name under another suffix (.{suffix})")
+            return Lookalike(target, f"same name under another suffix (.{suffix})", weak=True)
         if not label.isascii() and skeleton(label) == skeleton(t_label):
             written = own.encode("idna").decode() if _idna_ok(own) else own
             return Lookalike(target, f"confusable letters ({written})")
@@ -250,6 +254,7 @@ class ImpostorCheck:
     symbols: ClassVar[dict[str, str]] = {
         "IMPOSTOR_DISPLAY_NAME": "the display name is a protected person's, on an outside address",
         "IMPOSTOR_LOOKALIKE_DOMAIN": "the From domain imitates a protected domain",
+        "IMPOSTOR_LOOKALIKE_SUFFIX": "the From domain is a protected name under another suffix",
         "IMPOSTOR_REPLY_TO_LOOKALIKE": "the Reply-To domain imitates a protected domain",
         "IMPOSTOR_ADDRESS_IN_NAME": "the display name shows a protected address that is not the sender's",
         "IMPOSTOR_ADDRESS_IN_NAME_OTHER": "the display name shows another organisation's address",
@@ -345,7 +350,8 @@ class ImpostorCheck:
             break
         look = lookalike(domain, self.protected)
         if look:
-            findings.append(Finding("IMPOSTOR_LOOKALIKE_DOMAIN", Category.IMPOSTOR,
+            symbol = "IMPOSTOR_LOOKALIKE_SUFFIX" if look.weak else "IMPOSTOR_LOOKALIKE_DOMAIN"
+            findings.append(Finding(symbol, Category.IMPOSTOR,
                                     f"{domain} looks like {look.target}: {look.how}",
                                     data={"domain": domain, "target": look.target}))
         for shown in _EMBEDDED_ADDRESS.findall(name):
@@ -381,7 +387,7 @@ class ImpostorCheck:
             if look:
                 findings.append(Finding("IMPOSTOR_REPLY_TO_LOOKALIKE", Category.IMPOSTOR,
                                         f"Reply-To {reply.address} looks like {look.target}: "
-                                        f"{look.how}"))
+                                        f"{look.how}", weight=0.5 if look.weak else 1.0))
             elif _org(reply.domain) != org:
                 free = reply.domain in self.free_mail and sender.domain not in self.free_mail
                 symbol = "IMPOSTOR_REPLY_TO_FREEMAIL" if free else "IMPOSTOR_REPLY_TO_DIFFERS"

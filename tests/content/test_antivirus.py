@@ -1,6 +1,6 @@
 """Antivirus engines: a real clamd, YARA rules compiled for real, SHA-256 lists.
 
-clamd runs on a signature database these tests write (see conftest). The
+clamd runs on a signature database these tests write (see clamd_support). The
 end-to-end tests send over SMTP to a real ``mailward serve``; the engine
 tests drive the same client and rules directly.
 """
@@ -22,7 +22,13 @@ from mailward.content.clamav import ClamavEngine, ClamdClient, ClamdError, parse
 from mailward.content.yarascan import YaraEngine, compile_rules, rule_files
 from mailward.message import Message
 from tests.attachments import samples
-from tests.content.conftest import MARKER, MARKER_SIGNATURE, SAMPLE, SAMPLE_SIGNATURE
+from tests.content.clamd_support import (  # noqa: F401 (clamd is a fixture)
+    MARKER,
+    MARKER_SIGNATURE,
+    SAMPLE,
+    SAMPLE_SIGNATURE,
+    clamd,
+)
 from tests.support.gateway import SHARED
 
 MALWARE = SHARED / "corpus" / "malware"

@@ -29,6 +29,9 @@ SAMPLE = b"mailward clamd test sample: not malware, only listed by its MD5\n"
 MARKER = b"MAILWARD-CLAMD-TEST-MARKER-7f3a"
 SAMPLE_SIGNATURE = "Mailward.Test.Sample"
 MARKER_SIGNATURE = "Mailward.Test.Marker"
+# The EICAR test file by its MD5 (corpus MANIFEST), for clamd's own unpacking.
+EICAR_MD5 = "44d88612fea8a8f36de82e1278abb02f"
+EICAR_SIGNATURE = "Mailward.Test.Eicar"
 
 
 @dataclass
@@ -68,7 +71,8 @@ def start_clamd(stream_max: str = "1M") -> Clamd:
     database = directory / "db"
     database.mkdir()
     digest = hashlib.md5(SAMPLE).hexdigest()
-    (database / "mailward.hdb").write_text(f"{digest}:{len(SAMPLE)}:{SAMPLE_SIGNATURE}\n")
+    (database / "mailward.hdb").write_text(f"{digest}:{len(SAMPLE)}:{SAMPLE_SIGNATURE}\n"
+                                           f"{EICAR_MD5}:68:{EICAR_SIGNATURE}\n")
     (database / "mailward.ndb").write_text(f"{MARKER_SIGNATURE}:0:*:{MARKER.hex()}\n")
     port = free_port()
     socket_path = directory / "clamd.sock"

@@ -23,6 +23,7 @@ from mailward.content.yarascan import YaraEngine, compile_rules, rule_files
 from mailward.message import Message
 from tests.attachments import samples
 from tests.content.clamd_support import (  # noqa: F401 (clamd is a fixture)
+    EICAR_SIGNATURE,
     MARKER,
     MARKER_SIGNATURE,
     SAMPLE,
@@ -76,6 +77,15 @@ def test_instream_over_unix_and_tcp_finds_the_generated_signatures(clamd):
         marker = run(client.instream(b"x" * 200_000 + MARKER + b"y" * 10))
         assert marker.status == "FOUND" and marker.signature.startswith(MARKER_SIGNATURE)
         assert run(client.instream(b"an ordinary file")).status == "OK"
+
+
+def test_clamd_opens_the_corpus_zip_and_finds_the_eicar_member(clamd, shared):
+    archive = (MALWARE / "synthetic/eicar_com.zip").read_bytes()
+    engine = ClamavEngine(ClamdClient(str(clamd.socket_path), 10), max_size=1024 * 1024)
+    result = run(engine.scan(node("eicar_com.zip", archive)))
+    assert result.malicious and result.signature.startswith(EICAR_SIGNATURE)
+    clean = (MALWARE / "oletools-test-data/msodde/harmless-clean.docx").read_bytes()
+    assert not run(engine.scan(node("clean.docx", clean))).malicious
 
 
 def test_a_stream_over_clamds_limit_is_too_big_never_clean(clamd):

@@ -1,6 +1,6 @@
 """Antivirus engines: a real clamd, YARA rules compiled for real, SHA-256 lists.
 
-clamd runs on a signature database these tests write (see conftest). The
+clamd runs on a signature database these tests write (see clamd_support). The
 end-to-end tests send over SMTP to a real ``mailward serve``; the engine
 tests drive the same client and rules directly.
 """
@@ -22,7 +22,14 @@ from mailward.content.clamav import ClamavEngine, ClamdClient, ClamdError, parse
 from mailward.content.yarascan import YaraEngine, compile_rules, rule_files
 from mailward.message import Message
 from tests.attachments import samples
-from tests.content.conftest import MARKER, MARKER_SIGNATURE, SAMPLE, SAMPLE_SIGNATURE
+from tests.content.clamd_support import (  # noqa: F401 (clamd is a fixture)
+    EICAR_SIGNATURE,
+    MARKER,
+    MARKER_SIGNATURE,
+    SAMPLE,
+    SAMPLE_SIGNATURE,
+    clamd,
+)
 from tests.support.gateway import SHARED
 
 MALWARE = SHARED / "corpus" / "malware"
@@ -70,6 +77,15 @@ def test_instream_over_unix_and_tcp_finds_the_generated_signatures(clamd):
         marker = run(client.instream(b"x" * 200_000 + MARKER + b"y" * 10))
         assert marker.status == "FOUND" and marker.signature.startswith(MARKER_SIGNATURE)
         assert run(client.instream(b"an ordinary file")).status == "OK"
+
+
+def test_clamd_opens_the_corpus_zip_and_finds_the_eicar_member(clamd, shared):
+    archive = (MALWARE / "synthetic/eicar_com.zip").read_bytes()
+    engine = ClamavEngine(ClamdClient(str(clamd.socket_path), 10), max_size=1024 * 1024)
+    result = run(engine.scan(node("eicar_com.zip", archive)))
+    assert result.malicious and result.signature.startswith(EICAR_SIGNATURE)
+    clean = (MALWARE / "oletools-test-data/msodde/harmless-clean.docx").read_bytes()
+    assert not run(engine.scan(node("clean.docx", clean))).malicious
 
 
 def test_a_stream_over_clamds_limit_is_too_big_never_clean(clamd):
@@ -132,9 +148,16 @@ def clamd_config(address: str, **extra) -> dict:
             "pipeline": {"disabled_checks": ["spam_model"]}}
 
 
-def test_smtp_virus_in_an_attachment_and_in_a_zip_member_is_rejected(
-        gateway_factory, smtp_sink, clamd):
-    gateway = gateway_factory(clamd_config(str(clamd.socket_path)), relay=smtp_sink.url)
+def test_smtp_each_engine_stops_its_kind_and_clean_mail_passes(
+        gateway_factory, smtp_sink, clamd, tmp_path):
+    listed = b"quarterly figures, listed by hash"
+    hashes = tmp_path / "bad.sha256"
+    hashes.write_text(f"{hashlib.sha256(listed).hexdigest()} Test.Listed.File\n")
+    config = clamd_config(str(clamd.socket_path))
+    config["hashlist"] = {"files": [str(hashes)]}
+    gateway = gateway_factory(config, relay=smtp_sink.url)
+
+    # ClamAV: a listed attachment, a marker inside a zip member, a marker in the body.
     with pytest.raises(smtplib.SMTPDataError) as refused:
         gateway.send(samples.message([("sample.bin", "application/octet-stream", SAMPLE)],
                                      subject="clamd-direct"))
@@ -149,20 +172,35 @@ def test_smtp_virus_in_an_attachment_and_in_a_zip_member_is_rejected(
     details = [f["detail"] for f in verdict["findings"] if f["symbol"] == "CLAMAV_VIRUS"]
     # clamd opens the zip itself; the member is also scanned on its own.
     assert any(MARKER_SIGNATURE in d and "docs.zip > docs/readme.txt" in d for d in details)
+    body = (b"From: dana@example.org\r\nTo: user@example.com\r\nSubject: clamd-body\r\n"
+            b"Message-ID: <body.clamd@example.org>\r\n\r\nText " + MARKER + b"\r\n")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        gateway.send(body)
+    assert refused.value.smtp_code == 550
+
+    # The SHA-256 list file.
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        gateway.send(samples.message([("q.xlsx", "application/octet-stream", listed)],
+                                     subject="hash-listed"))
+    assert refused.value.smtp_code == 550
+    [hit] = [f for f in verdict_of(gateway, "hash-listed")["findings"]
+             if f["symbol"] == "AV_HASH_BLOCKLISTED"]
+    assert "Test.Listed.File" in hit["detail"]
+
+    # YARA: an HTML smuggling page is quarantined.
+    page = samples.smuggling_page(b"PK\x05\x06" + b"\0" * 18)
+    assert gateway.send(samples.message([("statement.html", "text/html", page)],
+                                        subject="yara-smuggle")).startswith("2.0.0")
+    verdict = verdict_of(gateway, "yara-smuggle")
+    assert "YARA_MALICIOUS" in symbols(verdict) and verdict["action"] == "quarantine"
+
+    # Clean mail passes every engine and is delivered.
     clean = gateway.send(samples.message([("notes.txt", "text/plain", b"minutes")],
                                          subject="clamd-clean"))
     assert clean.startswith("2.0.0")
     smtp_sink.wait_for(1)
+    assert verdict_of(gateway, "clamd-clean")["action"] == "deliver"
     assert "instream" in clamd.log().lower()
-
-
-def test_smtp_signature_in_the_body_is_found(gateway_factory, smtp_sink, clamd):
-    gateway = gateway_factory(clamd_config(clamd.tcp), relay=smtp_sink.url)
-    raw = (b"From: dana@example.org\r\nTo: user@example.com\r\nSubject: body\r\n"
-           b"Message-ID: <body.clamd@example.org>\r\n\r\nText " + MARKER + b"\r\n")
-    with pytest.raises(smtplib.SMTPDataError) as refused:
-        gateway.send(raw)
-    assert refused.value.smtp_code == 550
 
 
 def test_smtp_clamd_down_answers_451_and_keeps_the_bytes(gateway_factory, smtp_sink, clamd):
@@ -328,16 +366,6 @@ def test_yara_file_over_the_limit_is_reported():
     assert "yara.max_size" in run(engine.scan(node("big", b"a" * 101))).too_big
 
 
-def test_smtp_html_smuggling_attachment_is_quarantined_by_yara(gateway_factory, smtp_sink):
-    gateway = gateway_factory(relay=smtp_sink.url)
-    page = samples.smuggling_page(b"PK\x05\x06" + b"\0" * 18)
-    reply = gateway.send(samples.message([("statement.html", "text/html", page)],
-                                         subject="yara-smuggle"))
-    assert reply.startswith("2.0.0")
-    verdict = verdict_of(gateway, "yara-smuggle")
-    assert "YARA_MALICIOUS" in symbols(verdict) and verdict["action"] == "quarantine"
-
-
 # SHA-256 lists.
 
 
@@ -362,6 +390,11 @@ def test_hash_list_file_is_read_and_reread_when_it_changes(tmp_path):
     assert failed.error and "bad.sha256" in failed.error
 
 
+def test_an_unreadable_hash_list_stops_start_up(tmp_path):
+    with pytest.raises(ValueError, match="hashlist.files: cannot read .*missing.sha256"):
+        HashListEngine(_NoIntel(), [str(tmp_path / "missing.sha256")])
+
+
 def test_hash_list_lines_are_parsed_tolerantly():
     text = f"{'a' * 64}\n{'b' * 64} Named One\nnot a hash\n{'c' * 63}\n  # comment\n"
     assert parse_hash_list(text) == {"a" * 64: "", "b" * 64: "Named One"}
@@ -370,17 +403,3 @@ def test_hash_list_lines_are_parsed_tolerantly():
 class _NoIntel:
     def sha256(self, digest: str):
         return None
-
-
-def test_smtp_hash_list_file_rejects(gateway_factory, smtp_sink, tmp_path):
-    listed = b"quarterly figures, listed by hash"
-    path = tmp_path / "bad.sha256"
-    path.write_text(f"{hashlib.sha256(listed).hexdigest()} Test.Listed.File\n")
-    gateway = gateway_factory({"hashlist": {"files": [str(path)]}}, relay=smtp_sink.url)
-    with pytest.raises(smtplib.SMTPDataError) as refused:
-        gateway.send(samples.message([("q.xlsx", "application/octet-stream", listed)],
-                                     subject="hash-listed"))
-    assert refused.value.smtp_code == 550
-    [hit] = [f for f in verdict_of(gateway, "hash-listed")["findings"]
-             if f["symbol"] == "AV_HASH_BLOCKLISTED"]
-    assert "Test.Listed.File" in hit["detail"]

@@ -257,3 +257,28 @@ def test_smtp_vip_import_then_spoof_is_quarantined_and_known_sender_is_not_first
     gateway.send(later, mail_from=known, rcpts=["finance@example.com"])
     found = {f["symbol"] for f in verdict_of(gateway, "spoof-two")["findings"]}
     assert "IMPOSTOR_DISPLAY_NAME" in found and "IMPOSTOR_FIRST_CONTACT" not in found
+
+
+def test_hostile_headers_are_bounded_and_malformed_from_is_skipped(tmp_path):
+    huge_name = "Helena " * 20_000 + "Marchetti"
+    replies = ", ".join(f"r{i}@reply{i}.invalid" for i in range(3000))
+    hostile = (f'From: "{huge_name}" <x@gmail.com>\r\nTo: finance@example.com\r\n'
+               f"Reply-To: {replies}\r\nSubject: {'urgent ' * 5000}\r\n"
+               "Message-ID: <h1@gmail.invalid>\r\n\r\n").encode() \
+        + ("wire transfer " * 200_000).encode() + b"\x00\xff\r\n"
+    malformed = (b"From: Helena Marchetti <helena@gmail.com>, <x@y>>\r\nFrom: b@c.d\r\n"
+                 b"To: finance@example.com\r\nSubject: two froms\r\n\r\nwire transfer\r\n")
+    started = time.monotonic()
+    results = asyncio.run(judge_all(tmp_path, [(hostile, "x@gmail.com", "finance@example.com"),
+                                               (malformed, "", "finance@example.com")]))
+    assert time.monotonic() - started < 60
+    hostile_symbols = {f.symbol for f in results[0][1].findings}
+    assert "IMPOSTOR_DISPLAY_NAME" not in hostile_symbols  # a sentence is not a name
+    assert not {f.symbol for f in results[1][1].findings if f.category == Category.IMPOSTOR}
+
+
+def test_another_suffix_is_a_weaker_lookalike():
+    assert lookalike("example.net", PROTECTED).weak
+    assert not lookalike("examp1e.com", PROTECTED).weak
+    assert SCORES.symbols["IMPOSTOR_LOOKALIKE_SUFFIX"].score < \
+        SCORES.symbols["IMPOSTOR_LOOKALIKE_DOMAIN"].score

@@ -114,6 +114,8 @@ class HashListEngine:
         self._lists: dict[Path, dict[str, str]] = {}
         self._broken = ""
         self._reload()
+        if self._broken:
+            raise ValueError(f"hashlist.files: cannot read {self._broken}")
 
     def _reload(self) -> None:
         """_reload - re-read the list files whose modification time moved."""
@@ -254,6 +256,9 @@ class AntivirusCheck:
             action = self.on_fail.get(engine.name, "deliver")
             failure = next(f for f in findings if f.symbol == engine.fail_symbol)
             if action == "tempfail":
+                # TODO: The message is parked with its bytes, but nothing re-runs
+                # parked messages when the engine is back; it relies on the
+                # sender's retry, and a sender that never retries loses it.
                 task.log.warning("%s: %s; answering 451", failure.symbol, failure.detail)
                 raise PipelineError(f"{failure.symbol}: {failure.detail}")
             symbol = _FAIL_ACTION_SYMBOLS.get(action)

@@ -115,7 +115,12 @@ def _nicknamer():
 
 @lru_cache(maxsize=4096)
 def given_name_forms(given: str) -> frozenset[str]:
-    """given_name_forms - a given name, its nicknames and the names it shortens."""
+    """given_name_forms - a given name, its nicknames and the names it shortens.
+
+    TODO: The nickname table is English only; other languages' short forms
+    (Hans for Johannes, Paco for Francisco) match only through aliases in
+    the directory, so an impostor using one is missed unless it is listed.
+    """
     namer = _nicknamer()
     forms = {given} | set(namer.nicknames_of(given)) | set(namer.canonicals_of(given))
     return frozenset(f.lower() for f in forms)

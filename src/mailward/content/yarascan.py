@@ -10,6 +10,12 @@ A rule's metadata decides what a match means: ``severity`` is
 ``malicious`` (the default) or ``suspicious``; ``category`` is ``malware``
 (the default) or ``phish``; ``description`` is shown as evidence.
 
+TODO: Rules see each file's bytes as the unpacker leaves them: OOXML
+documents (docx, xlsm) are zips that are not opened here and VBA source is
+stored compressed, so the macro rules match only OLE documents whose
+project names the identifiers in clear; a dropper in a docm is left to the
+attachment stage's macro analysis.
+
 SECURITY: matching runs off the event loop under yara's own time limit,
 and files over ``yara.max_size`` are reported as too big, never as clean.
 """

@@ -1,6 +1,6 @@
 """Protected people (VIPs) for impostor detection.
 
-Revision ID: content_0001
+Revision ID: impostor_0001
 Revises: 0001
 """
 
@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "content_0001"
+revision = "impostor_0001"
 down_revision = "0001"
 branch_labels = None
 depends_on = None

@@ -231,8 +231,9 @@ def test_maildir_campaign_without_clicks_is_contained_and_a_hash_pulls_an_attach
     reply = gateway.send(message("Invoice", bad, "inv@other-sender.example"),
                          rcpts=["carol@example.com", "dave@example.com"])
     queue_id = reply.rsplit(" ", 1)[-1]
-    gateway.send(message("Invoice attached", "https://shop.example.org/", "att@other-sender.example",
-                         extra=encoded), rcpts=["erin@example.com"])
+    gateway.send(message("Invoice attached", "https://shop.example.org/",
+                         "att@other-sender.example", extra=encoded),
+                 rcpts=["erin@example.com"])
     root = gateway.data_dir / "mailboxes" / "example.com"
     for user in ("carol", "dave", "erin"):
         wait_files(root / user, 1)

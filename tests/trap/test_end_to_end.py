@@ -247,8 +247,17 @@ def test_maildir_campaign_without_clicks_is_contained_and_a_hash_pulls_an_attach
     receiver.wait(lambda a: a.get("assessment") == "contained"
                   and a["incident"]["indicator"]["value"] == bad)
 
-    # A new SHA-256 indicator pulls the copy that carried the attachment.
-    gateway.cli("intel", "add", "--type", "sha256", digest, "--source", "sandbox-feed")
+    # A new SHA-256 indicator, this time by the REST API, pulls the copy that
+    # carried the attachment; a malformed one is refused with the reason.
+    bad_input = api(gateway, token, "POST", "/api/v1/trap/indicators",
+                    json={"indicators": [{"type": "sha256", "value": "12ab"}]})
+    assert bad_input.status_code == 422 and "not a SHA-256" in bad_input.json()["detail"]
+    added = api(gateway, token, "POST", "/api/v1/trap/indicators",
+                json={"indicators": [{"type": "sha256", "value": digest,
+                                      "source": "sandbox-feed"}]})
+    assert added.status_code == 200 and added.json()["added"] == 1
+    assert httpx.post(f"{gateway.web_url}/api/v1/trap/indicators",
+                      json={"indicators": []}).status_code == 401
     wait_incident(gateway, token, lambda i: i["indicator"]["value"] == digest
                   and i["summary"].get("pulled") == 1)
     assert files(root / "erin") == [] and len(files(root / "erin" / ".Quarantine")) == 1
@@ -258,6 +267,9 @@ def test_maildir_campaign_without_clicks_is_contained_and_a_hash_pulls_an_attach
     campaign = next(c for c in panel["campaigns"] if c["delivered"] == 2)
     assert campaign["pulled"] == 2 and campaign["click_rate"] == 0.0
     assert api(gateway, token, "GET", "/api/v1/stats/panels/incidents").json()["total"] == 2
+    missing = api(gateway, token, "POST", "/api/v1/trap/retract",
+                  json={"message": "<nothing@example.org>"})
+    assert missing.status_code == 404 and "no delivered copy" in missing.json()["detail"]
     trace = api(gateway, token, "GET", f"/api/v1/trace/{queue_id}").json()
     [section] = [s for s in trace["sections"] if s["title"] == "Retractions"]
     assert sorted((r["recipient"], r["status"]) for r in section["rows"]) == [

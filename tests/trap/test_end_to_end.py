@@ -69,7 +69,7 @@ class Receiver:
     def alerts(self) -> list[dict]:
         return [json.loads(body) for _, body in self.posts]
 
-    def wait(self, predicate, timeout: float = 30) -> dict:
+    def wait(self, predicate, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for headers, body in list(self.posts):
@@ -111,7 +111,7 @@ def files(directory) -> list:
                   for p in (directory / sub).iterdir())
 
 
-def wait_files(directory, count: int, timeout: float = 30) -> list:
+def wait_files(directory, count: int, timeout: float = 90) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = files(directory)
@@ -126,7 +126,7 @@ def api(gateway, token: str, method: str, path: str, **kwargs) -> httpx.Response
                          headers={"Authorization": f"Bearer {token}"}, **kwargs)
 
 
-def wait_incident(gateway, token: str, predicate, timeout: float = 40) -> dict:
+def wait_incident(gateway, token: str, predicate, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
@@ -139,7 +139,7 @@ def wait_incident(gateway, token: str, predicate, timeout: float = 40) -> dict:
 
 
 def wait_clicks(gateway, token: str, queue_id: str, count: int) -> None:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
         answer = api(gateway, token, "GET", "/api/v1/url/clicks", params={"queue_id": queue_id})
         if len(answer.json()["items"]) >= count:

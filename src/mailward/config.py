@@ -554,6 +554,26 @@ class Settings(Section):
                              "when arc.key_file is")
         return self
 
+    @model_validator(mode="after")
+    def _remote_mailbox(self) -> "Settings":
+        remote, imap, graph = self.trap.remote_mailbox, self.imap, self.graph
+        if remote == "imap":
+            if imap.auth == "master" and not imap.admin_user:
+                raise ValueError("imap.admin_user: must be set when trap.remote_mailbox is "
+                                 "imap and imap.auth is master")
+            if imap.auth == "user" and not imap.passwords_file:
+                raise ValueError("imap.passwords_file: must be set when imap.auth is user")
+            if imap.security == "none" and not _is_loopback(imap.host):
+                raise ValueError(f"imap.security: none would send passwords in the clear to "
+                                 f"{imap.host}; use starttls or tls")
+        if remote == "graph" and not (graph.tenant_id and graph.client_id):
+            raise ValueError("graph.tenant_id: graph.tenant_id and graph.client_id must be "
+                             "set when trap.remote_mailbox is graph")
+        for url in self.alerts.webhook_urls:
+            if not re.match(r"(?i)https?://[^/]+", url):
+                raise ValueError(f"alerts.webhook_urls: {url!r} is not an http(s) URL")
+        return self
+
     # Derived locations under the data directory.
 
     @property

@@ -125,3 +125,16 @@ async def test_a_mailbox_that_went_away_is_a_clear_error(server):
         await box.move(CopyRef("bob@example.com", "INBOX", "", queue_id="QNONE"),
                        "Quarantine")
     box.close()
+
+
+async def test_per_user_passwords_from_a_file(server, tmp_path):
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text('{"Bob@Example.com": "%s"}' % dc.USER_PASSWORD)
+    box = ImapMailbox(ImapConfig(port=server.imap_port, security="none", auth="user",
+                                 passwords_file=str(passwords)))
+    deliver(server, "bob@example.com", "QUSER1")
+    moved = await box.move(CopyRef("bob@example.com", "INBOX", "", queue_id="QUSER1"), "Junk")
+    assert moved.folder == "Junk"
+    with pytest.raises(CopyGone, match="no IMAP password for eve@example.com"):
+        await box.find(CopyRef("eve@example.com", "INBOX", "", queue_id="QUSER1"))
+    box.close()

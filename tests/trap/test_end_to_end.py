@@ -69,7 +69,7 @@ class Receiver:
     def alerts(self) -> list[dict]:
         return [json.loads(body) for _, body in self.posts]
 
-    def wait(self, predicate, timeout: float = 30) -> dict:
+    def wait(self, predicate, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for headers, body in list(self.posts):
@@ -111,7 +111,7 @@ def files(directory) -> list:
                   for p in (directory / sub).iterdir())
 
 
-def wait_files(directory, count: int, timeout: float = 30) -> list:
+def wait_files(directory, count: int, timeout: float = 90) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = files(directory)
@@ -126,7 +126,7 @@ def api(gateway, token: str, method: str, path: str, **kwargs) -> httpx.Response
                          headers={"Authorization": f"Bearer {token}"}, **kwargs)
 
 
-def wait_incident(gateway, token: str, predicate, timeout: float = 40) -> dict:
+def wait_incident(gateway, token: str, predicate, timeout: float = 120) -> dict:
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
@@ -139,7 +139,7 @@ def wait_incident(gateway, token: str, predicate, timeout: float = 40) -> dict:
 
 
 def wait_clicks(gateway, token: str, queue_id: str, count: int) -> None:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
         answer = api(gateway, token, "GET", "/api/v1/url/clicks", params={"queue_id": queue_id})
         if len(answer.json()["items"]) >= count:
@@ -231,8 +231,9 @@ def test_maildir_campaign_without_clicks_is_contained_and_a_hash_pulls_an_attach
     reply = gateway.send(message("Invoice", bad, "inv@other-sender.example"),
                          rcpts=["carol@example.com", "dave@example.com"])
     queue_id = reply.rsplit(" ", 1)[-1]
-    gateway.send(message("Invoice attached", "https://shop.example.org/", "att@other-sender.example",
-                         extra=encoded), rcpts=["erin@example.com"])
+    gateway.send(message("Invoice attached", "https://shop.example.org/",
+                         "att@other-sender.example", extra=encoded),
+                 rcpts=["erin@example.com"])
     root = gateway.data_dir / "mailboxes" / "example.com"
     for user in ("carol", "dave", "erin"):
         wait_files(root / user, 1)
@@ -246,8 +247,17 @@ def test_maildir_campaign_without_clicks_is_contained_and_a_hash_pulls_an_attach
     receiver.wait(lambda a: a.get("assessment") == "contained"
                   and a["incident"]["indicator"]["value"] == bad)
 
-    # A new SHA-256 indicator pulls the copy that carried the attachment.
-    gateway.cli("intel", "add", "--type", "sha256", digest, "--source", "sandbox-feed")
+    # A new SHA-256 indicator, this time by the REST API, pulls the copy that
+    # carried the attachment; a malformed one is refused with the reason.
+    bad_input = api(gateway, token, "POST", "/api/v1/trap/indicators",
+                    json={"indicators": [{"type": "sha256", "value": "12ab"}]})
+    assert bad_input.status_code == 422 and "not a SHA-256" in bad_input.json()["detail"]
+    added = api(gateway, token, "POST", "/api/v1/trap/indicators",
+                json={"indicators": [{"type": "sha256", "value": digest,
+                                      "source": "sandbox-feed"}]})
+    assert added.status_code == 200 and added.json()["added"] == 1
+    assert httpx.post(f"{gateway.web_url}/api/v1/trap/indicators",
+                      json={"indicators": []}).status_code == 401
     wait_incident(gateway, token, lambda i: i["indicator"]["value"] == digest
                   and i["summary"].get("pulled") == 1)
     assert files(root / "erin") == [] and len(files(root / "erin" / ".Quarantine")) == 1
@@ -257,6 +267,9 @@ def test_maildir_campaign_without_clicks_is_contained_and_a_hash_pulls_an_attach
     campaign = next(c for c in panel["campaigns"] if c["delivered"] == 2)
     assert campaign["pulled"] == 2 and campaign["click_rate"] == 0.0
     assert api(gateway, token, "GET", "/api/v1/stats/panels/incidents").json()["total"] == 2
+    missing = api(gateway, token, "POST", "/api/v1/trap/retract",
+                  json={"message": "<nothing@example.org>"})
+    assert missing.status_code == 404 and "no delivered copy" in missing.json()["detail"]
     trace = api(gateway, token, "GET", f"/api/v1/trace/{queue_id}").json()
     [section] = [s for s in trace["sections"] if s["title"] == "Retractions"]
     assert sorted((r["recipient"], r["status"]) for r in section["rows"]) == [

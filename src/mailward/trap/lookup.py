@@ -122,16 +122,17 @@ class IndexLookup:
                      .where(MessageUrl.url_hash.in_(chunk), Copy.delivered_at >= self.since))
             await self._rows(query, "url", lambda h: ("url", hashes[h]), out)
 
-    async def _distinct(self, column, join_on, time_column) -> list[str]:
+    async def _distinct(self, column) -> list[str]:
+        """_distinct - every value of an indexed column: an index-only scan.
+
+        The look-back is applied by the row query that follows; a host seen
+        only before the window adds a value to its IN list and no row.
+        """
         query = select(column).distinct()
-        if join_on is not None:
-            query = query.join(Copy, join_on)
-        query = query.where(time_column >= self.since)
         return [value for value in (await self.session.scalars(query)).all() if value]
 
     async def _url_domains(self, wanted: dict[str, Indicator], out) -> None:
-        hosts = await self._distinct(MessageUrl.domain, Copy.queue_id == MessageUrl.queue_id,
-                                     Copy.delivered_at)
+        hosts = await self._distinct(MessageUrl.domain)
         matched = _suffix_matches(hosts, set(wanted))
         for chunk in _chunks(list(matched)):
             query = (select(*self._copy_columns(), MessageUrl.domain)
@@ -157,7 +158,7 @@ class IndexLookup:
             await self._rows(query, "envelope sender", lambda h: ("sender", h), out)
 
     async def _sender_domains(self, wanted: dict[str, Indicator], out) -> None:
-        domains = await self._distinct(Copy.sender_domain, None, Copy.delivered_at)
+        domains = await self._distinct(Copy.sender_domain)
         matched = _suffix_matches(domains, set(wanted))
         for chunk in _chunks(list(matched)):
             query = (select(*self._copy_columns(), Copy.sender_domain)
@@ -170,9 +171,7 @@ class IndexLookup:
         exact = [v for v in wanted if "/" not in v]
         matched = {ip: ip for ip in exact}
         if networks:
-            peers = await self._distinct(MessageRecord.peer_ip,
-                                         Copy.queue_id == MessageRecord.queue_id,
-                                         Copy.delivered_at)
+            peers = await self._distinct(MessageRecord.peer_ip)
             for peer in peers:
                 try:
                     address = ipaddress.ip_address(peer)

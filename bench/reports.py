@@ -75,12 +75,12 @@ async def wait_acted(gateway: Gateway, count: int, timeout: float = 3600) -> Non
 
 
 async def campaign(gateway: Gateway, recipients: int) -> None:
-    url = "https://evil.example.net/login?session=bench"
+    url = "https://evil-helpdesk.test/login?session=bench"
     people = [f"user{i:05d}@example.com" for i in range(recipients)]
     raw = campaign_message(subject="Your mailbox is almost full", url=url)
     started = time.perf_counter()
     for start in range(0, len(people), 100):
-        await send(gateway, raw, "helpdesk@evil.example.net", people[start:start + 100])
+        await send(gateway, raw, "helpdesk@evil-helpdesk.test", people[start:start + 100])
     await deliver_all(gateway)
     print(f"campaign: {recipients} copies judged and delivered in "
           f"{time.perf_counter() - started:.1f}s")

@@ -113,10 +113,10 @@ async def throughput(gateway: Gateway, count: int) -> None:
         words = " ".join(rng.choice(WORDS) for _ in range(60))
         person = f"reader{index:04d}@example.com"
         raw = campaign_message(subject=f"{rng.choice(WORDS)} {rng.choice(WORDS)} {index}",
-                               url=f"https://site{index}.example.org/{rng.choice(WORDS)}",
-                               sender=f"news@sender{index}.example.org")
+                               url=f"https://shop{index}.test/{rng.choice(WORDS)}",
+                               sender=f"news@letters{index}.test")
         raw = raw.replace(b"Your mailbox has reached its limit.", words.encode())
-        await send(gateway, raw, f"news@sender{index}.example.org", [person])
+        await send(gateway, raw, f"news@letters{index}.test", [person])
         reporters.append(person)
     await deliver_all(gateway)
     async with gateway.services.store.session() as session:

@@ -75,12 +75,12 @@ async def wait_acted(gateway: Gateway, count: int, timeout: float = 3600) -> Non
 
 
 async def campaign(gateway: Gateway, recipients: int) -> None:
-    url = "https://evil.example.net/login?session=bench"
+    url = "https://evil-helpdesk.test/login?session=bench"
     people = [f"user{i:05d}@example.com" for i in range(recipients)]
     raw = campaign_message(subject="Your mailbox is almost full", url=url)
     started = time.perf_counter()
     for start in range(0, len(people), 100):
-        await send(gateway, raw, "helpdesk@evil.example.net", people[start:start + 100])
+        await send(gateway, raw, "helpdesk@evil-helpdesk.test", people[start:start + 100])
     await deliver_all(gateway)
     print(f"campaign: {recipients} copies judged and delivered in "
           f"{time.perf_counter() - started:.1f}s")
@@ -113,10 +113,10 @@ async def throughput(gateway: Gateway, count: int) -> None:
         words = " ".join(rng.choice(WORDS) for _ in range(60))
         person = f"reader{index:04d}@example.com"
         raw = campaign_message(subject=f"{rng.choice(WORDS)} {rng.choice(WORDS)} {index}",
-                               url=f"https://site{index}.example.org/{rng.choice(WORDS)}",
-                               sender=f"news@sender{index}.example.org")
+                               url=f"https://shop{index}.test/{rng.choice(WORDS)}",
+                               sender=f"news@letters{index}.test")
         raw = raw.replace(b"Your mailbox has reached its limit.", words.encode())
-        await send(gateway, raw, f"news@sender{index}.example.org", [person])
+        await send(gateway, raw, f"news@letters{index}.test", [person])
         reporters.append(person)
     await deliver_all(gateway)
     async with gateway.services.store.session() as session:

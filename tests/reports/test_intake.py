@@ -98,8 +98,10 @@ def campaign_url(subject: str) -> str:
 def campaign(gateway, people: list[str], subject: str, listed: bool = False) -> dict:
     """campaign - a phish delivered to people; with listed, its link is known bad since."""
     url = campaign_url(subject)
-    gateway.send(campaign_message(subject=subject, url=url),
-                 mail_from="helpdesk@evil-helpdesk.test", rcpts=people)
+    # Each campaign has its own sender: a malicious verdict blocks the sender it names.
+    sender = f"helpdesk{abs(hash(subject)) % 10000}@evil-helpdesk.test"
+    gateway.send(campaign_message(subject=subject, url=url, sender=sender),
+                 mail_from=sender, rcpts=people)
     copies = delivered(gateway, people)
     if listed:
         gateway.cli("intel", "add", "--type", "url", url, "--source", "feed")

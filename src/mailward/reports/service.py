@@ -537,8 +537,8 @@ class ReportService:
             except IndicatorError as error:
                 log.info("campaign %d: indicator %s not added: %s", cluster_id, item.value,
                          error)
-        # TODO: The post-delivery response starts a retro-scan when indicators change; until
-        # it is merged, copies of other campaigns carrying these indicators stay delivered.
+        # Adding them moves the intelligence generation, which starts the post-delivery
+        # retro-scan over copies of other campaigns that carry them.
         await self._set_evidence(cluster_id, indicators=kept)
         log.info("campaign %d: %d indicator(s) added to the intelligence", cluster_id,
                  len(kept))

@@ -49,8 +49,7 @@ class TrapService:
             self._scan_task)
         from huey import crontab
 
-        minutes = max(1, int(trap.poll_interval // 60))
-        self._poll = self.huey.periodic_task(crontab(minute=f"*/{minutes}"),
+        self._poll = self.huey.periodic_task(poll_schedule(trap.poll_interval),
                                              name="trap.poll")(self._poll_task)
         self._reassess = self.huey.periodic_task(crontab(minute="*"),
                                                  name="trap.reassess")(self._reassess_task)
@@ -111,6 +110,16 @@ class TrapService:
             await self.watch()
         finally:
             consumer.cancel()
+
+
+def poll_schedule(seconds: float):
+    """poll_schedule - the crontab nearest to an interval (whole minutes or hours)."""
+    from huey import crontab
+
+    minutes = max(1, int(seconds // 60))
+    if minutes < 60:
+        return crontab(minute=f"*/{minutes}")
+    return crontab(minute="0", hour=f"*/{min(24, minutes // 60)}")
 
 
 async def poll_feeds(settings, store) -> dict[str, Any]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 

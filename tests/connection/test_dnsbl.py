@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
-from mailward.auth.dns import Resolver
-from mailward.config import DnsSettings, load_settings
+from mailward.config import load_settings
 from mailward.connection.dnsbl import DnsblCheck, reversed_name
 from mailward.envelope import Envelope
 from mailward.pipeline import Task

@@ -7,7 +7,6 @@ import secrets
 import socket
 import time
 
-import pytest
 
 from mailward.config import RateLimitSettings
 from mailward.connection.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets, network_of

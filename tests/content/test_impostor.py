@@ -18,7 +18,6 @@ import pytest
 
 from mailward.content.impostor import CUES, _CUE_PATTERNS, lookalike
 from mailward.content.vip import DirectoryError, Person, matches, parse_csv
-from mailward.message import Message
 from mailward.policy import load_scores
 from mailward.verdict import Action, Category
 from tests.content.impostors import (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import ClassVar
 
 import pytest
@@ -12,7 +11,7 @@ from mailward.config import load_settings
 from mailward.envelope import Envelope, new_queue_id
 from mailward.gateway import Gateway
 from mailward.message import Message
-from mailward.pipeline import Pipeline, PipelineError, Stage, Task, _sender, _waves
+from mailward.pipeline import Pipeline, Stage, Task, _sender, _waves
 from mailward.verdict import Category, Finding
 from tests.support.gateway import SHARED
 

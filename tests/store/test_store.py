@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from mailward.config import load_settings
 from mailward.envelope import Envelope, new_queue_id
 from mailward.gateway import Gateway
-from mailward.intel.store import IndicatorError, IntelCache, IntelStore, NewIndicator
+from mailward.intel.store import IndicatorError, IntelCache, NewIndicator
 from mailward.store import Store
 from mailward.store.models import Copy, Delivery, MessageFile, MessageRecord, MessageUrl
 from mailward.web.tokens import create_token, revoke_token, verify_token

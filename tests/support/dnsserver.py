@@ -16,7 +16,6 @@ do.
 from __future__ import annotations
 
 import socket
-import threading
 from typing import Any
 
 from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import socket
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +16,7 @@ from mailward.store.models import (Copy, Incident, MessageFile, MessageFingerpri
                                    MessageRecord, MessageUrl, Retraction)
 from mailward.trap.intake import add_checked
 from mailward.trap.lookup import Indicator
-from mailward.trap.notify import Notifier, cef, rfc5424
+from mailward.trap.notify import Notifier
 from mailward.trap.policy import apply_rule, body_tlsh, campaign_rule
 from mailward.trap.retroscan import Retroscan
 from tests.support.dnsserver import free_port

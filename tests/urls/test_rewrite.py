@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import re
 from email import policy
-from pathlib import Path
 
 import pytest
 from selectolax.lexbor import LexborHTMLParser

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.web.support import corpus_spam, phish, queue_id
+from tests.web.support import phish, queue_id
 
 HOSTILE_SUBJECT = "<script>alert(1)</script> ' OR 1=1 -- \u202efdp.exe"
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from mailward.mailbox.base import FOLDERS, INBOX, JUNK, QUARANTINE, CopyGone, CopyRef, MailboxError
+from mailward.mailbox.base import FOLDERS, INBOX, JUNK, CopyGone, CopyRef, MailboxError
 
 if TYPE_CHECKING:
     from mailward.config import GraphSettings

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
 
-from mailward.config import ConfigError, parse_rate
+from mailward.config import parse_rate
 from mailward.connection.ratelimit import MemoryBuckets, RedisBuckets
 from mailward.mailbox.base import INBOX, JUNK, QUARANTINE
 from mailward.reports import analysis
@@ -56,6 +56,7 @@ from mailward.store.models import (
     ReportCluster,
     UserReport,
 )
+from mailward.taskqueue import make_queue, run_consumer
 from mailward.web.security import load_secret
 
 if TYPE_CHECKING:
@@ -99,21 +100,6 @@ class Taken:
                 "duplicate": self.duplicate}
 
 
-def make_huey(queue: str, data_dir):
-    """make_huey - the reports task queue: SQLite in the data directory, or Redis."""
-    if queue.startswith(("redis://", "rediss://", "unix://")):
-        from huey import RedisHuey
-
-        return RedisHuey("mailward-reports", url=queue, results=False)
-    if queue:
-        raise ConfigError(f"reports.queue: {queue!r} is neither empty (SQLite) nor redis://")
-    from huey import SqliteHuey
-
-    directory = data_dir / "reports"
-    directory.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("mailward-reports", filename=str(directory / "tasks.db"), results=False)
-
-
 class ReportService:
     """User reports for one gateway."""
 
@@ -128,7 +114,8 @@ class ReportService:
         self.rate = parse_rate(self.settings.per_reporter)
         self.notifier = Notifier(gateway)
         self.retractor = Retractor.from_settings(gateway.settings, self.store)
-        self.huey = make_huey(self.settings.queue, gateway.settings.data_dir)
+        self.huey = make_queue("reports", self.settings.queue, gateway.settings.data_dir,
+                               "reports.queue")
         self._analyse_task = self.huey.task(name="reports.analyse",
                                             retries=ANALYSIS_TRIES - 1,
                                             retry_delay=5)(self._analyse_job)
@@ -705,22 +692,11 @@ class ReportService:
 
     async def run(self) -> None:
         """run - the task-queue workers of this node, until cancelled."""
-        from huey.consumer import Consumer
-
-        class QuietConsumer(Consumer):
-            def _set_signal_handlers(self) -> None:  # the gateway owns the signals
-                pass
-
         self.loop = asyncio.get_running_loop()
         await self.recover()
-        consumer = QuietConsumer(self.huey, workers=self.settings.workers, periodic=False,
-                                 worker_type="thread", check_worker_health=False,
-                                 initial_delay=0.05, max_delay=0.5, scheduler_interval=1)
-        consumer.start()
         try:
-            await asyncio.Event().wait()
+            await run_consumer(self.huey, self.settings.workers)
         finally:
-            consumer.stop(graceful=False)
             self.loop = None
 
     async def recover(self) -> None:

@@ -29,7 +29,7 @@ import logging
 import re
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
 
 from mailward.envelope import Envelope, new_queue_id
 from mailward.gateway import Gateway

@@ -29,7 +29,6 @@ import socket
 import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 

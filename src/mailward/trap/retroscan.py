@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select, update
 
-from mailward.mailbox.base import QUARANTINE
 from mailward.mailbox.retract import FAILED, PullResult, Retractor
 from mailward.store.models import (Copy, ForcedIndicator, Incident, IncidentCopy,
                                    Indicator as IndicatorRow, Meta)

@@ -25,7 +25,6 @@ import asyncio
 import logging
 import socket
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -36,6 +35,7 @@ from mailward.config import ConfigError
 from mailward.hold import HoldRequest
 from mailward.pipeline import QueueLog
 from mailward.store.models import MessageRecord, SandboxJob
+from mailward.taskqueue import make_queue, run_consumer
 from mailward.verdict import Category, Finding
 
 if TYPE_CHECKING:
@@ -62,7 +62,6 @@ def build_backends(services: "Services") -> list[Sandbox]:
     """build_backends - the configured backends; a named one that cannot run is an error."""
     from mailward.attachments.sandbox.boxjs import BoxJsSandbox, find_boxjs
     from mailward.attachments.sandbox.browser import BrowserSandbox
-    from mailward.attachments.sandbox.cape import CapeSandbox
 
     settings = services.settings.sandbox
     wanted = set(settings.backends)
@@ -106,21 +105,6 @@ def _cape(settings: Any, wanted: set[str]) -> list[Sandbox]:
                         settings.cape_suspicious_score)]
 
 
-def make_huey(queue: str, data_dir: Path):
-    """make_huey - the task queue: SQLite in the data directory, or Redis."""
-    if queue.startswith(("redis://", "rediss://", "unix://")):
-        from huey import RedisHuey
-
-        return RedisHuey("mailward-sandbox", url=queue, results=False)
-    if queue:
-        raise ConfigError(f"sandbox.queue: {queue!r} is neither empty (SQLite) nor redis://")
-    from huey import SqliteHuey
-
-    directory = data_dir / "sandbox"
-    directory.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("mailward-sandbox", filename=str(directory / "tasks.db"), results=False)
-
-
 class SandboxService:
     """Holds messages for their files' sandbox verdicts (a Holder)."""
 
@@ -133,7 +117,8 @@ class SandboxService:
         self.samples = services.data_dir / "sandbox" / "samples"
         self.samples.mkdir(parents=True, exist_ok=True)
         self.node = socket.gethostname()[:255]
-        self.huey = make_huey(self.settings.queue, services.data_dir)
+        self.huey = make_queue("sandbox", self.settings.queue, services.data_dir,
+                               "sandbox.queue")
         self.loop: asyncio.AbstractEventLoop | None = None
         self._detonate = self.huey.task(name="sandbox.detonate")(self._detonate_job)
         self._poll = self.huey.task(name="sandbox.poll")(self._poll_job)
@@ -214,22 +199,9 @@ class SandboxService:
 
     async def run(self) -> None:
         """run - the task-queue workers of this node, until cancelled."""
-        from huey.consumer import Consumer
-
-        class QuietConsumer(Consumer):
-            def _set_signal_handlers(self) -> None:  # the gateway owns the signals
-                pass
-
         self.loop = asyncio.get_running_loop()
         await self.recover()
-        consumer = QuietConsumer(self.huey, workers=self.settings.concurrency, periodic=False,
-                                 worker_type="thread", check_worker_health=False,
-                                 initial_delay=0.1, max_delay=1.0, scheduler_interval=1)
-        consumer.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            consumer.stop(graceful=False)
+        await run_consumer(self.huey, self.settings.concurrency)
 
     async def recover(self) -> None:
         """recover - run again what this node was running; expire what is overdue."""

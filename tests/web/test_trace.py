@@ -109,7 +109,8 @@ def test_hostile_search_values_are_escaped_on_the_search_page(mail, as_user):
 def test_mail_flow_counts_messages_per_action_per_hour(mail, as_user):
     flow = as_user("analyst").get("/api/v1/stats/flow", params={"hours": 6}).json()
     assert len(flow["labels"]) in (6, 7)
-    assert flow["totals"]["deliver"] >= 2 and flow["totals"]["quarantine"] >= 1
+    # The hostile-header message may be held as spam too; the lunch note is delivered.
+    assert flow["totals"]["deliver"] >= 1 and flow["totals"]["quarantine"] >= 1
     assert sum(flow["series"]["quarantine"]) == flow["totals"]["quarantine"]
     assert as_user("analyst").get("/api/v1/stats/flow", params={"hours": 99999}
                                   ).status_code == 422

@@ -3,7 +3,7 @@
 Each unpacker takes a node and its message's budget and yields the members
 as child nodes; ``files.unpack`` recurses into them. Registered here:
 7z (py7zr), tar, gzip, bzip2 and xz, ISO 9660 / UDF images (pycdlib),
-RAR (rarfile, names only: see the TODO), OneNote sections (embedded files),
+RAR (rarfile, names only, as noted below), OneNote sections (embedded files),
 Outlook MSG files and attached messages (their attachments), Office
 documents (embedded objects), PDF (embedded files) and HTML pages whose
 scripts carry a base64 payload (HTML smuggling).

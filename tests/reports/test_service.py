@@ -182,7 +182,10 @@ async def test_reporting_address_among_other_recipients_takes_the_report_and_del
     assert reply.code == 250 and inside.rcpt_to == ["ida@example.com"]
     while await gateway.queue.run_once():
         pass
-    assert await folders(gateway, inside.queue_id) == {"ida@example.com": "INBOX"}
+    # Delivered to the other recipient only (the forwarded phish may be judged spam: Junk).
+    delivered = await folders(gateway, inside.queue_id)
+    assert list(delivered) == ["ida@example.com"] and delivered["ida@example.com"] in (
+        "INBOX", "Junk")
     async with gateway.services.store.session() as session:
         reports = (await session.scalars(select(UserReport))).all()
     assert [(r.reporter, r.source, r.queue_id) for r in reports] == \

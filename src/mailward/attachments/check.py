@@ -38,7 +38,7 @@ from mailward.attachments.identify import (
 from mailward.attachments.office import office_notes
 from mailward.attachments.pdf import pdf_notes
 from mailward.attachments.web import web_notes
-from mailward.attachments.workers import AnalyserPool, Outcome
+from mailward.attachments.workers import AnalyserPool, Outcome, shared_pool
 from mailward.hold import HoldRequest
 from mailward.pipeline import Stage, Task
 from mailward.services import Services
@@ -195,7 +195,7 @@ class AttachmentCheck:
         from mailward.attachments.sandbox.service import SandboxService
 
         sandbox = SandboxService.from_services(services)
-        pool = (AnalyserPool(settings.workers, settings.file_seconds, settings.file_memory)
+        pool = (shared_pool(settings.workers, settings.file_seconds, settings.file_memory)
                 if settings.workers else None)
         return cls(policy, settings.max_seconds, sandbox, pool)
 

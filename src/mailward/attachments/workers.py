@@ -188,3 +188,16 @@ class AnalyserPool:
             self._started -= len(workers)
         for worker in workers:
             worker.kill()
+
+
+_SHARED: dict[tuple[int, float, int], AnalyserPool] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_pool(size: int, file_seconds: float, memory: int) -> AnalyserPool:
+    """shared_pool - one pool per process and settings, however many checks are built."""
+    key = (size, file_seconds, memory)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = AnalyserPool(size, file_seconds, memory)
+        return _SHARED[key]

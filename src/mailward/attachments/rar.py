@@ -169,8 +169,8 @@ class _Extractor:
             handle.write(node.data)
         self.password = password  # the archive's (encrypted headers), or last good one
 
-    def read(self, index: int, info, password: str | None, limit: int) -> tuple[bytes | None,
-                                                                                 str]:
+    def read(self, index: int, info, password: str | None,
+             limit: int) -> tuple[bytes | None, str]:
         """read - one member's bytes and "" or None and why they are not there."""
         seconds = min(RUN_SECONDS, self.budget.deadline - time.monotonic())
         if seconds <= 0:
@@ -251,7 +251,8 @@ def unrar(node: FileNode, budget: _Budget) -> Iterator[FileNode]:
         infos = list(enumerate(archive.infolist()))
     except rarfile.PasswordRequired:
         node.encrypted = True
-        yield node.child("(encrypted rar headers)", b"", encrypted=True, problems=["ENCRYPTED"])
+        yield node.child("(encrypted rar headers)", b"", encrypted=True,
+                         problems=["ENCRYPTED"])
         return
     except Exception as error:  # rarfile raises its own and plain errors alike
         node.problems.append(f"ARCHIVE_CORRUPT: {type(error).__name__}: {str(error)[:200]}")

@@ -66,12 +66,13 @@ def _rar5_block(kind: int, flags: int, fields: bytes, extra: bytes = b"",
     return struct.pack("<I", zlib.crc32(sized)) + sized
 
 
-def _rar5_file(name: str, data: bytes, size: int, crc: int, extra: bytes = b"") -> bytes:
+def _rar5_file(name: str, data: bytes, size: int, crc: int,
+               extra: bytes = b"") -> tuple[bytes, bytes]:
     raw = name.encode("utf-8")
     # File flags 0x04: a CRC32 follows; compression info 0: version 0, stored.
     fields = (_vint(0x04) + _vint(size) + _vint(0x20) + struct.pack("<I", crc)
               + _vint(0) + _vint(0) + _vint(len(raw)) + raw)
-    return _rar5_block(2, 0, fields, extra, data_size=len(data)) + data
+    return _rar5_block(2, 0, fields, extra, data_size=len(data)), data
 
 
 def _fold(digest: bytes, width: int) -> bytes:
@@ -82,13 +83,42 @@ def _fold(digest: bytes, width: int) -> bytes:
     return bytes(out)
 
 
+def _check_value(secret: bytes, salt: bytes, rounds: int) -> bytes:
+    """_check_value - the 12 bytes that let a reader test a password cheaply."""
+    value = _fold(hashlib.pbkdf2_hmac("sha256", secret, salt, rounds + 32), 8)
+    return value + hashlib.sha256(value).digest()[:4]
+
+
 def rar5_of(members: dict[str, bytes], password: str | None = None,
-            kdf_log2: int = 12, check: bool = False) -> bytes:
+            kdf_log2: int = 12, check: bool = False, headers: bool = False) -> bytes:
     """rar5_of - a RAR 5 archive of stored members, AES-256 encrypted with a password.
 
     With check, each member also carries the password check value and its
-    CRC is keyed by the password ("tweaked"), as rar itself writes them."""
-    out = [RAR5_MARK, _rar5_block(1, 0, _vint(0))]
+    CRC is keyed by the password ("tweaked"), as rar itself writes them.
+    With headers, the headers are encrypted too (``rar -hp``): only the
+    password lists the names."""
+    blocks = _rar5_blocks(members, password, kdf_log2, check)
+    if not headers:
+        return RAR5_MARK + b"".join(head + data for head, data in blocks)
+    # An archive encryption header, then every header sealed with the archive
+    # key behind its own IV, padded to the AES block; the data stays as it is.
+    assert password is not None
+    secret, rounds, salt = password.encode("utf-8"), 1 << kdf_log2, os.urandom(16)
+    key = hashlib.pbkdf2_hmac("sha256", secret, salt, rounds)
+    out = [RAR5_MARK, _rar5_block(4, 0, _vint(0) + _vint(0x01) + bytes([kdf_log2]) + salt
+                                  + _check_value(secret, salt, rounds))]
+    for head, data in blocks:
+        iv = os.urandom(16)
+        padded = head + b"\x00" * (-len(head) % 16)
+        out.append(iv + Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+                   .update(padded) + data)
+    return b"".join(out)
+
+
+def _rar5_blocks(members: dict[str, bytes], password: str | None, kdf_log2: int,
+                 check: bool) -> list[tuple[bytes, bytes]]:
+    """_rar5_blocks - (header, data) of the archive header, each member, the end."""
+    out = [(_rar5_block(1, 0, _vint(0)), b"")]
     for name, data in members.items():
         crc = zlib.crc32(data)
         if password is None:
@@ -105,13 +135,12 @@ def rar5_of(members: dict[str, bytes], password: str | None = None,
         sealed = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor().update(padded)
         flags, tail = 0, b""
         if check:
-            value = _fold(hashlib.pbkdf2_hmac("sha256", secret, salt, rounds + 32), 8)
-            flags, tail = 0x03, value + hashlib.sha256(value).digest()[:4]
+            flags, tail = 0x03, _check_value(secret, salt, rounds)
             mac_key = hashlib.pbkdf2_hmac("sha256", secret, salt, rounds + 16)
             mac = hmac.new(mac_key, struct.pack("<I", crc), "sha256").digest()
             crc = int.from_bytes(_fold(mac, 4), "little")
         record = (_vint(1) + _vint(0) + _vint(flags) + bytes([kdf_log2]) + salt + iv
                   + tail)
         out.append(_rar5_file(name, sealed, len(data), crc, _vint(len(record)) + record))
-    out.append(_rar5_block(5, 0, _vint(0)))
-    return b"".join(out)
+    out.append((_rar5_block(5, 0, _vint(0)), b""))
+    return out

@@ -93,6 +93,43 @@ def test_encrypted_rar5_without_the_password_is_unscannable(check):
     assert all(n.data != samples.JS_DROPPER for n in message.files)
 
 
+@pytest.mark.parametrize("known", [True, False], ids=["password", "no-password"])
+def test_rar5_with_encrypted_headers_lists_only_with_the_password(known):
+    archive = rar5_of({"scan/invoice.js": samples.JS_DROPPER, "readme.txt": b"hello"},
+                      password="Xq7-4471", check=True, headers=True)
+    body = ("The password is: Xq7-4471." if known else "Call us for the code word.")
+    raw = samples.message([("invoice.rar", "application/x-rar", archive)], body=body)
+    message, findings, _ = analyse(raw)
+    files = listed(findings)
+    if known:
+        script = files["invoice.rar > scan/invoice.js"]
+        assert {"ATTACH_DANGEROUS_TYPE", "ATTACH_ENCRYPTED_OPENED"} <= set(script["findings"])
+        assert files["invoice.rar > readme.txt"]["type"] == "text"
+        assert "ATTACH_ENCRYPTED_UNSCANNABLE" not in symbols(findings)
+    else:
+        assert set(files) == {"invoice.rar", "invoice.rar > (encrypted rar headers)"}
+        assert "ATTACH_ENCRYPTED_UNSCANNABLE" in symbols(findings)
+
+
+def test_many_members_are_read_in_one_run_and_stop_at_the_member_limit():
+    members = {f"part-{number:03}.txt": b"x" * (number + 1) for number in range(300)}
+    nodes = tree("many.rar", rar5_of(members))
+    assert [n.data for n in list(nodes.values())[1:]] == list(members.values())
+    node = FileNode("many.rar", rar5_of(members))
+    unpack(node, _Budget(UnpackLimits(max_members=100), []))
+    assert len(node.children) == 100
+    assert any(p.startswith("ARCHIVE_TOO_MANY_MEMBERS") for p in node.problems)
+
+
+def test_several_encrypted_members_open_with_one_password():
+    members = {f"doc-{number}.txt": bytes([65 + number]) * 40 for number in range(20)}
+    archive = rar5_of(members, password="Xq7-4471", check=True)
+    nodes = tree("docs.rar", archive, ["wrong", "Xq7-4471"])
+    opened = list(nodes.values())[1:]
+    assert [n.data for n in opened] == list(members.values())
+    assert all(n.password == "Xq7-4471" and n.notes for n in opened)
+
+
 def _patched_unpacked_size(archive: bytes, size: int) -> bytes:
     """_patched_unpacked_size - a RAR 4 whose first member's header claims size."""
     data = bytearray(archive)
@@ -112,10 +149,12 @@ def test_rar_bomb_is_a_problem_not_a_memory_blow_up():
 
 
 def test_member_whose_content_disagrees_with_its_header_is_unreadable():
-    lying = _patched_unpacked_size(rar4_of({"l.txt": b"q" * 100}), 10)
-    member = tree("lie.rar", lying)["lie.rar > l.txt"]
+    lying = _patched_unpacked_size(rar4_of({"l.txt": b"q" * 100, "ok.txt": b"fine"}), 10)
+    nodes = tree("lie.rar", lying)
+    member = nodes["lie.rar > l.txt"]
     assert member.data == b""
     assert member.problems and member.problems[0].startswith("ARCHIVE_MEMBER_UNREADABLE")
+    assert nodes["lie.rar > ok.txt"].data == b"fine"
 
 
 @pytest.mark.parametrize("cut", [60, 3000])

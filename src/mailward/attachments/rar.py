@@ -13,11 +13,14 @@ password is checked in process against the archive's check value before
 unar runs; otherwise the CRC of what unar returns decides, because unar
 writing to a pipe does not verify it.
 
+unar reads all the members the budget admits in one run, cut at their
+declared sizes and each verified; what does not verify is read again on
+its own, so one bad member cannot hide another.
+
 SECURITY: the archive is hostile, and so may be its decompression. unar
-runs one member at a time, in a private temporary directory that holds
-only the archive, with no right to write files (RLIMIT_FSIZE 0), bounded
+runs in a private temporary directory that holds only the archive, with no right to write files (RLIMIT_FSIZE 0), bounded
 address space and CPU time, a wall-clock timeout, and its output read
-through a bound of the member's declared size: a member that outgrows its
+through a bound of the members' declared sizes: a member that outgrows its
 header, a hung or crashing unar, a wrong CRC are each a problem on the
 node, never a pass and never unbounded memory or disk.
 """
@@ -169,14 +172,14 @@ class _Extractor:
             handle.write(node.data)
         self.password = password  # the archive's (encrypted headers), or last good one
 
-    def read(self, index: int, info, password: str | None,
+    def _run(self, indices: list[int], password: str | None,
              limit: int) -> tuple[bytes | None, str]:
-        """read - one member's bytes and "" or None and why they are not there."""
+        """_run - what unar writes for these members, in order, or None and why."""
         seconds = min(RUN_SECONDS, self.budget.deadline - time.monotonic())
         if seconds <= 0:
             return None, "the time for unpacking ran out"
         command = [self.program, "-q", "-no-recursion", "-no-directory", "-o", "-",
-                   "-p", password or "", "-i", self.archive, str(index)]
+                   "-p", password or "", "-i", self.archive, *map(str, indices)]
         run = run_bounded(command, self.directory, limit, seconds)
         if run.timed_out:
             return None, f"unar took over {seconds:.0f}s"
@@ -184,14 +187,48 @@ class _Extractor:
             return None, f"more than the {limit} bytes its header declares"
         if run.returncode:
             return None, f"unar failed (exit status {run.returncode})"
-        if info.file_size and len(run.data) != info.file_size:
-            return None, f"{len(run.data)} bytes where the header declares {info.file_size}"
-        crc = _plain_crc(info)
-        if crc is not None and zlib.crc32(run.data) != crc:
-            return None, "CRC mismatch" + (" (wrong password)" if password else "")
-        if crc is None and password and _rar5_password_ok(info, password) is None:
-            return None, "no check value or CRC confirms the password"
         return run.data, ""
+
+    @staticmethod
+    def _verify(info, data: bytes, password: str | None) -> str:
+        """_verify - "" when the bytes are the member's, else why they are not."""
+        if info.file_size and len(data) != info.file_size:
+            return f"{len(data)} bytes where the header declares {info.file_size}"
+        crc = _plain_crc(info)
+        if crc is not None and zlib.crc32(data) != crc:
+            return "CRC mismatch" + (" (wrong password)" if password else "")
+        if crc is None and password and _rar5_password_ok(info, password) is None:
+            return "no check value or CRC confirms the password"
+        return ""
+
+    def read(self, index: int, info, password: str | None,
+             limit: int) -> tuple[bytes | None, str]:
+        """read - one member's bytes and "" or None and why they are not there."""
+        data, why = self._run([index], password, limit)
+        if data is not None:
+            why = self._verify(info, data, password)
+        return (data, "") if data is not None and not why else (None, why)
+
+    def batch(self, wanted: list[tuple[int, object]], password: str | None) -> dict[int,
+                                                                                    bytes]:
+        """batch - the members that one unar run yields intact, by index.
+
+        One run for many members (and one pass over a solid archive) instead
+        of a process each; the output is cut at the declared sizes, and what
+        does not add up or verify is left to ``read``, one member at a time."""
+        sizes = [int(info.file_size or 0) for _index, info in wanted]
+        if len(wanted) < 2 or not all(sizes):
+            return {}
+        data, _why = self._run([index for index, _info in wanted], password, sum(sizes))
+        if data is None or len(data) != sum(sizes):
+            return {}
+        found, offset = {}, 0
+        for (index, info), size in zip(wanted, sizes):
+            piece = data[offset:offset + size]
+            offset += size
+            if not self._verify(info, piece, password):
+                found[index] = piece
+        return found
 
     def member(self, index: int, info, limit: int) -> FileNode:
         """member - the child node of one member, decrypted if a password opens it."""
@@ -262,21 +299,46 @@ def unrar(node: FileNode, budget: _Budget) -> Iterator[FileNode]:
     if program is None:
         yield from _names_only(node, budget, files)
         return
+    admitted = _admitted(node, budget, files)
     with tempfile.TemporaryDirectory(prefix="mailward-rar-") as directory:
         extractor = _Extractor(program, node, budget, directory, password)
-        for index, info in files:
-            if not budget.admit(node):
-                return
-            size = int(info.file_size or 0)
-            if not budget.ratio_ok(node, info.filename, int(info.compress_size or 0), size):
-                return
-            limit = size if size else budget.left
-            if not budget.take(node, size, info.filename):
-                return
-            member = extractor.member(index, info, limit)
-            if not size:
+        plain = [(index, info) for index, info, _limit in admitted
+                 if not info.needs_password() or password]
+        found, opened_with = extractor.batch(plain, password), password
+        second = False
+        for index, info, limit in admitted:
+            if index in found:
+                member = node.child(info.filename, found.pop(index), password=(
+                    opened_with or "") if info.needs_password() else "")
+            else:
+                member = extractor.member(index, info, limit)
+                if extractor.password and not found and not second and member.password:
+                    # The first member a password opened: the rest in one run.
+                    rest = [(i, f) for i, f, _limit in admitted if i > index]
+                    found = extractor.batch(rest, extractor.password)
+                    opened_with, second = extractor.password, True
+            if member.password and not any(n.symbol == "ATTACH_ENCRYPTED_OPENED"
+                                           for n in member.notes):
+                member.notes.append(Note("ATTACH_ENCRYPTED_OPENED", f"{member.path} "
+                                         "opened with a password the message offers"))
+            if not int(info.file_size or 0):
                 budget.take(node, len(member.data), info.filename)
             yield member
+
+
+def _admitted(node: FileNode, budget: _Budget, files) -> list[tuple[int, object, int]]:
+    """_admitted - (index, info, read limit) of the members the budget allows."""
+    admitted = []
+    for index, info in files:
+        if not budget.admit(node):
+            break
+        size = int(info.file_size or 0)
+        if not budget.ratio_ok(node, info.filename, int(info.compress_size or 0), size):
+            break
+        if not budget.take(node, size, info.filename):
+            break
+        admitted.append((index, info, size if size else budget.left))
+    return admitted
 
 
 def _names_only(node: FileNode, budget: _Budget, files) -> Iterator[FileNode]:

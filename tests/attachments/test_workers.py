@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -26,6 +28,12 @@ def swelling(node) -> list[Note]:
     held = []
     while True:
         held.append(bytearray(64 << 20))
+
+
+def crashing(node) -> list[Note]:
+    """crashing - an analyser whose native parser brings the process down."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return []
 
 
 def failing(node) -> list[Note]:
@@ -98,3 +106,14 @@ def test_the_pool_gives_the_same_findings_as_the_analysers_in_process(pool):
     assert "ATTACH_TEMPLATE_INJECTION" in {f.symbol for f in pooled}
     assert sorted((f.symbol, f.detail) for f in pooled) == \
         sorted((f.symbol, f.detail) for f in alone)
+
+
+def test_a_crashing_worker_is_a_failure_and_is_replaced(pool, monkeypatch):
+    monkeypatch.setitem(check_module.ANALYSERS, "pdf", crashing)
+    findings = analyse(pool, [("a.pdf", "application/pdf", PDF),
+                              ("invoice.docx", "application/octet-stream",
+                               samples.docx_with_external_template())])
+    found = by_symbol(findings)
+    [failed] = found["ATTACH_ANALYSIS_FAILED"]
+    assert failed.data["path"] == "a.pdf" and "died" in failed.detail
+    assert "ATTACH_TEMPLATE_INJECTION" in found

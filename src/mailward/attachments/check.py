@@ -263,17 +263,24 @@ class AttachmentCheck:
             except Exception as error:  # a parser failure is a finding, not a pass
                 outcome = Outcome([], f"{type(error).__name__}: {str(error)[:160]}")
         else:
-            outcome = self.pool.run(analyser, node, seconds)
+            try:
+                outcome = self.pool.run(analyser, node, seconds)
+            except Exception as error:  # no worker could be started or reached
+                log.error("analyser worker unavailable for %s: %s", node.sha256[:12], error)
+                outcome = Outcome([], f"no analyser worker: {type(error).__name__}: "
+                                      f"{str(error)[:120]}")
         if not outcome.error:
             return outcome.notes
         data = {"path": node.path, "kind": node.kind, "sha256": node.sha256}
         if outcome.error == "timeout":
-            limit = self.pool.file_seconds if self.pool else 0
             return [Note("ATTACH_ANALYSIS_TIMEOUT", f"{node.path}: {node.kind} analysis "
-                         f"ran past {limit:g}s and was killed", data)]
+                         f"ran past {outcome.seconds:.1f}s and was killed",
+                         data | {"seconds": round(outcome.seconds, 1)})]
         if outcome.error == "memory":
             return [Note("ATTACH_ANALYSIS_MEMORY", f"{node.path}: {node.kind} analysis "
                          "needed more memory than allowed", data)]
+        if outcome.error == "died":
+            outcome.error = "its worker process died (crashed or killed)"
         log.info("analyser for %s failed on %s: %s", node.kind, node.sha256[:12],
                  outcome.error)
         return [Note("ATTACH_ANALYSIS_FAILED", f"{node.path}: {node.kind} analysis "

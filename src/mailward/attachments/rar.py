@@ -18,11 +18,12 @@ declared sizes and each verified; what does not verify is read again on
 its own, so one bad member cannot hide another.
 
 SECURITY: the archive is hostile, and so may be its decompression. unar
-runs in a private temporary directory that holds only the archive, with no right to write files (RLIMIT_FSIZE 0), bounded
-address space and CPU time, a wall-clock timeout, and its output read
-through a bound of the members' declared sizes: a member that outgrows its
-header, a hung or crashing unar, a wrong CRC are each a problem on the
-node, never a pass and never unbounded memory or disk.
+runs in a private temporary directory that holds only the archive, with
+no right to write files (RLIMIT_FSIZE 0), bounded address space and CPU
+time, a wall-clock timeout, and its output read through a bound of the
+members' declared sizes: a member that outgrows its header, a hung or
+crashing unar, a wrong CRC are each a problem on the node, never a pass
+and never unbounded memory or disk.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class Outcome:
 
     notes: list[Note]
     error: str = ""  # "timeout", "memory", "died" or an exception's text
+    seconds: float = 0.0  # the time limit that was applied
 
 
 class _Shipped(FileNode):
@@ -155,10 +156,10 @@ class AnalyserPool:
         """run - one analyser on one file in a worker, within the time limit."""
         seconds = self.file_seconds if seconds is None else min(seconds, self.file_seconds)
         worker = self._take()
+        started = time.monotonic()
         try:
             worker.connection.send((analyser, node.name, node.path, node.kind, node.data,
                                     [child.name for child in node.children]))
-            started = time.monotonic()
             if worker.connection.poll(max(seconds, 0.0)):
                 outcome = worker.connection.recv()
                 self._give(worker)
@@ -167,13 +168,15 @@ class AnalyserPool:
             log.warning("analyser %s on %s: no answer in %.1fs, worker killed",
                         getattr(analyser, "__name__", analyser), node.sha256[:12],
                         time.monotonic() - started)
-        except (EOFError, OSError, BrokenPipeError) as died:
+        except (EOFError, OSError) as died:
             error = "died"
             log.warning("analyser worker died on %s: %s", node.sha256[:12], died)
+        except Exception as failure:  # e.g. an analyser that cannot be pickled
+            error = f"{type(failure).__name__}: {str(failure)[:160]}"
         self._spent += worker.cpu_seconds()
         worker.kill()
         self._give(None)
-        return Outcome([], error)
+        return Outcome([], error, seconds)
 
     def cpu_seconds(self) -> float:
         """cpu_seconds - CPU time used by the workers so far (for benchmarks)."""

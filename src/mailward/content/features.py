@@ -11,7 +11,15 @@ stored). The strings are:
 - header features: which headers are present, the mailer, the shape of the
   From, Reply-To and Message-ID, the number of Received hops;
 - structure: MIME types, charsets, attachments, link counts, length;
-- the findings of the content checks that ran before (``f:`` strings).
+- the findings of the checks that ran before and that a message alone
+  decides (``f:`` strings): structure, hidden text, language cues, the URL
+  heuristics and the static attachment analysis, never intelligence
+  look-ups, sandbox verdicts or the gateway's memory of domains.
+
+Each string belongs to a group by its prefix (``token_group``): the words
+of the text, of the subject, header presence and shape, header values,
+HTML, structure, findings. The model weights groups against each other
+(``GROUP_WEIGHTS``, chosen by cross-validation on the training corpus).
 
 SECURITY: the input is hostile. Only a bounded prefix of the text is read
 (``MAX_TEXT`` characters; ``text_was_cut`` says when more was there), the
@@ -37,12 +45,29 @@ _MSGID = re.compile(r"<([^@<>]{1,200})@([^@<>]{1,200})>")
 # Headers a sender or an earlier filter may add to look judged already; never features.
 _IGNORED_HEADERS = ("x-spam", "x-mailward", "x-virus", "authentication-results")
 # Findings whose symbols are features: families a message alone decides,
-# the same at training time as on the wire.
-# TODO: URL_ and ATTACH_ findings are left out because training reads message files
-# without the URL and attachment checks; the spam model so misses what they know.
-FINDING_FAMILIES = ("HDR_", "MIME_", "LANG_", "CONTENT_")
-# Other classifiers' verdicts are not features: they are trained apart.
-_MODEL_SYMBOLS = frozenset({"LANG_PHISH_MODEL"})
+# the same at training time (``spam.content_findings``) as on the wire.
+FINDING_FAMILIES = ("HDR_", "MIME_", "LANG_", "CONTENT_", "URL_", "ATTACH_")
+# Not features: other classifiers' verdicts (trained apart), what depends on
+# intelligence, the sandbox, the clock or the gateway's memory (not the same
+# at training time), and the per-file listing (``at:`` strings say it).
+NOT_FEATURES = frozenset({
+    "LANG_PHISH_MODEL", "URL_BLOCKLISTED", "URL_DOMAIN_BLOCKLISTED", "URL_IP_BLOCKLISTED",
+    "URL_NEW_DOMAIN", "ATTACH_FILE", "ATTACH_ANALYSIS_INCOMPLETE", "ATTACH_SANDBOX_PENDING",
+    "ATTACH_SANDBOX_MALICIOUS", "ATTACH_SANDBOX_SUSPICIOUS", "ATTACH_SANDBOX_CLEAN",
+    "ATTACH_SANDBOX_ERROR", "ATTACH_SANDBOX_TIMEOUT"})
+
+# Groups of strings, by prefix; a string without a known prefix is text.
+GROUPS = ("text", "subject", "headers", "header_values", "html", "structure", "findings")
+GROUP_WEIGHTS = (1.5, 0.7, 1.0, 0.7, 0.7, 0.7, 0.5)
+_PREFIX_GROUP = {"s": 1, "hn": 2, "hx": 2, "hr": 2, "hf": 2, "hm": 2, "hd": 2, "hs": 2,
+                 "hc": 2, "hv": 3, "ht": 4, "ha": 4, "ct": 5, "pt": 5, "cs": 5, "st": 5,
+                 "u": 5, "at": 5, "d": 5, "f": 6}
+
+
+def token_group(token: str) -> int:
+    """token_group - the index in GROUPS of a feature string, by its prefix."""
+    head, colon, _ = token.partition(":")
+    return _PREFIX_GROUP.get(head, 0) if colon else 0
 
 
 def _bucket(value: int) -> str:
@@ -110,7 +135,7 @@ def header_tokens(message: Message) -> list[str]:
     if "=?" in (message.root.raw_values("subject") or [""])[0][:300]:
         found.append("hs:encoded")
     found.append("hs:bang_" + _bucket(subject.count("!")))
-    found.append("ht:to_" + _bucket(len(message.addresses("to"))))
+    found.append("hc:to_" + _bucket(len(message.addresses("to"))))
     return found
 
 
@@ -172,7 +197,7 @@ def structure_tokens(message: Message, text: str) -> list[str]:
 def finding_tokens(findings: Iterable[Finding]) -> list[str]:
     """finding_tokens - the content findings of earlier checks, by symbol."""
     return ["f:" + f.symbol for f in findings if f.symbol.startswith(FINDING_FAMILIES)
-            and f.symbol not in _MODEL_SYMBOLS]
+            and f.symbol not in NOT_FEATURES]
 
 
 def spam_tokens(message: Message, findings: Iterable[Finding] = ()) -> list[str]:

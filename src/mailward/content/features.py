@@ -42,8 +42,13 @@ NGRAM = 4
 _WORD = re.compile(r"[^\W\d_][\w'$€£%-]{0,29}|\d[\d.,]*\d|[$€£]\d+|[!?]{2,}")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _MSGID = re.compile(r"<([^@<>]{1,200})@([^@<>]{1,200})>")
-# Headers a sender or an earlier filter may add to look judged already; never features.
-_IGNORED_HEADERS = ("x-spam", "x-mailward", "x-virus", "authentication-results")
+# Headers a sender or an earlier filter may add to look judged already, and
+# those a mailbox adds after delivery (a gateway never sees them, a corpus of
+# delivered mail always does); never features.
+_IGNORED_HEADERS = ("x-spam", "x-mailward", "x-virus", "authentication-results",
+                    "status", "x-status", "x-keywords", "x-uid", "x-mozilla-",
+                    "delivered-to", "x-original-to", "lines", "content-length",
+                    "x-evolution", "x-imap", "x-gmail-", "x-pop3-rcpt", "x-filter")
 # Findings whose symbols are features: families a message alone decides,
 # the same at training time (``spam.content_findings``) as on the wire.
 FINDING_FAMILIES = ("HDR_", "MIME_", "LANG_", "CONTENT_", "URL_", "ATTACH_")

@@ -39,6 +39,9 @@ from mailward.verdict import Finding
 MAX_TEXT = 30_000
 MAX_NGRAM_WORDS = 1_500
 NGRAM = 4
+# The n-grams of words already seen, bounded: emptied when full.
+_GRAMS: dict[str, list[str]] = {}
+_GRAMS_MAX = 100_000
 _WORD = re.compile(r"[^\W\d_][\w'$€£%-]{0,29}|\d[\d.,]*\d|[$€£]\d+|[!?]{2,}")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _MSGID = re.compile(r"<([^@<>]{1,200})@([^@<>]{1,200})>")
@@ -88,16 +91,28 @@ def text_was_cut(message: Message) -> bool:
     return len(message.text) > MAX_TEXT
 
 
+def _grams(key: str, word: str) -> list[str]:
+    """_grams - the character n-grams of one word, remembered (words recur)."""
+    grams = _GRAMS.get(key)
+    if grams is None:
+        padded = f" {word} "
+        head = key[:len(key) - len(word)] + "g:"
+        grams = [head + padded[i:i + NGRAM] for i in range(len(padded) - NGRAM + 1)]
+        if len(_GRAMS) >= _GRAMS_MAX:
+            _GRAMS.clear()
+        _GRAMS[key] = grams
+    return grams
+
+
 def text_tokens(text: str, prefix: str = "") -> list[str]:
     """text_tokens - words, word pairs and character n-grams of a text."""
     words = _WORD.findall(text[:MAX_TEXT].lower())
-    found = [prefix + w for w in words]
-    found.extend(f"{prefix}b:{a}_{b}" for a, b in zip(words, words[1:]))
-    distinct = list(dict.fromkeys(w for w in words if len(w) > NGRAM))
+    found = [prefix + w for w in words] if prefix else list(words)
+    pair = prefix + "b:"
+    found.extend([pair + a + "_" + b for a, b in zip(words, words[1:])])
+    distinct = list(dict.fromkeys([w for w in words if len(w) > NGRAM]))
     for word in distinct[:MAX_NGRAM_WORDS]:
-        padded = f" {word} "
-        found.extend(prefix + "g:" + padded[i:i + NGRAM]
-                     for i in range(len(padded) - NGRAM + 1))
+        found.extend(_grams(prefix + word, word))
     return found
 
 
@@ -133,7 +148,7 @@ def header_tokens(message: Message) -> list[str]:
         found.append("hd:missing")
     subject = message.subject[:300]
     letters = [c for c in subject if c.isalpha()]
-    if len(letters) > 5 and sum(c.isupper() for c in letters) > 0.6 * len(letters):
+    if len(letters) > 5 and sum(map(str.isupper, letters)) > 0.6 * len(letters):
         found.append("hs:caps")
     if _NON_ASCII.search(subject):
         found.append("hs:non_ascii")
@@ -207,7 +222,7 @@ def structure_tokens(message: Message, text: str) -> list[str]:
         found.append("at:" + (name.rsplit(".", 1)[-1][:10] if "." in name
                               else part.content_type))
     found.extend("d:" + defect.split(":")[0][:40] for defect in set(message.all_defects))
-    if text and sum(c.isupper() for c in text[:2000]) > 0.3 * min(len(text), 2000):
+    if text and sum(map(str.isupper, text[:2000])) > 0.3 * min(len(text), 2000):
         found.append("st:text_caps")
     return found
 

@@ -78,7 +78,10 @@ def weighted(tokens: Iterable[str], groups: Weights = None
     """
     counts = Counter(tokens)
     keys = list(counts)
-    codes = np.fromiter((_code(k) for k in keys), np.int64, len(keys))
+    known = list(map(_CODES.get, keys))
+    if None in known:
+        known = [_code(k) if c is None else c for k, c in zip(keys, known)]
+    codes = np.array(known, np.int64)
     values = np.log1p(np.fromiter(counts.values(), np.float64, len(keys)))
     if groups is not None and len(keys):
         group = codes & ((1 << _GROUP_BITS) - 1)

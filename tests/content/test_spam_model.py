@@ -158,7 +158,7 @@ def test_the_one_message_path_gives_exactly_the_batch_rows_and_scores(corpus):
 def test_string_groups_follow_their_prefix():
     from mailward.content.features import GROUPS, token_group
 
-    expected = {"viagra": "text", "b:free_money": "text", "g: fre": "text",
+    expected = {"viagra": "text", "b:free_money": "text", "g: fre": "ngrams",
                 "s:free": "subject", "s:g: fre": "subject", "hn:x-mailer": "headers",
                 "hc:to_1": "headers", "hv:received:example.net": "header_values",
                 "ht:font": "html", "ha:font:color=red": "html", "u:example.net": "structure",

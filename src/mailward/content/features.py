@@ -17,8 +17,8 @@ stored). The strings are:
   look-ups, sandbox verdicts or the gateway's memory of domains.
 
 Each string belongs to a group by its prefix (``token_group``): the words
-of the text, of the subject, header presence and shape, header values,
-HTML, structure, findings. The model weights groups against each other
+and word pairs of the text, the subject, header presence and shape, header
+values, HTML, structure, findings, and the text's character n-grams. The model weights groups against each other
 (``GROUP_WEIGHTS``, chosen by cross-validation on the training corpus).
 
 SECURITY: the input is hostile. Only a bounded prefix of the text is read
@@ -65,11 +65,12 @@ NOT_FEATURES = frozenset({
     "ATTACH_SANDBOX_ERROR", "ATTACH_SANDBOX_TIMEOUT"})
 
 # Groups of strings, by prefix; a string without a known prefix is text.
-GROUPS = ("text", "subject", "headers", "header_values", "html", "structure", "findings")
-GROUP_WEIGHTS = (1.5, 0.7, 1.0, 2.0, 0.4, 0.4, 0.5)
+GROUPS = ("text", "subject", "headers", "header_values", "html", "structure", "findings",
+          "ngrams")
+GROUP_WEIGHTS = (1.5, 0.7, 1.0, 2.0, 0.4, 0.4, 0.5, 0.5)
 _PREFIX_GROUP = {"s": 1, "hn": 2, "hx": 2, "hr": 2, "hf": 2, "hm": 2, "hd": 2, "hs": 2,
                  "hc": 2, "hv": 3, "ht": 4, "ha": 4, "ct": 5, "pt": 5, "cs": 5, "st": 5,
-                 "u": 5, "at": 5, "d": 5, "f": 6}
+                 "u": 5, "at": 5, "d": 5, "f": 6, "g": 7}
 
 
 def token_group(token: str) -> int:

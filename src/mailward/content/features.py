@@ -68,6 +68,10 @@ NOT_FEATURES = frozenset({
 GROUPS = ("text", "subject", "headers", "header_values", "html", "structure", "findings",
           "ngrams")
 GROUP_WEIGHTS = (1.5, 0.7, 1.0, 2.0, 0.4, 0.4, 0.5, 0.5)
+# What a person's judgement teaches (``learn``): what the message says, links
+# to and carries, not the header shapes and relay words that every message on
+# the same path shares (teaching those moves all of that path's mail at once).
+LEARNT_GROUPS = frozenset({0, 1, 4, 5, 6, 7})
 _PREFIX_GROUP = {"s": 1, "hn": 2, "hx": 2, "hr": 2, "hf": 2, "hm": 2, "hd": 2, "hs": 2,
                  "hc": 2, "hv": 3, "ht": 4, "ha": 4, "ct": 5, "pt": 5, "cs": 5, "st": 5,
                  "u": 5, "at": 5, "d": 5, "f": 6, "g": 7}

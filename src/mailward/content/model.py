@@ -19,8 +19,8 @@ cache and gives the very same numbers without the batch machinery.
 
 Learning from one message (``update``) is a passive-aggressive step: when
 the message is not yet on its label's side by ``margin``, the weights of
-its own features move just far enough to put it there, never more than
-``max_step``. The change touches only that message's features, so it is
+its own features (or of those of some groups) move just far enough to put
+it there, never more than ``max_step``. The change touches only that message's features, so it is
 stored and can be subtracted again exactly (``revert``).
 """
 
@@ -76,6 +76,13 @@ def weighted(tokens: Iterable[str], groups: Weights = None
     each group's values are divided by the group's L2 norm and multiplied by
     its weight. Both the batch and the one-message path start from this.
     """
+    keys, codes, values = _weighted_codes(tokens, groups)
+    return keys, codes >> _GROUP_BITS, values
+
+
+def _weighted_codes(tokens: Iterable[str], groups: Weights
+                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """_weighted_codes - ``weighted`` with each string's bucket and group code."""
     counts = Counter(tokens)
     keys = list(counts)
     known = list(map(_CODES.get, keys))
@@ -94,7 +101,7 @@ def weighted(tokens: Iterable[str], groups: Weights = None
         if not kept.all():
             keys = [k for k, keep in zip(keys, kept) if keep]
             codes, values = codes[kept], values[kept]
-    return keys, codes >> _GROUP_BITS, values
+    return keys, codes, values
 
 
 def vectorize(token_lists: Iterable[list[str]], groups: Weights = None) -> sparse.csr_matrix:
@@ -108,26 +115,35 @@ def vectorize(token_lists: Iterable[list[str]], groups: Weights = None) -> spars
 
 
 def row(tokens: Iterable[str], groups: Weights = None) -> tuple[np.ndarray, np.ndarray]:
-    """row - (sorted buckets, values) of one message: ``vectorize``'s row, exactly.
+    """row - (sorted buckets, values) of one message: ``vectorize``'s row, exactly."""
+    buckets, values, _ = grouped_row(tokens, groups)
+    return buckets, values
+
+
+def grouped_row(tokens: Iterable[str], groups: Weights = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """grouped_row - ``row`` and the group of each bucket (of its first string).
 
     Colliding strings are summed, then the row is divided by its L2 norm
     summed in bucket order, as sklearn's ``normalize`` sums it.
     """
-    _, buckets, values = weighted(tokens, groups)
+    _, codes, values = _weighted_codes(tokens, groups)
+    buckets, group = codes >> _GROUP_BITS, codes & ((1 << _GROUP_BITS) - 1)
     if len(buckets) == 0:
-        return buckets, values
+        return buckets, values, group
     order = np.argsort(buckets, kind="stable")
-    buckets, values = buckets[order], values[order]
+    buckets, values, group = buckets[order], values[order], group[order]
     first = np.empty(len(buckets), bool)
     first[0] = True
     np.not_equal(buckets[1:], buckets[:-1], out=first[1:])
     if not first.all():
         starts = np.flatnonzero(first)
         buckets, values = buckets[starts], np.add.reduceat(values, starts)
+        group = group[starts]
     total = float(np.cumsum(values * values)[-1])
     if total != 0.0:
         values = values / math.sqrt(total)
-    return buckets, values
+    return buckets, values, group
 
 
 def sigmoid(value: float) -> float:
@@ -183,20 +199,29 @@ class LinearModel:
         return sigmoid(self.log_odds(self.raw(tokens)))
 
     def update(self, tokens: list[str], label: int, margin: float = 2.0,
-               max_step: float = 20.0) -> Update:
-        """update - move this message to its label's side (1 positive, 0 negative)."""
-        indices, data = self.row(tokens)
+               max_step: float = 20.0, only: frozenset[int] | None = None) -> Update:
+        """update - move this message to its label's side (1 positive, 0 negative).
+
+        With ``only`` (indices of GROUPS), only the weights of those groups'
+        features move, as far as needed to move the whole score the same.
+        """
+        indices, data, group = grouped_row(tokens, self.groups)
         before = self.raw_row(indices, data)
         target = margin if label else -margin
         gap = target - before
         if (label and gap <= 0) or (not label and gap >= 0) or len(indices) == 0:
             return Update(np.zeros(0, np.int64), np.zeros(0, np.float32), before, before)
-        # ||row|| is 1, so adding gap*row to the weights moves the score by gap.
         gap = max(-max_step, min(max_step, gap))
-        values = (gap * data).astype(np.float32)
+        direction = data
+        if only is not None:
+            kept = np.isin(group, list(only))
+            if kept.any():
+                indices, data, direction = indices[kept], data[kept], data[kept]
+        # Adding gap * direction / (direction . row) moves the score by gap.
+        values = (gap * direction / float(np.dot(direction, data))).astype(np.float32)
         self.coef[indices] += values
         return Update(indices.astype(np.int64), values, before,
-                      self.raw_row(indices, data))
+                      self.raw(tokens))
 
     def revert(self, indices: np.ndarray, values: np.ndarray) -> None:
         """revert - subtract an earlier update."""

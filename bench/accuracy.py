@@ -1,6 +1,6 @@
 """Accuracy of mailward's content analysis on held-out mail of the shared corpus.
 
-Usage: .venv/bin/python bench/accuracy.py
+Usage: .venv/bin/python bench/accuracy.py [--misses]
 
 Splits ``corpus/spam`` (ham, spam) and ``corpus/phishing`` deterministically
 (``bench/corpus_split.py``), trains the spam model (ham against spam and
@@ -11,8 +11,10 @@ the whole offline pipeline of the embedded defaults (the gateway's
 the share caught at the total-score threshold that keeps ham flagged at or
 below 0.1%, the shares at the shipped policy thresholds (tag, quarantine),
 the AUC against ham, and messages per second; then the same for the spam
-model's own score in those verdicts. Nothing here is shipped: the
-models live in a temporary data directory.
+model's own score in those verdicts. With ``--misses`` it then lists the
+held-out spam and phishing that the whole pipeline misses at that threshold
+and the ham that scored highest, for error analysis. Nothing here is
+shipped: the models live in a temporary data directory.
 
 Caveat on the corpus: its ham is mail of 2002-2003 and its phishing is
 recent, so the era alone (header names, software) tells them apart; the
@@ -61,6 +63,7 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
     model: dict[str, list[float]] = {name: [] for name in blobs}
     tagged: dict[str, list[bool]] = {name: [] for name in blobs}
     held: dict[str, list[bool]] = {name: [] for name in blobs}
+    MISSES.clear()
     cpu, wall = time.process_time(), time.perf_counter()
     for name, items in blobs.items():
         for raw in items:
@@ -70,6 +73,8 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
                                    if f.symbol in ("SPAM_MODEL", "HAM_MODEL")))
             tagged[name].append(verdict.action.rank >= Action.TAG.rank)
             held[name].append(verdict.action.rank >= Action.QUARANTINE.rank)
+            MISSES.append((name, len(scores[name]) - 1, verdict.score, model[name][-1],
+                           [f.symbol for f in verdict.findings if f.score > 0][:6]))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     await gateway.close()
     as_array = lambda table: {k: np.array(v) for k, v in table.items()}  # noqa: E731
@@ -79,6 +84,22 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
                    wall, cpu, "(whole offline pipeline, one core)"),
             Result("mailward spam model alone", as_array(model),
                    note="(the SPAM_MODEL/HAM_MODEL score of the same verdicts)")]
+
+
+MISSES: list[tuple[str, int, float, float, list[str]]] = []
+
+
+def print_misses(parts: dict[str, list[Path]], ham_scores: np.ndarray) -> None:
+    """print_misses - missed spam and phishing at the <= 0.1% threshold, top ham."""
+    from figures import threshold_for
+
+    limit = threshold_for(ham_scores)
+    rows = [row for row in MISSES if row[0] != "ham" and row[2] <= limit]
+    rows += sorted((row for row in MISSES if row[0] == "ham"), key=lambda r: -r[2])[:5]
+    print(f"missed at the threshold (score > {limit:.2f}), then the highest ham:")
+    for name, number, score, model, symbols in rows:
+        print(f"  {name:8} {parts[name][number].name[:44]:44} score {score:6.2f} "
+              f"model {model:6.2f} {' '.join(symbols)}")
 
 
 def evaluate() -> list[Result]:
@@ -99,5 +120,8 @@ def pin_one_core() -> None:
 
 if __name__ == "__main__":
     pin_one_core()
-    print_results(evaluate())
+    results = evaluate()
+    print_results(results)
+    if "--misses" in sys.argv[1:]:
+        print_misses(split().test, results[0].scores["ham"])
     print(f"load average: {open('/proc/loadavg').read().strip()}")

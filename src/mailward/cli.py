@@ -315,7 +315,8 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
         results = train_models(ham_files, spam_files, phishing_files, holdout=holdout,
                                sources=", ".join(ham + spam + phishing),
                                progress=lambda n: bar.advance(job, n),
-                               step=lambda what: bar.update(job, description=what))
+                               step=lambda what: bar.update(job, description=what),
+                               settings=settings)
     services = Services.create(settings)
     for result in results:
         if result.quality:

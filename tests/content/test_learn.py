@@ -102,3 +102,26 @@ def test_learn_and_unlearn_commands(tmp_path):
     answer = runner.invoke(main, ["-c", str(config), "unlearn", str(message)])
     assert answer.exit_code == 0 and "unlearnt" in answer.output
 
+
+
+def test_releasing_one_spam_as_ham_does_not_teach_that_its_relays_are_clean(services, corpus):
+    from mailward.content.features import GROUPS, LEARNT_GROUPS, spam_tokens
+    from mailward.content.learn import learn
+    from mailward.content.model import grouped_row
+    from mailward.content.spam import content_findings, load_model
+    from mailward.message import Message
+
+    # Spam of the same collection shares its Received chain with the released one.
+    released, *others = [p.read_bytes() for p in corpus_slice("spam/spam", 2, 6)]
+    assert all(spam_probability(services, raw) > 0.99 for raw in others)
+    before = load_model(services).coef.copy()
+    assert learn(services, released, "ham").after < 0.5
+    changed = load_model(services).coef != before
+    message = Message(released)
+    buckets, _, group = grouped_row(spam_tokens(message, content_findings(message)),
+                                    load_model(services).groups)
+    relays = {i for i, name in enumerate(GROUPS) if i not in LEARNT_GROUPS}
+    assert GROUPS.index("header_values") in relays
+    assert not changed[buckets[[g in relays for g in group]]].any()
+    assert changed.sum() > 100
+    assert all(spam_probability(services, raw) > 0.5 for raw in others)

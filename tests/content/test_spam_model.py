@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.content.conftest import corpus_slice
+from tests.content.conftest import CORPUS, corpus_slice
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,88 @@ def test_train_command_writes_both_models_and_prints_their_quality(corpus, tmp_p
     assert (tmp_path / "data" / "language-model.npz").exists()
     answer = CliRunner().invoke(main, ["-c", str(config), "train", "--ham", str(folders["ham"])])
     assert answer.exit_code == 1 and "--spam" in answer.output
+
+
+def corpus_messages():
+    """corpus_messages - real messages of every class, one with an attachment finding."""
+    return (corpus_slice("spam/ham", 0, 25, step=97) + corpus_slice("spam/spam", 0, 25, step=41)
+            + corpus_slice("phishing", 0, 25, step=23) + [CORPUS / "phishing" / "sample-6599.eml"])
+
+
+def test_the_one_message_path_gives_exactly_the_batch_rows_and_scores(corpus):
+    from mailward.content.features import GROUP_WEIGHTS, spam_tokens
+    from mailward.content.model import LinearModel, N_FEATURES
+    from mailward.content.spam import bundled_model, content_findings
+    from mailward.content.train import read_message
+
+    rows = []
+    for path in corpus_messages():
+        message = read_message(path)
+        rows.append(spam_tokens(message, content_findings(message)))
+    rows.append([])
+    noise = np.random.RandomState(7).standard_normal(N_FEATURES).astype(np.float32)
+    for model in (bundled_model(), LinearModel(noise, 0.25),
+                  LinearModel(noise, -0.5, groups=GROUP_WEIGHTS)):
+        batch = model.vectorize(rows)
+        many = model.raw_many(batch)
+        for number, tokens in enumerate(rows):
+            indices, values = model.row(tokens)
+            expected = batch[number]
+            assert np.array_equal(indices, expected.indices)
+            assert np.array_equal(values, expected.data)
+            assert model.raw(tokens) == float(np.dot(model.coef[expected.indices],
+                                                     expected.data) + model.intercept)
+            assert model.raw(tokens) == pytest.approx(many[number], abs=1e-9)
+    assert bundled_model().groups == GROUP_WEIGHTS
+
+
+def test_string_groups_follow_their_prefix():
+    from mailward.content.features import GROUPS, token_group
+
+    expected = {"viagra": "text", "b:free_money": "text", "g: fre": "ngrams",
+                "s:free": "subject", "s:g: fre": "subject", "hn:x-mailer": "headers",
+                "hc:to_1": "headers", "hv:received:example.net": "header_values",
+                "ht:font": "html", "ha:font:color=red": "html", "u:example.net": "structure",
+                "at:exe": "structure", "f:URL_IP_HOST": "findings", "odd:thing": "text"}
+    assert {token: GROUPS[token_group(token)] for token in expected} == expected
+
+
+async def test_url_and_attachment_findings_are_the_same_features_offline_as_on_the_wire(
+        corpus, tmp_path):
+    from mailward.cli import scan_envelope
+    from mailward.config import load_settings
+    from mailward.content.features import finding_tokens
+    from mailward.content.spam import content_findings
+    from mailward.gateway import Gateway
+
+    settings = load_settings(overrides={"storage.data_dir": str(tmp_path / "data")})
+    gateway = Gateway(settings)
+    await gateway.start()
+    seen: set[str] = set()
+    try:
+        for path in corpus_messages():
+            raw = path.read_bytes()
+            message, _, task = await gateway.judge(scan_envelope(raw), raw)
+            wire = sorted(finding_tokens(task.findings))
+            offline = sorted(finding_tokens(content_findings(message, settings)))
+            assert wire == offline, path.name
+            seen.update(wire)
+    finally:
+        await gateway.close()
+    assert any(t.startswith("f:URL_") for t in seen)
+    assert "f:ATTACH_TYPE_MISMATCH" in seen
+    assert not {"f:ATTACH_FILE", "f:URL_NEW_DOMAIN", "f:LANG_PHISH_MODEL"} & seen
+
+
+def test_headers_a_mailbox_adds_and_relay_times_are_not_features():
+    from mailward.content.features import spam_tokens
+    from mailward.message import Message
+
+    raw = (b"Received: from mx.example.net (mx.example.net [192.0.2.1]) by in.example.org"
+           b" with ESMTP id 1A2B; Tue, 6 Aug 2002 16:48:54 +0100 (IST)\r\n"
+           b"Status: RO\r\nX-Keywords: NonJunk\r\nDelivered-To: me@example.org\r\n"
+           b"From: a@example.net\r\nSubject: hello\r\n\r\nhello there\r\n")
+    tokens = set(spam_tokens(Message(raw)))
+    assert {"hv:received:mx.example.net", "hv:received:esmtp", "hn:received"} <= tokens
+    assert not {"hv:received:aug", "hv:received:2002", "hv:received:ist", "hv:received:0100",
+                "hn:status", "hn:x-keywords", "hn:delivered-to"} & tokens

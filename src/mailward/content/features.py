@@ -11,7 +11,15 @@ stored). The strings are:
 - header features: which headers are present, the mailer, the shape of the
   From, Reply-To and Message-ID, the number of Received hops;
 - structure: MIME types, charsets, attachments, link counts, length;
-- the findings of the content checks that ran before (``f:`` strings).
+- the findings of the checks that ran before and that a message alone
+  decides (``f:`` strings): structure, hidden text, language cues, the URL
+  heuristics and the static attachment analysis, never intelligence
+  look-ups, sandbox verdicts or the gateway's memory of domains.
+
+Each string belongs to a group by its prefix (``token_group``): the words
+and word pairs of the text, the subject, header presence and shape, header
+values, HTML, structure, findings, and the text's character n-grams. The model weights groups against each other
+(``GROUP_WEIGHTS``, chosen by cross-validation on the training corpus).
 
 SECURITY: the input is hostile. Only a bounded prefix of the text is read
 (``MAX_TEXT`` characters; ``text_was_cut`` says when more was there), the
@@ -31,18 +39,48 @@ from mailward.verdict import Finding
 MAX_TEXT = 30_000
 MAX_NGRAM_WORDS = 1_500
 NGRAM = 4
+# The n-grams of words already seen, bounded: emptied when full.
+_GRAMS: dict[str, list[str]] = {}
+_GRAMS_MAX = 100_000
 _WORD = re.compile(r"[^\W\d_][\w'$€£%-]{0,29}|\d[\d.,]*\d|[$€£]\d+|[!?]{2,}")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _MSGID = re.compile(r"<([^@<>]{1,200})@([^@<>]{1,200})>")
-# Headers a sender or an earlier filter may add to look judged already; never features.
-_IGNORED_HEADERS = ("x-spam", "x-mailward", "x-virus", "authentication-results")
+# Headers a sender or an earlier filter may add to look judged already, and
+# those a mailbox adds after delivery (a gateway never sees them, a corpus of
+# delivered mail always does); never features.
+_IGNORED_HEADERS = ("x-spam", "x-mailward", "x-virus", "authentication-results",
+                    "status", "x-status", "x-keywords", "x-uid", "x-mozilla-",
+                    "delivered-to", "x-original-to", "lines", "content-length",
+                    "x-evolution", "x-imap", "x-gmail-", "x-pop3-rcpt", "x-filter")
 # Findings whose symbols are features: families a message alone decides,
-# the same at training time as on the wire.
-# TODO: URL_ and ATTACH_ findings are left out because training reads message files
-# without the URL and attachment checks; the spam model so misses what they know.
-FINDING_FAMILIES = ("HDR_", "MIME_", "LANG_", "CONTENT_")
-# Other classifiers' verdicts are not features: they are trained apart.
-_MODEL_SYMBOLS = frozenset({"LANG_PHISH_MODEL"})
+# the same at training time (``spam.content_findings``) as on the wire.
+FINDING_FAMILIES = ("HDR_", "MIME_", "LANG_", "CONTENT_", "URL_", "ATTACH_")
+# Not features: other classifiers' verdicts (trained apart), what depends on
+# intelligence, the sandbox, the clock or the gateway's memory (not the same
+# at training time), and the per-file listing (``at:`` strings say it).
+NOT_FEATURES = frozenset({
+    "LANG_PHISH_MODEL", "URL_BLOCKLISTED", "URL_DOMAIN_BLOCKLISTED", "URL_IP_BLOCKLISTED",
+    "URL_NEW_DOMAIN", "ATTACH_FILE", "ATTACH_ANALYSIS_INCOMPLETE", "ATTACH_SANDBOX_PENDING",
+    "ATTACH_SANDBOX_MALICIOUS", "ATTACH_SANDBOX_SUSPICIOUS", "ATTACH_SANDBOX_CLEAN",
+    "ATTACH_SANDBOX_ERROR", "ATTACH_SANDBOX_TIMEOUT"})
+
+# Groups of strings, by prefix; a string without a known prefix is text.
+GROUPS = ("text", "subject", "headers", "header_values", "html", "structure", "findings",
+          "ngrams")
+GROUP_WEIGHTS = (1.5, 0.7, 1.0, 2.0, 0.4, 0.4, 0.5, 0.5)
+# What a person's judgement teaches (``learn``): what the message says, links
+# to and carries, not the header shapes and relay words that every message on
+# the same path shares (teaching those moves all of that path's mail at once).
+LEARNT_GROUPS = frozenset({0, 1, 4, 5, 6, 7})
+_PREFIX_GROUP = {"s": 1, "hn": 2, "hx": 2, "hr": 2, "hf": 2, "hm": 2, "hd": 2, "hs": 2,
+                 "hc": 2, "hv": 3, "ht": 4, "ha": 4, "ct": 5, "pt": 5, "cs": 5, "st": 5,
+                 "u": 5, "at": 5, "d": 5, "f": 6, "g": 7}
+
+
+def token_group(token: str) -> int:
+    """token_group - the index in GROUPS of a feature string, by its prefix."""
+    head, colon, _ = token.partition(":")
+    return _PREFIX_GROUP.get(head, 0) if colon else 0
 
 
 def _bucket(value: int) -> str:
@@ -58,16 +96,28 @@ def text_was_cut(message: Message) -> bool:
     return len(message.text) > MAX_TEXT
 
 
+def _grams(key: str, word: str) -> list[str]:
+    """_grams - the character n-grams of one word, remembered (words recur)."""
+    grams = _GRAMS.get(key)
+    if grams is None:
+        padded = f" {word} "
+        head = key[:len(key) - len(word)] + "g:"
+        grams = [head + padded[i:i + NGRAM] for i in range(len(padded) - NGRAM + 1)]
+        if len(_GRAMS) >= _GRAMS_MAX:
+            _GRAMS.clear()
+        _GRAMS[key] = grams
+    return grams
+
+
 def text_tokens(text: str, prefix: str = "") -> list[str]:
     """text_tokens - words, word pairs and character n-grams of a text."""
     words = _WORD.findall(text[:MAX_TEXT].lower())
-    found = [prefix + w for w in words]
-    found.extend(f"{prefix}b:{a}_{b}" for a, b in zip(words, words[1:]))
-    distinct = list(dict.fromkeys(w for w in words if len(w) > NGRAM))
+    found = [prefix + w for w in words] if prefix else list(words)
+    pair = prefix + "b:"
+    found.extend([pair + a + "_" + b for a, b in zip(words, words[1:])])
+    distinct = list(dict.fromkeys([w for w in words if len(w) > NGRAM]))
     for word in distinct[:MAX_NGRAM_WORDS]:
-        padded = f" {word} "
-        found.extend(prefix + "g:" + padded[i:i + NGRAM]
-                     for i in range(len(padded) - NGRAM + 1))
+        found.extend(_grams(prefix + word, word))
     return found
 
 
@@ -103,14 +153,14 @@ def header_tokens(message: Message) -> list[str]:
         found.append("hd:missing")
     subject = message.subject[:300]
     letters = [c for c in subject if c.isalpha()]
-    if len(letters) > 5 and sum(c.isupper() for c in letters) > 0.6 * len(letters):
+    if len(letters) > 5 and sum(map(str.isupper, letters)) > 0.6 * len(letters):
         found.append("hs:caps")
     if _NON_ASCII.search(subject):
         found.append("hs:non_ascii")
     if "=?" in (message.root.raw_values("subject") or [""])[0][:300]:
         found.append("hs:encoded")
     found.append("hs:bang_" + _bucket(subject.count("!")))
-    found.append("ht:to_" + _bucket(len(message.addresses("to"))))
+    found.append("hc:to_" + _bucket(len(message.addresses("to"))))
     return found
 
 
@@ -122,14 +172,27 @@ _VALUE_HEADERS = ("received", "from", "return-path", "reply-to", "message-id", "
                   "x-mimeole", "precedence", "organization", "x-originating-ip", "to", "cc")
 
 
+# Words of dates and times: when a message passed a relay says nothing of
+# who sent it, and a model that learns them learns when its corpus was made.
+_TIME_WORDS = frozenset(
+    "mon tue wed thu fri sat sun jan feb mar apr may jun jul aug sep oct nov dec "
+    "gmt utc ut est edt cst cdt mst mdt pst pdt bst ist cet cest eet eest met mest "
+    "jst kst hkt sgt aest aedt".split())
+
+
+def _routing_word(word: str) -> bool:
+    return not word.isdigit() and word not in _TIME_WORDS
+
+
 def header_value_tokens(message: Message) -> list[str]:
     """header_value_tokens - words of the headers that say where mail came from."""
     found: list[str] = []
     for name, value in message.raw_headers[:100]:
         name = name.lower()
         if name in _VALUE_HEADERS:
-            words = _HEADER_WORD.findall(value[:400].lower())
-            found.extend(f"hv:{name[:12]}:{w}" for w in words[:60])
+            words = [w for w in _HEADER_WORD.findall(value[:400].lower())[:60]
+                     if _routing_word(w)]
+            found.extend(f"hv:{name[:12]}:{w}" for w in words)
     return found
 
 
@@ -164,7 +227,7 @@ def structure_tokens(message: Message, text: str) -> list[str]:
         found.append("at:" + (name.rsplit(".", 1)[-1][:10] if "." in name
                               else part.content_type))
     found.extend("d:" + defect.split(":")[0][:40] for defect in set(message.all_defects))
-    if text and sum(c.isupper() for c in text[:2000]) > 0.3 * min(len(text), 2000):
+    if text and sum(map(str.isupper, text[:2000])) > 0.3 * min(len(text), 2000):
         found.append("st:text_caps")
     return found
 
@@ -172,7 +235,7 @@ def structure_tokens(message: Message, text: str) -> list[str]:
 def finding_tokens(findings: Iterable[Finding]) -> list[str]:
     """finding_tokens - the content findings of earlier checks, by symbol."""
     return ["f:" + f.symbol for f in findings if f.symbol.startswith(FINDING_FAMILIES)
-            and f.symbol not in _MODEL_SYMBOLS]
+            and f.symbol not in NOT_FEATURES]
 
 
 def spam_tokens(message: Message, findings: Iterable[Finding] = ()) -> list[str]:

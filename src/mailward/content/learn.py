@@ -3,7 +3,9 @@
 ``learn`` is the one entry point for every kind of feedback: ``mailward
 learn --spam|--ham FILE...``, a quarantine release marked "not spam", and
 user reports. It moves the site's spam model just far enough that this
-message falls on the side people said (``LinearModel.update``), writes the
+message falls on the side people said (``LinearModel.update``), through the
+weights of what the message says, links to and carries, not of the header
+shapes and relay words it shares with every message on its path; writes the
 model back, keeps a copy of the message under ``feedback/<label>/`` in the
 data directory for the next full ``mailward train``, and records the exact
 change in a journal so that ``unlearn`` can take it back or a later
@@ -26,7 +28,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 
-from mailward.content.features import spam_tokens
+from mailward.content.features import LEARNT_GROUPS, spam_tokens
 from mailward.content.model import sigmoid
 from mailward.content.spam import content_findings, load_model, model_path
 from mailward.message import Message
@@ -82,7 +84,7 @@ def learn(services: Services, raw: bytes, label: Label, *, name: str | None = No
     if label not in ("spam", "ham"):
         raise ValueError(f"label must be 'spam' or 'ham', not {label!r}")
     message = Message(raw)
-    tokens = spam_tokens(message, content_findings(message))
+    tokens = spam_tokens(message, content_findings(message, services.settings))
     with _locked(services):
         model = load_model(services)
         previous = _journal_entry(services, message.sha256)
@@ -94,7 +96,8 @@ def learn(services: Services, raw: bytes, label: Label, *, name: str | None = No
             model.revert(previous[1], previous[2])
             note = f"was learnt as {previous[0]}; relearnt"
         update = model.update(tokens, 1 if label == "spam" else 0,
-                              margin=services.settings.spam.learn_margin)
+                              margin=services.settings.spam.learn_margin,
+                              only=LEARNT_GROUPS)
         model.meta["learned"] = int(model.meta.get("learned", 0)) + 1
         model.save(model_path(services))
         journal = journal_dir(services)
@@ -114,7 +117,7 @@ def learn(services: Services, raw: bytes, label: Label, *, name: str | None = No
 def unlearn(services: Services, raw: bytes) -> Learnt:
     """unlearn - take back exactly what learning this message changed."""
     message = Message(raw)
-    tokens = spam_tokens(message, content_findings(message))
+    tokens = spam_tokens(message, content_findings(message, services.settings))
     with _locked(services):
         model = load_model(services)
         before = sigmoid(model.log_odds(model.raw(tokens)))

@@ -1,16 +1,26 @@
 """A calibrated linear model over hashed features, stored as plain arrays.
 
 Both content classifiers (spam, and the social-engineering language model)
-are one weight per hashed feature plus an intercept. The raw score is the
-dot product with the message's L2-normalised, log-scaled feature counts;
-a Platt calibration fitted on held-out scores turns it into a probability
-that means what it says. The file is a NumPy ``.npz`` read with
-``allow_pickle=False``: a model file cannot run code.
+are one weight per hashed feature plus an intercept. A message's features
+are its strings (``content.features``), counted, log-scaled and hashed into
+``N_FEATURES`` buckets with sklearn's MurmurHash3; a model may weight
+groups of features (the words a reader sees, the headers, the structure):
+each group is first L2-normalised on its own and scaled by its weight, so
+that a message with fifty Received lines does not drown its text. The row
+is then L2-normalised, and the raw score is its dot product with the
+weights. A Platt calibration fitted on held-out scores turns it into a
+probability that means what it says. The file is a NumPy ``.npz`` read
+with ``allow_pickle=False``: a model file cannot run code.
+
+Training hashes many messages at once (``vectorize``, sklearn's
+``FeatureHasher``); a gateway scores one message at a time (``row``),
+which hashes the same strings with the same function through a bounded
+cache and gives the very same numbers without the batch machinery.
 
 Learning from one message (``update``) is a passive-aggressive step: when
 the message is not yet on its label's side by ``margin``, the weights of
-its own features move just far enough to put it there, never more than
-``max_step``. The change touches only that message's features, so it is
+its own features (or of those of some groups) move just far enough to put
+it there, never more than ``max_step``. The change touches only that message's features, so it is
 stored and can be subtracted again exactly (``revert``).
 """
 
@@ -18,24 +28,122 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.preprocessing import normalize
+from sklearn.utils import murmurhash3_32
+
+from mailward.content.features import GROUPS, token_group
 
 N_FEATURES = 2**20
-_HASHER = FeatureHasher(n_features=N_FEATURES, input_type="string", alternate_sign=False)
+_HASHER = FeatureHasher(n_features=N_FEATURES, input_type="pair", alternate_sign=False)
+# Strings already hashed: bucket << 3 | group. Bounded: emptied when full, so
+# hostile mail full of fresh strings costs time, never memory.
+_CODES: dict[str, int] = {}
+_CODES_MAX = 1 << 18
+_GROUP_BITS = 3
+assert len(GROUPS) <= 1 << _GROUP_BITS
+
+Weights = Sequence[float] | None
 
 
-def vectorize(token_lists: Iterable[list[str]]) -> sparse.csr_matrix:
-    """vectorize - hashed, log-scaled, L2-normalised token counts."""
-    matrix = _HASHER.transform(token_lists).tocsr()
-    matrix.data = np.log1p(matrix.data)
+def _code(token: str) -> int:
+    """_code - bucket and group of one string; the bucket is FeatureHasher's."""
+    code = _CODES.get(token)
+    if code is None:
+        signed = murmurhash3_32(token, seed=0)
+        # As sklearn's hasher: abs() of the int32, with -2**31 mapped as it maps it.
+        bucket = ((2**31 - 1 - (N_FEATURES - 1)) % N_FEATURES if signed == -2**31
+                  else abs(signed) % N_FEATURES)
+        code = bucket << _GROUP_BITS | token_group(token)
+        if len(_CODES) >= _CODES_MAX:
+            _CODES.clear()
+        _CODES[token] = code
+    return code
+
+
+def weighted(tokens: Iterable[str], groups: Weights = None
+             ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """weighted - (strings, buckets, values) of one message before hashing.
+
+    Each distinct string's value is log(1 + count); with group weights,
+    each group's values are divided by the group's L2 norm and multiplied by
+    its weight. Both the batch and the one-message path start from this.
+    """
+    keys, codes, values = _weighted_codes(tokens, groups)
+    return keys, codes >> _GROUP_BITS, values
+
+
+def _weighted_codes(tokens: Iterable[str], groups: Weights
+                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """_weighted_codes - ``weighted`` with each string's bucket and group code."""
+    counts = Counter(tokens)
+    keys = list(counts)
+    known = list(map(_CODES.get, keys))
+    if None in known:
+        known = [_code(k) if c is None else c for k, c in zip(keys, known)]
+    codes = np.array(known, np.int64)
+    values = np.log1p(np.fromiter(counts.values(), np.float64, len(keys)))
+    if groups is not None and len(keys):
+        group = codes & ((1 << _GROUP_BITS) - 1)
+        squares = np.bincount(group, values * values, minlength=1 << _GROUP_BITS)
+        norms = np.sqrt(np.where(squares > 0, squares, 1.0))
+        scale = np.zeros(1 << _GROUP_BITS)
+        scale[:len(groups)] = np.asarray(groups, np.float64)
+        values = values * (scale / norms)[group]
+        kept = values != 0
+        if not kept.all():
+            keys = [k for k, keep in zip(keys, kept) if keep]
+            codes, values = codes[kept], values[kept]
+    return keys, codes, values
+
+
+def vectorize(token_lists: Iterable[list[str]], groups: Weights = None) -> sparse.csr_matrix:
+    """vectorize - the rows of many messages, hashed by sklearn's FeatureHasher."""
+    pairs = []
+    for tokens in token_lists:
+        keys, _, values = weighted(tokens, groups)
+        pairs.append(zip(keys, values.tolist()))
+    matrix = _HASHER.transform(pairs).tocsr()
     return normalize(matrix, copy=False)
+
+
+def row(tokens: Iterable[str], groups: Weights = None) -> tuple[np.ndarray, np.ndarray]:
+    """row - (sorted buckets, values) of one message: ``vectorize``'s row, exactly."""
+    buckets, values, _ = grouped_row(tokens, groups)
+    return buckets, values
+
+
+def grouped_row(tokens: Iterable[str], groups: Weights = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """grouped_row - ``row`` and the group of each bucket (of its first string).
+
+    Colliding strings are summed, then the row is divided by its L2 norm
+    summed in bucket order, as sklearn's ``normalize`` sums it.
+    """
+    _, codes, values = _weighted_codes(tokens, groups)
+    buckets, group = codes >> _GROUP_BITS, codes & ((1 << _GROUP_BITS) - 1)
+    if len(buckets) == 0:
+        return buckets, values, group
+    order = np.argsort(buckets, kind="stable")
+    buckets, values, group = buckets[order], values[order], group[order]
+    first = np.empty(len(buckets), bool)
+    first[0] = True
+    np.not_equal(buckets[1:], buckets[:-1], out=first[1:])
+    if not first.all():
+        starts = np.flatnonzero(first)
+        buckets, values = buckets[starts], np.add.reduceat(values, starts)
+        group = group[starts]
+    total = float(np.cumsum(values * values)[-1])
+    if total != 0.0:
+        values = values / math.sqrt(total)
+    return buckets, values, group
 
 
 def sigmoid(value: float) -> float:
@@ -55,19 +163,29 @@ class Update:
 
 @dataclass
 class LinearModel:
-    """Weights over hashed features, an intercept and a calibration."""
+    """Weights over hashed features, an intercept, a calibration and group weights."""
 
     coef: np.ndarray
     intercept: float
     calibration: tuple[float, float] = (1.0, 0.0)
     meta: dict = field(default_factory=dict)
+    groups: tuple[float, ...] | None = None
 
-    def raw(self, tokens: list[str]) -> float:
+    def row(self, tokens: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """row - this model's (buckets, values) of one message."""
+        return row(tokens, self.groups)
+
+    def vectorize(self, token_lists: Iterable[list[str]]) -> sparse.csr_matrix:
+        """vectorize - this model's rows of many messages."""
+        return vectorize(token_lists, self.groups)
+
+    def raw(self, tokens: Iterable[str]) -> float:
         """raw - the uncalibrated score (log-odds before calibration)."""
-        return self.raw_row(vectorize([tokens]))
+        return self.raw_row(*self.row(tokens))
 
-    def raw_row(self, row: sparse.csr_matrix) -> float:
-        return float(np.dot(self.coef[row.indices], row.data) + self.intercept)
+    def raw_row(self, indices: np.ndarray, values: np.ndarray) -> float:
+        """raw_row - the raw score of one row given as (buckets, values)."""
+        return float(np.dot(self.coef[indices], values) + self.intercept)
 
     def raw_many(self, matrix: sparse.csr_matrix) -> np.ndarray:
         return matrix @ self.coef.astype(np.float64) + self.intercept
@@ -77,23 +195,33 @@ class LinearModel:
         slope, offset = self.calibration
         return slope * raw + offset
 
-    def probability(self, tokens: list[str]) -> float:
+    def probability(self, tokens: Iterable[str]) -> float:
         return sigmoid(self.log_odds(self.raw(tokens)))
 
     def update(self, tokens: list[str], label: int, margin: float = 2.0,
-               max_step: float = 20.0) -> Update:
-        """update - move this message to its label's side (1 positive, 0 negative)."""
-        row = vectorize([tokens])
-        before = self.raw_row(row)
+               max_step: float = 20.0, only: frozenset[int] | None = None) -> Update:
+        """update - move this message to its label's side (1 positive, 0 negative).
+
+        With ``only`` (indices of GROUPS), only the weights of those groups'
+        features move, as far as needed to move the whole score the same.
+        """
+        indices, data, group = grouped_row(tokens, self.groups)
+        before = self.raw_row(indices, data)
         target = margin if label else -margin
         gap = target - before
-        if (label and gap <= 0) or (not label and gap >= 0) or row.nnz == 0:
+        if (label and gap <= 0) or (not label and gap >= 0) or len(indices) == 0:
             return Update(np.zeros(0, np.int64), np.zeros(0, np.float32), before, before)
-        # ||row|| is 1, so adding gap*row to the weights moves the score by gap.
         gap = max(-max_step, min(max_step, gap))
-        values = (gap * row.data).astype(np.float32)
-        self.coef[row.indices] += values
-        return Update(row.indices.astype(np.int64), values, before, self.raw_row(row))
+        direction = data
+        if only is not None:
+            kept = np.isin(group, list(only))
+            if kept.any():
+                indices, data, direction = indices[kept], data[kept], data[kept]
+        # Adding gap * direction / (direction . row) moves the score by gap.
+        values = (gap * direction / float(np.dot(direction, data))).astype(np.float32)
+        self.coef[indices] += values
+        return Update(indices.astype(np.int64), values, before,
+                      self.raw(tokens))
 
     def revert(self, indices: np.ndarray, values: np.ndarray) -> None:
         """revert - subtract an earlier update."""
@@ -103,10 +231,11 @@ class LinearModel:
         """save - write atomically (a reader never sees half a model)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp.npz")
+        extra = {} if self.groups is None else {"groups": np.array(self.groups, np.float64)}
         np.savez_compressed(temporary, coef=self.coef.astype(np.float32),
                             intercept=np.array([self.intercept]),
                             calibration=np.array(self.calibration, dtype=np.float64),
-                            meta=np.array(json.dumps(self.meta)))
+                            meta=np.array(json.dumps(self.meta)), **extra)
         temporary.replace(path)
 
     @classmethod
@@ -119,8 +248,14 @@ class LinearModel:
                 calibration = (tuple(float(v) for v in data["calibration"])
                                if "calibration" in data.files else (1.0, 0.0))
                 meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+                groups = (tuple(float(v) for v in data["groups"])
+                          if "groups" in data.files else None)
         except (OSError, KeyError, ValueError) as error:
             raise ValueError(f"{path}: not a model file ({error})") from None
         if coef.shape != (N_FEATURES,):
             raise ValueError(f"{path}: model has {coef.shape} weights, expected {N_FEATURES}")
-        return cls(coef, intercept, (calibration[0], calibration[1]), meta)
+        if groups is not None and (len(groups) > len(GROUPS)
+                                   or not all(math.isfinite(g) and g >= 0 for g in groups)):
+            raise ValueError(f"{path}: group weights {groups} are not {len(GROUPS)} "
+                             "finite weights >= 0")
+        return cls(coef, intercept, (calibration[0], calibration[1]), meta, groups)

@@ -24,6 +24,7 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from mailward.config import Settings
 from mailward.content.model import LinearModel, N_FEATURES, vectorize
 from mailward.message import Message
 
@@ -153,10 +154,10 @@ def measure(matrix: sparse.csr_matrix, labels: np.ndarray, test: np.ndarray,
 
 def build(token_lists: list[list[str]], labels: np.ndarray, test: np.ndarray | None,
           positive_name: str, meta: dict,
-          step: Callable[[str], None] = lambda what: None
-          ) -> tuple[LinearModel, Quality | None]:
+          step: Callable[[str], None] = lambda what: None,
+          groups: tuple[float, ...] | None = None) -> tuple[LinearModel, Quality | None]:
     """build - measure on the held-out rows, then fit and calibrate on all."""
-    matrix = vectorize(token_lists)
+    matrix = vectorize(token_lists, groups)
     quality = None
     if test is not None:
         step("measuring on the held-out part")
@@ -170,7 +171,7 @@ def build(token_lists: list[list[str]], labels: np.ndarray, test: np.ndarray | N
                 features=N_FEATURES)
     if quality is not None:
         meta["held_out"] = dict(quality.rows())
-    return LinearModel(coef, intercept, calibration, meta), quality
+    return LinearModel(coef, intercept, calibration, meta, groups), quality
 
 
 @dataclass
@@ -185,19 +186,24 @@ class Trained:
 def train_models(ham: list[Path], spam: list[Path], phishing: list[Path], *,
                  holdout: float = 0.2, sources: str = "",
                  progress: Callable[[int], None] = lambda n: None,
-                 step: Callable[[str], None] = lambda what: None) -> list[Trained]:
+                 step: Callable[[str], None] = lambda what: None,
+                 settings: Settings | None = None) -> list[Trained]:
     """train_models - the spam model (ham against spam and phishing) and,
-    given phishing, the language model (ham against phishing)."""
+    given phishing, the language model (ham against phishing).
+
+    The findings that are features come from the checks as ``settings``
+    (default: the embedded defaults) build them, as on the wire.
+    """
+    from mailward.content.features import GROUP_WEIGHTS, spam_tokens
     from mailward.content.language import find_cues, language_tokens, reader_text
     from mailward.content.spam import content_findings
-    from mailward.content.features import spam_tokens
 
     files = [(p, 0) for p in ham] + [(p, 1) for p in spam] + [(p, 2) for p in phishing]
     spam_rows: list[list[str]] = []
     language_rows: list[list[str]] = []
     for path, _ in files:
         message = read_message(path)
-        findings = content_findings(message)
+        findings = content_findings(message, settings)
         spam_rows.append(spam_tokens(message, findings))
         if phishing:
             language_rows.append(language_tokens(message, find_cues(reader_text(message))))
@@ -209,7 +215,7 @@ def train_models(ham: list[Path], spam: list[Path], phishing: list[Path], *,
     if spam:
         step("spam model")
         model, quality = build(spam_rows, (kinds > 0).astype(int), test, "spam",
-                               dict(meta, kind="spam"), step)
+                               dict(meta, kind="spam"), step, GROUP_WEIGHTS)
         results.append(Trained("spam", model, quality))
     if phishing:
         step("language model")

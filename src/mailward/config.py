@@ -453,6 +453,7 @@ class TrapSettings(Section):
     pull_attempts: int = Field(3, ge=1, description="attempts at one pull before it fails and raises its own alert")
     pull_backoff: Duration = Field("2s", description="delay before the second attempt at a pull; it doubles for each later one")
     pull_concurrency: int = Field(8, ge=1, description="pulls in progress at once")
+    retract_mode: str = Field("folder", description="what a pull does: folder (move the copy into the recipient's Quarantine folder) or hold (take it out of the mailbox and keep its bytes in mailward's quarantine until restored; maildir and imap only)")
     queue: str = Field("", description="task queue storage for retro-scans and feed polls: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
     poll_interval: Duration = Field("15m", description="how often TAXII collections and MISP are polled")
     feed_files: list[str] = Field(default_factory=list, description="indicator files (text, CSV, JSON, STIX 2.1) re-read on every poll")
@@ -566,6 +567,13 @@ class Settings(Section):
             if imap.security == "none" and not _is_loopback(imap.host):
                 raise ValueError(f"imap.security: none would send passwords in the clear to "
                                  f"{imap.host}; use starttls or tls")
+        mode = self.trap.retract_mode
+        if mode not in ("folder", "hold"):
+            raise ValueError(f"trap.retract_mode: {mode!r} is neither folder nor hold")
+        if mode == "hold" and remote == "graph":
+            # TODO: hold mode over Graph needs the MIME export and an import that restores a copy as a received message (not a draft); until then Graph sites keep the folder mode.
+            raise ValueError("trap.retract_mode: hold is not supported with "
+                             "trap.remote_mailbox = graph; use folder")
         if remote == "graph" and not (graph.tenant_id and graph.client_id):
             raise ValueError("graph.tenant_id: graph.tenant_id and graph.client_id must be "
                              "set when trap.remote_mailbox is graph")

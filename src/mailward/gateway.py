@@ -37,6 +37,7 @@ from mailward.mailbox.maildir import MaildirStore
 from mailward.message import Message
 from mailward.mime import Limits
 from mailward.pipeline import Pipeline, PipelineError, QueueLog, Task
+from mailward.quarantine import new_quarantine_id
 from mailward.registry import build_pipeline
 from mailward.services import Services
 from mailward.smtp.spool import Spool, move_durable
@@ -57,12 +58,6 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
-
-
-def new_quarantine_id() -> str:
-    import secrets
-
-    return secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
 
 class Gateway:

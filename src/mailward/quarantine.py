@@ -166,11 +166,12 @@ class Quarantine:
             record.state = "queued"
             existing = {row.recipient for row in (await session.scalars(select(Delivery).where(
                 Delivery.queue_id == item.queue_id))).all()}
-            for recipient in item.recipients:
-                if recipient not in existing:
-                    session.add(Delivery(queue_id=item.queue_id, recipient=recipient,
+            for recipient in self.gateway.expand(list(item.recipients), item.queue_id):
+                if recipient.address not in existing:
+                    session.add(Delivery(queue_id=item.queue_id, recipient=recipient.address,
                                          status="pending", attempts=0, next_attempt_at=now,
-                                         folder=INBOX, route="inbound"))
+                                         folder=INBOX, route="inbound",
+                                         via=recipient.via[:320]))
             await session.commit()
             item = stored
         if self.gateway.queue is not None:

@@ -97,6 +97,8 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     folder: Mapped[str] = mapped_column(String(64), default="INBOX")
     route: Mapped[str] = mapped_column(String(16), default="inbound")
+    # The distribution list the recipient is a member of ("" = addressed directly).
+    via: Mapped[str] = mapped_column(String(320), default="")
 
 
 class Copy(Base):

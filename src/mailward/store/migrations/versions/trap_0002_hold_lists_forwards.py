@@ -30,6 +30,8 @@ def upgrade() -> None:
                                           server_default="0"))
     op.add_column("copies", sa.Column("via", sa.String(320), nullable=False,
                                       server_default=""))
+    op.add_column("deliveries", sa.Column("via", sa.String(320), nullable=False,
+                                          server_default=""))
     op.create_table(
         "forward_links",
         sa.Column("id", _id, primary_key=True, autoincrement=True),
@@ -46,6 +48,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("forward_links")
+    op.drop_column("deliveries", "via")
     op.drop_column("copies", "via")
     op.drop_index("ix_quarantine_copy_id", "quarantine")
     for column in ("internal_date", "flags", "origin_folder", "incident_id", "copy_id"):

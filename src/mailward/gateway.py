@@ -261,9 +261,8 @@ class Gateway:
         """_link_forward - link a local sender's forward to its original (best effort)."""
         from mailward.trap.forwards import link_forward
 
-        header_from = message.from_addresses[0].address if message.from_addresses else ""
         try:
-            await link_forward(self, envelope, message.raw, header_from, message.subject)
+            await link_forward(self, envelope, message)
         except Exception:  # the message is accepted already; a lost link is only logged
             QueueLog(log, envelope.queue_id).exception("could not link a forward")
 

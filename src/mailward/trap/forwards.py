@@ -41,6 +41,7 @@ from mailward.trap.lookup import CopyHit
 if TYPE_CHECKING:
     from mailward.envelope import Envelope
     from mailward.gateway import Gateway
+    from mailward.message import Message
 
 log = logging.getLogger("mailward.trap")
 
@@ -56,22 +57,30 @@ def is_forward_subject(subject: str) -> bool:
     return bool(_FORWARDED.match(subject or ""))
 
 
-async def link_forward(gateway: "Gateway", envelope: "Envelope", raw: bytes,
-                       header_from: str = "", subject: str = "") -> ForwardLink | None:
+def _carries_message(message: "Message") -> bool:
+    """_carries_message - whether any part is an attached message."""
+    return any(node.content_type in ("message/rfc822", "message/global")
+               for node in message.root.walk())
+
+
+async def link_forward(gateway: "Gateway", envelope: "Envelope",
+                       message: "Message") -> ForwardLink | None:
     """link_forward - the original a local sender's message forwards, stored; or None."""
     settings = gateway.settings
     if not settings.trap.follow_forwards or envelope.outbound:
         return None
+    header_from = message.from_addresses[0].address if message.from_addresses else ""
     senders = [a.lower() for a in dict.fromkeys((envelope.mail_from, header_from))
                if a and "@" in a and gateway.is_local(a)]
-    if not senders:
+    forward = is_forward_subject(message.subject)
+    # Most mail is neither: it is not read a second time.
+    if not senders or not (forward or _carries_message(message)):
         return None
     try:
-        intake = await asyncio.to_thread(read_submission, raw,
+        intake = await asyncio.to_thread(read_submission, message.raw,
                                          settings.reports.max_forward_depth, True)
     except IntakeError:
         return None
-    forward = is_forward_subject(subject)
     candidates = [c for c in intake.candidates if c.how != "inline" or forward]
     if not candidates:
         return None

@@ -471,7 +471,7 @@ class TrapSettings(Section):
     pull_concurrency: int = Field(8, ge=1, description="pulls in progress at once")
     follow_forwards: bool = Field(True, description="link a message a local sender forwards (as an attachment or inline) to the copy it forwards, and pull the forward's copies with the original's")
     forward_hops: int = Field(3, ge=1, le=10, description="forwards of forwards followed from a pulled original")
-    retract_mode: str = Field("folder", description="what a pull does: folder (move the copy into the recipient's Quarantine folder) or hold (take it out of the mailbox and keep its bytes in mailward's quarantine until restored; maildir and imap only)")
+    retract_mode: str = Field("folder", description="what a pull does: folder (move the copy into the recipient's Quarantine folder) or hold (take it out of the mailbox and keep its bytes in mailward's quarantine until restored; over Graph the copy waits in a hidden folder)")
     queue: str = Field("", description="task queue storage for retro-scans and feed polls: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
     poll_interval: Duration = Field("15m", description="how often TAXII collections and MISP are polled")
     feed_files: list[str] = Field(default_factory=list, description="indicator files (text, CSV, JSON, STIX 2.1) re-read on every poll")
@@ -589,10 +589,6 @@ class Settings(Section):
         mode = self.trap.retract_mode
         if mode not in ("folder", "hold"):
             raise ValueError(f"trap.retract_mode: {mode!r} is neither folder nor hold")
-        if mode == "hold" and remote == "graph":
-            # TODO: hold mode over Graph needs the MIME export and an import that restores a copy as a received message (not a draft); until then Graph sites keep the folder mode.
-            raise ValueError("trap.retract_mode: hold is not supported with "
-                             "trap.remote_mailbox = graph; use folder")
         if remote == "graph" and not (graph.tenant_id and graph.client_id):
             raise ValueError("graph.tenant_id: graph.tenant_id and graph.client_id must be "
                              "set when trap.remote_mailbox is graph")

@@ -1,5 +1,6 @@
 """Hold mode: a pulled copy leaves the mailbox, waits in mailward's quarantine,
-and comes back as itself, over the Maildir store and a real Dovecot."""
+and comes back as itself, over the Maildir store, a real Dovecot and a local
+Graph server."""
 
 from __future__ import annotations
 
@@ -24,9 +25,6 @@ from tests.support import dovecot as dc
 def test_the_mode_is_validated_with_a_clear_error():
     with pytest.raises(ValueError, match="trap.retract_mode: 'bin' is neither folder nor hold"):
         Settings.model_validate({"trap": {"retract_mode": "bin"}})
-    with pytest.raises(ValueError, match="hold is not supported with trap.remote_mailbox"):
-        Settings.model_validate({"trap": {"retract_mode": "hold", "remote_mailbox": "graph"},
-                                 "graph": {"tenant_id": "t", "client_id": "c"}})
     assert Settings.model_validate({}).trap.retract_mode == "folder"
 
 
@@ -229,3 +227,48 @@ async def test_imap_drop_during_removal_neither_doubles_nor_loses(store, tmp_pat
         imap.close()
     finally:
         server.stop()
+
+
+async def test_graph_copy_waits_in_a_hidden_folder_and_is_moved_back(store, tmp_path):
+    from mailward.config import GraphSettings
+    from mailward.mailbox.graph import GraphMailbox
+    from tests.support.graphserver import SECRET, GraphServer
+
+    graph = GraphServer(["amy@example.com"]).start()
+    try:
+        mime = b"Message-ID: <g1@x>\r\nSubject: pay\r\n\r\nlink\r\n"
+        graph.add("amy@example.com", "<g1@x>", read=True, folder="junkemail", mime=mime)
+        await add_copy(store, "QHG", "amy@example.com", "relay", "250 ok",
+                       message_id="<g1@x>")
+        box = GraphMailbox.from_settings(GraphSettings(
+            tenant_id="tenant-1", client_id="app-1", client_secret=SECRET,
+            endpoint=graph.endpoint, authority=graph.authority, timeout=10))
+        service = Retractor(store, {"relay": box}, backoff=0.01, mode="hold",
+                            data_dir=tmp_path / "data")
+        [pulled] = await service.retract_message("QHG", "phish")
+        assert (pulled.status, pulled.was_read, pulled.from_folder) == (PULLED, True, "Junk")
+        assert graph.folder_of("amy@example.com", "<g1@x>") == "mailward-held"
+        assert graph.folders["amy@example.com"]["mailward-held"] in graph.hidden
+        [item] = await held_items(store)
+        assert pulled_path(tmp_path / "data", item.id).read_bytes() == mime
+        assert item.flags == ["\\Seen"] and item.origin_folder == "Junk"
+        # Held: found in none of the user's folders, and not pulled twice.
+        assert await box.find(CopyRef("amy@example.com", "Junk", "", "<g1@x>")) is None
+        assert [r.status for r in await service.retract_message("QHG", "t")] == [ALREADY]
+        assert sum(r == "POST /v1.0/users/amy@example.com/mailFolders"
+                   for r in graph.requests) == 1
+
+        [back] = await service.restore_message("QHG")
+        assert (back.status, back.to_folder) == (RESTORED, "Junk")
+        assert graph.folder_of("amy@example.com", "<g1@x>") == "junkemail"
+        [message] = graph.messages["amy@example.com"].values()
+        assert message["isRead"] and graph.mime[message["id"]] == mime
+        async with store.session() as session:
+            copy = await session.scalar(select(Copy).where(Copy.queue_id == "QHG"))
+        assert copy.native_id == message["id"] and copy.state == "delivered"
+        # A restore asked again finds it back where it belongs and moves nothing.
+        moves = sum(r.endswith("/move") for r in graph.requests)
+        assert [r.status for r in await service.restore_message("QHG")] == [ALREADY]
+        assert sum(r.endswith("/move") for r in graph.requests) == moves
+    finally:
+        graph.stop()

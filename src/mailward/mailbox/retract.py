@@ -188,6 +188,8 @@ class Retractor:
 
     async def retract_message(self, message: str, reason: str, *,
                               actor: str = "") -> list[PullResult]:
+        """retract_message - pull every copy of one message (CLI, REST, console)."""
+        # TODO: only the retro-scan follows forward links (trap.forwards); a message pulled here by hand or by a report verdict leaves its linked forwards delivered.
         copies = await self.copies_of(message)
         if not copies:
             raise MailboxError(f"no delivered copy has Message-ID or queue id {message!r}")

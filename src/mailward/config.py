@@ -287,6 +287,9 @@ class AttachmentSettings(Section):
     dangerous_extensions: list[str] = Field(default_factory=lambda: list(_dangerous_extensions()), description="file extensions that are dangerous, also inside containers (ATTACH_DANGEROUS_TYPE)")
     dangerous_kinds: list[str] = Field(default_factory=lambda: list(_dangerous_kinds()), description="content types (as identified from the bytes) that are dangerous whatever the name")
     max_seconds: Duration = Field("20s", description="time allowed to unpack and analyse the files of one message; past it ATTACH_ANALYSIS_INCOMPLETE")
+    workers: int = Field(2, ge=0, description="worker processes the per-file analysers run in (killed and replaced past file_seconds); 0 = in the gateway's process, without the per-file bounds")
+    file_seconds: Duration = Field("10s", description="time one file's analyser may run in its worker; past it the worker is killed and ATTACH_ANALYSIS_TIMEOUT")
+    file_memory: Size = Field("1GiB", description="address space of an analyser worker; a file needing more is ATTACH_ANALYSIS_MEMORY")
 
 
 class SandboxSettings(Section):

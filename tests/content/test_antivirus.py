@@ -44,21 +44,6 @@ def node(name: str, data: bytes) -> FileNode:
     return FileNode(name, data)
 
 
-def verdict_of(gateway, subject: str, timeout: float = 20.0) -> dict:
-    """verdict_of - the recorded verdict of the message with this subject."""
-    import json
-    import sqlite3
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sqlite3.connect(gateway.data_dir / "mailward.db") as db:
-            row = db.execute("SELECT verdict FROM messages WHERE subject = ? "
-                             "ORDER BY id DESC", (subject,)).fetchone()
-        if row:
-            return json.loads(row[0])
-        time.sleep(0.1)
-    raise AssertionError(f"no verdict recorded for {subject!r}:\n{gateway.log()[-3000:]}")
-
 
 def symbols(verdict: dict) -> set[str]:
     return {f["symbol"] for f in verdict["findings"]}
@@ -167,7 +152,7 @@ def test_smtp_each_engine_stops_its_kind_and_clean_mail_passes(
         gateway.send(samples.message([("docs.zip", "application/zip", archive)],
                                      subject="clamd-zip"))
     assert refused.value.smtp_code == 550
-    verdict = verdict_of(gateway, "clamd-zip")
+    verdict = gateway.verdict("clamd-zip")
     assert verdict["action"] == "reject" and "CLAMAV_VIRUS" in symbols(verdict)
     details = [f["detail"] for f in verdict["findings"] if f["symbol"] == "CLAMAV_VIRUS"]
     # clamd opens the zip itself; the member is also scanned on its own.
@@ -183,7 +168,7 @@ def test_smtp_each_engine_stops_its_kind_and_clean_mail_passes(
         gateway.send(samples.message([("q.xlsx", "application/octet-stream", listed)],
                                      subject="hash-listed"))
     assert refused.value.smtp_code == 550
-    [hit] = [f for f in verdict_of(gateway, "hash-listed")["findings"]
+    [hit] = [f for f in gateway.verdict("hash-listed")["findings"]
              if f["symbol"] == "AV_HASH_BLOCKLISTED"]
     assert "Test.Listed.File" in hit["detail"]
 
@@ -191,7 +176,7 @@ def test_smtp_each_engine_stops_its_kind_and_clean_mail_passes(
     page = samples.smuggling_page(b"PK\x05\x06" + b"\0" * 18)
     assert gateway.send(samples.message([("statement.html", "text/html", page)],
                                         subject="yara-smuggle")).startswith("2.0.0")
-    verdict = verdict_of(gateway, "yara-smuggle")
+    verdict = gateway.verdict("yara-smuggle")
     assert "YARA_MALICIOUS" in symbols(verdict) and verdict["action"] == "quarantine"
 
     # Clean mail passes every engine and is delivered.
@@ -199,7 +184,7 @@ def test_smtp_each_engine_stops_its_kind_and_clean_mail_passes(
                                          subject="clamd-clean"))
     assert clean.startswith("2.0.0")
     smtp_sink.wait_for(1)
-    assert verdict_of(gateway, "clamd-clean")["action"] == "deliver"
+    assert gateway.verdict("clamd-clean")["action"] == "deliver"
     assert "instream" in clamd.log().lower()
 
 
@@ -225,7 +210,7 @@ def test_smtp_clamd_down_with_on_fail_quarantine(gateway_factory, smtp_sink, cla
     reply = gateway.send(samples.message([("a.txt", "text/plain", b"x")],
                                          subject="clamd-q"))
     assert reply.startswith("2.0.0")
-    verdict = verdict_of(gateway, "clamd-q")
+    verdict = gateway.verdict("clamd-q")
     assert verdict["action"] == "quarantine"
     assert {"AV_FAIL_QUARANTINE", "CLAMAV_FAIL"} <= symbols(verdict)
     assert verdict["reason"] == "symbol AV_FAIL_QUARANTINE forces quarantine"
@@ -238,7 +223,7 @@ def test_smtp_file_over_the_limit_is_tagged_not_passed_clean(gateway_factory, sm
     reply = gateway.send(samples.message([("big.bin", "application/octet-stream",
                                            b"\x01" * 10_000)], subject="clamd-big"))
     assert reply.startswith("2.0.0")
-    verdict = verdict_of(gateway, "clamd-big")
+    verdict = gateway.verdict("clamd-big")
     assert "CLAMAV_TOO_BIG" in symbols(verdict)
     assert verdict["action"] == "tag"
 

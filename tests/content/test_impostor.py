@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import sqlite3
 import time
 
 import pytest
@@ -201,17 +200,6 @@ def test_a_mailing_list_reply_to_is_not_divergence(tmp_path):
 # End to end over SMTP, with the directory imported by the CLI.
 
 
-def verdict_of(gateway, subject: str, timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sqlite3.connect(gateway.data_dir / "mailward.db") as db:
-            row = db.execute("SELECT verdict FROM messages WHERE subject = ? "
-                             "ORDER BY id DESC", (subject,)).fetchone()
-        if row:
-            return json.loads(row[0])
-        time.sleep(0.1)
-    raise AssertionError(f"no verdict for {subject!r}:\n{gateway.log()[-3000:]}")
-
 
 def test_smtp_vip_import_then_spoof_is_quarantined_and_known_sender_is_not_first_contact(
         gateway_factory, smtp_sink, tmp_path):
@@ -238,7 +226,7 @@ def test_smtp_vip_import_then_spoof_is_quarantined_and_known_sender_is_not_first
              "process a wire transfer today, keep it confidential.\r\n").encode()
     reply = gateway.send(first, mail_from=sender, rcpts=["finance@example.com"])
     assert reply.startswith("2.0.0")
-    verdict = verdict_of(gateway, "spoof-one")
+    verdict = gateway.verdict("spoof-one")
     assert verdict["action"] == "quarantine" and verdict["category"] == "impostor"
     found = {f["symbol"] for f in verdict["findings"]}
     assert {"IMPOSTOR_DISPLAY_NAME", "IMPOSTOR_FIRST_CONTACT",
@@ -250,11 +238,11 @@ def test_smtp_vip_import_then_spoof_is_quarantined_and_known_sender_is_not_first
     plain = (f"From: Billing <{known}>\r\nTo: finance@example.com\r\nSubject: plain-one\r\n"
              "Message-ID: <p1@partner.invalid>\r\n\r\nMinutes of the meeting.\r\n").encode()
     gateway.send(plain, mail_from=known, rcpts=["finance@example.com"])
-    assert verdict_of(gateway, "plain-one")["action"] in ("deliver", "tag")
+    assert gateway.verdict("plain-one")["action"] in ("deliver", "tag")
     later = (f"From: Chidi Okonkwo <{known}>\r\nTo: finance@example.com\r\n"
              "Subject: spoof-two\r\nMessage-ID: <p2@partner.invalid>\r\n\r\nHello.\r\n").encode()
     gateway.send(later, mail_from=known, rcpts=["finance@example.com"])
-    found = {f["symbol"] for f in verdict_of(gateway, "spoof-two")["findings"]}
+    found = {f["symbol"] for f in gateway.verdict("spoof-two")["findings"]}
     assert "IMPOSTOR_DISPLAY_NAME" in found and "IMPOSTOR_FIRST_CONTACT" not in found
 
 

@@ -162,6 +162,20 @@ class RunningGateway:
             time.sleep(0.1)
         raise AssertionError(f"{needle!r} not in the log:\n{self.log()[-4000:]}")
 
+    def verdict(self, subject: str, timeout: float = 20.0) -> dict:
+        """verdict - the recorded verdict of the newest message with this subject."""
+        import sqlite3
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with sqlite3.connect(self.data_dir / "mailward.db") as db:
+                row = db.execute("SELECT verdict FROM messages WHERE subject = ? "
+                                 "ORDER BY id DESC", (subject,)).fetchone()
+            if row:
+                return json.loads(row[0])
+            time.sleep(0.1)
+        raise AssertionError(f"no verdict for {subject!r}:\n{self.log()[-3000:]}")
+
 
 def crlf(data: bytes) -> bytes:
     """crlf - corpus files (LF, mbox From line) as SMTP wants them."""

@@ -14,7 +14,11 @@ is asked to be held for the sandbox (``task.holds``); the gateway holds the
 message only when the static verdict would let it through.
 
 SECURITY: analysis is bounded per message (``attachments.max_seconds``): past
-it the remaining files are not analysed and that is itself a finding.
+it the remaining files are not analysed and that is itself a finding. The
+analysers run in worker processes (``workers``) bounded per file in time
+(``attachments.file_seconds``) and memory (``attachments.file_memory``): a
+file that makes a parser spin or swell is killed with its worker and named
+(``ATTACH_ANALYSIS_TIMEOUT``, ``ATTACH_ANALYSIS_MEMORY``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from mailward.attachments.identify import (
 from mailward.attachments.office import office_notes
 from mailward.attachments.pdf import pdf_notes
 from mailward.attachments.web import web_notes
+from mailward.attachments.workers import AnalyserPool, Outcome, shared_pool
 from mailward.hold import HoldRequest
 from mailward.pipeline import Stage, Task
 from mailward.services import Services
@@ -83,6 +88,10 @@ SYMBOLS: dict[str, str] = {
     "ATTACH_PE_MALFORMED": "a file with an MZ header that is not a valid executable",
     "ATTACH_ANALYSIS_FAILED": "an analyser failed on a file (the file was not analysed)",
     "ATTACH_ANALYSIS_INCOMPLETE": "the time for analysing the message's files ran out",
+    "ATTACH_ANALYSIS_TIMEOUT": "an analyser ran past the time allowed for one file and "
+                               "was killed (the file was not analysed)",
+    "ATTACH_ANALYSIS_MEMORY": "an analyser needed more memory than allowed for one file "
+                              "(the file was not analysed)",
     "ATTACH_SANDBOX_PENDING": "a file was submitted to the sandbox; the message waits",
     # Emitted when the sandbox decides a held message (see sandbox.service).
     "ATTACH_SANDBOX_MALICIOUS": "the sandbox saw a file act maliciously",
@@ -170,10 +179,12 @@ class AttachmentCheck:
     after: ClassVar[tuple[str, ...]] = ()
     symbols: ClassVar[dict[str, str]] = SYMBOLS
 
-    def __init__(self, policy: FilePolicy, max_seconds: float, sandbox=None) -> None:
+    def __init__(self, policy: FilePolicy, max_seconds: float, sandbox=None,
+                 pool: AnalyserPool | None = None) -> None:
         self.policy = policy
         self.max_seconds = max_seconds
         self.sandbox = sandbox
+        self.pool = pool  # None: the analysers run in this process, unbounded
 
     @classmethod
     def from_services(cls, services: Services) -> "AttachmentCheck | None":
@@ -184,7 +195,9 @@ class AttachmentCheck:
         from mailward.attachments.sandbox.service import SandboxService
 
         sandbox = SandboxService.from_services(services)
-        return cls(policy, settings.max_seconds, sandbox)
+        pool = (shared_pool(settings.workers, settings.file_seconds, settings.file_memory)
+                if settings.workers else None)
+        return cls(policy, settings.max_seconds, sandbox, pool)
 
     async def check(self, task: Task) -> list[Finding]:
         assert task.message is not None
@@ -202,9 +215,6 @@ class AttachmentCheck:
 
     def analyse(self, files: list[FileNode]) -> tuple[list[Finding], list[FileNode]]:
         """analyse - the findings of every file, and the files for the sandbox."""
-        # TODO: The time bound is checked between files only, so one hostile file that
-        # makes a parser (pypdf, oletools) spin holds a worker thread until the pipeline
-        # deadline answers 451; analysers should run in a killable process pool.
         started = time.monotonic()
         findings: list[Finding] = []
         submit: list[FileNode] = []
@@ -214,7 +224,7 @@ class AttachmentCheck:
                                         f"{len(files) - index} file(s) not analysed in "
                                         f"{self.max_seconds:g}s", data={"left": len(files) - index}))
                 break
-            notes = self.file_notes(node)
+            notes = self.file_notes(node, self.max_seconds - (time.monotonic() - started))
             symbols = sorted({n.symbol for n in notes})
             findings.extend(_finding(n) for n in notes)
             findings.append(Finding("ATTACH_FILE", Category.MALWARE, node.path, data={
@@ -225,7 +235,7 @@ class AttachmentCheck:
                 submit.append(node)
         return findings, submit
 
-    def file_notes(self, node: FileNode) -> list[Note]:
+    def file_notes(self, node: FileNode, seconds: float | None = None) -> list[Note]:
         """file_notes - every note of one file: names, content, container, analyser."""
         notes: list[Note] = []
         for name in [node.name, *node.alt_names]:
@@ -241,15 +251,40 @@ class AttachmentCheck:
         if analyser is None and node.name.lower().endswith((".slk", ".csv")):
             analyser = office_notes
         if analyser is not None:
-            try:
-                notes.extend(analyser(node))
-            except Exception as error:  # a parser failure is a finding, not a pass
-                log.info("analyser for %s failed on %s: %s", node.kind, node.sha256[:12],
-                         error)
-                notes.append(Note("ATTACH_ANALYSIS_FAILED", f"{node.path}: {node.kind} "
-                                  f"analysis failed: {type(error).__name__}: "
-                                  f"{str(error)[:160]}"))
+            notes.extend(self._analysed(analyser, node, seconds))
         return _unique(notes)
+
+    def _analysed(self, analyser: Analyser, node: FileNode,
+                  seconds: float | None) -> list[Note]:
+        """_analysed - the analyser's notes, or the note saying why there are none."""
+        if self.pool is None:
+            try:
+                return list(analyser(node))
+            except Exception as error:  # a parser failure is a finding, not a pass
+                outcome = Outcome([], f"{type(error).__name__}: {str(error)[:160]}")
+        else:
+            try:
+                outcome = self.pool.run(analyser, node, seconds)
+            except Exception as error:  # no worker could be started or reached
+                log.error("analyser worker unavailable for %s: %s", node.sha256[:12], error)
+                outcome = Outcome([], f"no analyser worker: {type(error).__name__}: "
+                                      f"{str(error)[:120]}")
+        if not outcome.error:
+            return outcome.notes
+        data = {"path": node.path, "kind": node.kind, "sha256": node.sha256}
+        if outcome.error == "timeout":
+            return [Note("ATTACH_ANALYSIS_TIMEOUT", f"{node.path}: {node.kind} analysis "
+                         f"ran past {outcome.seconds:.1f}s and was killed",
+                         data | {"seconds": round(outcome.seconds, 1)})]
+        if outcome.error == "memory":
+            return [Note("ATTACH_ANALYSIS_MEMORY", f"{node.path}: {node.kind} analysis "
+                         "needed more memory than allowed", data)]
+        if outcome.error == "died":
+            outcome.error = "its worker process died (crashed or killed)"
+        log.info("analyser for %s failed on %s: %s", node.kind, node.sha256[:12],
+                 outcome.error)
+        return [Note("ATTACH_ANALYSIS_FAILED", f"{node.path}: {node.kind} analysis "
+                     f"failed: {outcome.error}", data)]
 
     def _suspicious(self, node: FileNode, symbols: list[str]) -> bool:
         """_suspicious - active content that static analysis cannot clear."""

@@ -3,15 +3,17 @@
 Each unpacker takes a node and its message's budget and yields the members
 as child nodes; ``files.unpack`` recurses into them. Registered here:
 7z (py7zr), tar, gzip, bzip2 and xz, ISO 9660 / UDF images (pycdlib),
-RAR (rarfile, names only, as noted below), OneNote sections (embedded files),
-Outlook MSG files and attached messages (their attachments), Office
-documents (embedded objects), PDF (embedded files) and HTML pages whose
-scripts carry a base64 payload (HTML smuggling).
+RAR (``rar``: rarfile lists, unar decompresses), OneNote sections
+(embedded files), Outlook MSG files and attached messages (their
+attachments), Office documents (embedded objects), PDF (embedded
+files) and HTML pages whose scripts carry a base64 payload (HTML
+smuggling).
 
-SECURITY: all of these parse attacker bytes in process, so each reads
-members through bounded reads, checks the budget before it allocates, and
-turns any exception of the parsing library into ``ARCHIVE_CORRUPT`` on the
-node: a parser failure is a finding, never a pass.
+SECURITY: all of these parse attacker bytes in process (RAR decompression
+runs in a confined tool, see ``rar``), so each reads members through
+bounded reads, checks the budget before it allocates, and turns any
+exception of the parsing library into ``ARCHIVE_CORRUPT`` on the node:
+a parser failure is a finding, never a pass.
 """
 
 from __future__ import annotations
@@ -203,33 +205,9 @@ def _uniso(node: FileNode, budget: _Budget) -> Iterator[FileNode]:
 
 
 def _unrar(node: FileNode, budget: _Budget) -> Iterator[FileNode]:
-    import rarfile
+    from mailward.attachments.rar import unrar
 
-    try:
-        archive = rarfile.RarFile(io.BytesIO(node.data))
-        infos = [i for i in archive.infolist() if not i.is_dir()]
-    except rarfile.NeedFirstVolume as error:
-        _corrupt(node, error)
-        return
-    except rarfile.PasswordRequired:
-        node.encrypted = True
-        yield node.child("(encrypted rar headers)", b"", encrypted=True, problems=["ENCRYPTED"])
-        return
-    except Exception as error:
-        _corrupt(node, error)
-        return
-    for info in infos:
-        if not budget.admit(node):
-            return
-        # TODO: RAR members are listed by name but not decompressed, because
-        # decompression needs an external unrar tool; their names are judged,
-        # their content is reported as not scanned, which the policy quarantines.
-        name = info.filename
-        member = node.child(name, b"", encrypted=bool(info.needs_password()))
-        member.problems.append("ENCRYPTED" if info.needs_password() else
-                               f"ARCHIVE_MEMBER_UNREADABLE: {name}: RAR content is not "
-                               "decompressed")
-        yield member
+    yield from unrar(node, budget)
 
 
 # OneNote: each embedded file is a FileDataStoreObject, marked by this GUID

@@ -286,6 +286,11 @@ def unpack_message(message: "Message", limits: UnpackLimits | None = None) -> li
     """unpack_message - every file of a message, flattened, depth first."""
     from mailward.attachments.passwords import candidate_passwords
 
+    # TODO: Unpacking (py7zr, pycdlib, pypdf's embedded files, oletools' objects)
+    # runs in this process and is bounded by the budget's deadline only between
+    # members, so one crafted container that makes such a parser spin still holds
+    # the pipeline thread until the pipeline deadline; only the analysers and the
+    # RAR decompression run in killable processes.
     limits = limits or UnpackLimits()
     budget = _Budget(limits, lambda: candidate_passwords(message))
     roots = []

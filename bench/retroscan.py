@@ -11,7 +11,10 @@ adapter, assessment. The figure is the time from the update's commit to
 the last copy pulled, and the whole scan; the task queue adds its pick-up
 delay (at most about a second) on top.
 
-    .venv/bin/python bench/retroscan.py [--sizes 10000,100000,1000000]
+    .venv/bin/python bench/retroscan.py [--sizes 10000,100000,1000000] [--mode hold]
+
+``--mode hold`` measures ``trap.retract_mode = "hold"``: each pull reads the
+copy, writes its bytes and quarantine row durably, then removes it.
 
 TODO: generating the 1,000,000-copy index takes most of the run (about 12 minutes at a load of 10 on 2 cores, a few minutes on an idle machine); a cached index would let the figure be re-measured quickly.
 """
@@ -135,11 +138,11 @@ def indicators(campaign: list[int]) -> list[NewIndicator]:
     return items
 
 
-async def measure(size: int, workdir: Path) -> dict:
+async def measure(size: int, workdir: Path, mode: str = "folder") -> dict:
     directory = workdir / f"n{size}"
     directory.mkdir()
     settings = Settings.model_validate({"storage": {"data_dir": str(directory)},
-                                        "trap": {"max_share": 1.0}})
+                                        "trap": {"max_share": 1.0, "retract_mode": mode}})
     store = Store(settings.database_url)
     await store.migrate()
     await store.close()
@@ -155,7 +158,9 @@ async def measure(size: int, workdir: Path) -> dict:
     report = await scanner.run_pending()
     finished = time.perf_counter()
     await store.close()
-    pulled = sum(1 for p in (directory / "mailboxes").rglob(".Quarantine/new/*"))
+    pulled = sum(1 for p in (directory / "mailboxes").rglob(".Quarantine/new/*")) \
+        if mode == "folder" else sum(1 for p in (directory / "quarantine" / "pulled")
+                                     .glob("*.eml"))
     return {"size": size, "generate": generated, "add": added - updated,
             "to_last_pull": report.last_pull_at - added if report.last_pull_at else 0.0,
             "scan": finished - added, "pulled": report.pulled, "on_disk": pulled,
@@ -165,16 +170,18 @@ async def measure(size: int, workdir: Path) -> dict:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--mode", choices=("folder", "hold"), default="folder")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"retro-scan: {NEW_INDICATORS} new indicators ({CAMPAIGN} campaign copies to pull) "
-          f"against N delivered copies; SQLite; load {os.getloadavg()[0]:.2f}")
+          f"against N delivered copies; SQLite; retract_mode {args.mode}; "
+          f"load {os.getloadavg()[0]:.2f}")
     print(f"{'copies':>9} {'generate':>9} {'add 10k':>8} {'to last pull':>13} "
           f"{'whole scan':>11} {'pulled':>7} {'incidents':>9}")
     with tempfile.TemporaryDirectory(prefix="mailward-bench-") as temporary:
         for size in sizes:
-            row = await measure(size, Path(temporary))
+            row = await measure(size, Path(temporary), args.mode)
             assert row["pulled"] == CAMPAIGN == row["on_disk"], row
             print(f"{row['size']:>9} {row['generate']:>8.1f}s {row['add']:>7.2f}s "
                   f"{row['add'] + row['to_last_pull']:>12.2f}s {row['add'] + row['scan']:>10.2f}s"

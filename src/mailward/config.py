@@ -443,6 +443,22 @@ class ReportSettings(Section):
             raise ValueError(f"notify_relay: {self.notify_relay!r} is not smtp://host:port")
         return self
 
+class ListSettings(Section):
+    members: dict[str, list[str]] = Field(default_factory=dict, description="distribution lists and aliases mailward expands: list address -> member addresses (a member may itself be a list); each member gets its own copy, recorded with the list it came through")
+    max_depth: int = Field(5, ge=1, description="lists nested inside lists are followed this deep")
+    max_members: int = Field(1000, ge=1, description="recipients one message may expand to; the members past it get no copy and the log says so")
+
+    @model_validator(mode="after")
+    def _addresses(self) -> "ListSettings":
+        for name, members in self.members.items():
+            for address in (name, *members):
+                local, at, domain = address.rpartition("@")
+                if not (local and at and domain) or any(c.isspace() for c in address):
+                    raise ValueError(f"members: {address!r} (in list {name!r}) is not an "
+                                     "email address")
+        return self
+
+
 class TrapSettings(Section):
     lookback: Duration = Field("14d", description="how far back a retro-scan looks for delivered copies carrying a new indicator")
     remote_mailbox: Literal["none", "imap", "graph"] = Field("none", description="where copies handed to delivery.relay live, to pull them back: none, imap (section [imap]) or graph (section [graph])")
@@ -456,6 +472,9 @@ class TrapSettings(Section):
     pull_attempts: int = Field(3, ge=1, description="attempts at one pull before it fails and raises its own alert")
     pull_backoff: Duration = Field("2s", description="delay before the second attempt at a pull; it doubles for each later one")
     pull_concurrency: int = Field(8, ge=1, description="pulls in progress at once")
+    follow_forwards: bool = Field(True, description="link a message a local sender forwards (as an attachment or inline) to the copy it forwards, and pull the forward's copies with the original's")
+    forward_hops: int = Field(3, ge=1, le=10, description="forwards of forwards followed from a pulled original")
+    retract_mode: str = Field("folder", description="what a pull does: folder (move the copy into the recipient's Quarantine folder) or hold (take it out of the mailbox and keep its bytes in mailward's quarantine until restored; over Graph the copy waits in a hidden folder)")
     queue: str = Field("", description="task queue storage for retro-scans and feed polls: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
     poll_interval: Duration = Field("15m", description="how often TAXII collections and MISP are polled")
     feed_files: list[str] = Field(default_factory=list, description="indicator files (text, CSV, JSON, STIX 2.1) re-read on every poll")
@@ -538,6 +557,7 @@ class Settings(Section):
     log: LogSettings = Field(default_factory=LogSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
     trap: TrapSettings = Field(default_factory=TrapSettings)
+    lists: ListSettings = Field(default_factory=ListSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
@@ -569,6 +589,9 @@ class Settings(Section):
             if imap.security == "none" and not _is_loopback(imap.host):
                 raise ValueError(f"imap.security: none would send passwords in the clear to "
                                  f"{imap.host}; use starttls or tls")
+        mode = self.trap.retract_mode
+        if mode not in ("folder", "hold"):
+            raise ValueError(f"trap.retract_mode: {mode!r} is neither folder nor hold")
         if remote == "graph" and not (graph.tenant_id and graph.client_id):
             raise ValueError("graph.tenant_id: graph.tenant_id and graph.client_id must be "
                              "set when trap.remote_mailbox is graph")

@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 from sqlalchemy import select
 
@@ -37,6 +37,7 @@ from mailward.mailbox.maildir import MaildirStore
 from mailward.message import Message
 from mailward.mime import Limits
 from mailward.pipeline import Pipeline, PipelineError, QueueLog, Task
+from mailward.quarantine import new_quarantine_id
 from mailward.registry import build_pipeline
 from mailward.services import Services
 from mailward.smtp.spool import Spool, move_durable
@@ -44,6 +45,9 @@ from mailward.store.models import Delivery, MessageFile, MessageRecord, MessageU
 from mailward.urls.index import record_domains
 from mailward.trap.policy import index_row as trap_index_row
 from mailward.verdict import Action, Category, Finding, Verdict
+
+if TYPE_CHECKING:
+    from mailward.lists import Expanded
 
 log = logging.getLogger("mailward.gateway")
 
@@ -57,12 +61,6 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
-
-
-def new_quarantine_id() -> str:
-    import secrets
-
-    return secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
 
 
 class Gateway:
@@ -240,6 +238,7 @@ class Gateway:
         if holds and verdict.action in (Action.DELIVER, Action.TAG) \
                 and all(request.owner in self.holders for request in holds):
             await self._record(envelope, message, verdict, state="held")
+            await self._link_forward(envelope, message)
             for owner in dict.fromkeys(request.owner for request in holds):
                 await self.holders[owner].hold(envelope, message, verdict,
                                                [r for r in holds if r.owner == owner])
@@ -255,7 +254,17 @@ class Gateway:
         await self._record(envelope, message, verdict, state="queued")
         if self.queue is not None:
             self.queue.wake()
+        await self._link_forward(envelope, message)
         return Reply(250, f"2.0.0 Ok: queued as {qid}")
+
+    async def _link_forward(self, envelope: Envelope, message: Message) -> None:
+        """_link_forward - link a local sender's forward to its original (best effort)."""
+        from mailward.trap.forwards import link_forward
+
+        try:
+            await link_forward(self, envelope, message)
+        except Exception:  # the message is accepted already; a lost link is only logged
+            QueueLog(log, envelope.queue_id).exception("could not link a forward")
 
     def folder_for(self, verdict: Verdict) -> str:
         if verdict.action == Action.TAG and verdict.category == Category.SPAM:
@@ -284,12 +293,14 @@ class Gateway:
             if state in ("queued", "held"):
                 folder = self.folder_for(verdict)
                 status = "pending" if state == "queued" else "held"
-                for recipient in envelope.rcpt_to:
-                    route = "outbound" if envelope.outbound and not self.is_local(recipient) \
-                        else "inbound"
-                    session.add(Delivery(queue_id=envelope.queue_id, recipient=recipient,
-                                         status=status, attempts=0, next_attempt_at=now,
-                                         folder=folder, route=route))
+                for recipient in self.expand(envelope.rcpt_to, envelope.queue_id,
+                                             envelope.outbound):
+                    route = "outbound" if envelope.outbound and \
+                        not self.is_local(recipient.address) else "inbound"
+                    session.add(Delivery(queue_id=envelope.queue_id,
+                                         recipient=recipient.address, status=status,
+                                         attempts=0, next_attempt_at=now, folder=folder,
+                                         route=route, via=recipient.via[:320]))
             if state == "quarantined":
                 session.add(QuarantineItem(
                     id=new_quarantine_id(), queue_id=envelope.queue_id, created_at=now,
@@ -413,6 +424,17 @@ class Gateway:
             self._report_key = load_secret(self.settings)
         return f"{self.settings.public_url}/report/" \
                f"{link_token(self._report_key, queue_id, recipient)}"
+
+    def expand(self, recipients: list[str], queue_id: str,
+               outbound: bool = False) -> list["Expanded"]:
+        """expand - the envelope recipients with mailward's own lists expanded."""
+        from mailward.lists import Expanded, expand_logged
+
+        lists = self.settings.lists
+        if outbound or not lists.members:
+            return [Expanded(address) for address in recipients]
+        return expand_logged(recipients, lists.members, lists.max_depth, lists.max_members,
+                             queue_id)
 
     def is_local(self, address: str) -> bool:
         from mailward.content.external import is_own_domain

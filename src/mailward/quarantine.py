@@ -8,20 +8,29 @@ and the REST API both work through this module. Releasing as "not spam"
 teaches the spam model at once that the message is ham
 (``content.learn``), which also keeps a copy of the original under
 ``feedback/ham`` in the data directory for the next full training.
+
+A delivered copy pulled out of its mailbox (``trap.retract_mode = "hold"``)
+is an item of its own: its bytes, as they were in the mailbox, are under
+``quarantine/pulled/ITEM.eml`` and the row names the copy and incident.
+Releasing it puts it back into the mailbox folder it came from, as itself
+(same bytes, same flags), through the retraction service; it never goes
+through the delivery queue again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import false, func, or_, select
 
 from mailward.mailbox.base import INBOX
-from mailward.store.models import Delivery, MessageRecord, QuarantineItem
+from mailward.store.models import Copy, Delivery, MessageRecord, QuarantineItem
 
 if TYPE_CHECKING:
     from mailward.gateway import Gateway
@@ -29,6 +38,18 @@ if TYPE_CHECKING:
 
 class QuarantineError(Exception):
     """A quarantine operation that cannot be done; the text says why."""
+
+
+def new_quarantine_id() -> str:
+    """new_quarantine_id - a random, alphanumeric item id."""
+    return secrets.token_urlsafe(12).replace("-", "x").replace("_", "y")
+
+
+def pulled_path(data_dir: Path, item_id: str) -> Path:
+    """pulled_path - where the bytes of a copy held after a pull are kept."""
+    if not item_id.isalnum():
+        raise QuarantineError(f"bad quarantine id {item_id!r}")
+    return data_dir / "quarantine" / "pulled" / f"{item_id}.eml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +70,9 @@ def item_dict(item: QuarantineItem) -> dict[str, Any]:
             "reason": item.reason, "sender": item.sender, "recipients": item.recipients,
             "subject": item.subject, "size": item.size, "status": item.status,
             "released_at": item.released_at.isoformat() if item.released_at else None,
-            "released_by": item.released_by}
+            "released_by": item.released_by, "pulled": item.copy_id is not None,
+            "copy_id": item.copy_id, "incident_id": item.incident_id,
+            "origin_folder": item.origin_folder}
 
 
 class Quarantine:
@@ -103,6 +126,11 @@ class Quarantine:
 
     def raw(self, item: QuarantineItem) -> bytes:
         """raw - the original message as received (with our trace header)."""
+        if item.copy_id is not None:
+            path = pulled_path(self.gateway.settings.data_dir, item.id)
+            if not path.exists():
+                raise QuarantineError(f"the bytes of {item.id} are gone (deleted or restored)")
+            return path.read_bytes()
         path = self.gateway.spool.held(item.queue_id)
         if not path.exists():
             raise QuarantineError(f"the bytes of {item.id} are gone (deleted or released)")
@@ -113,6 +141,8 @@ class Quarantine:
         item = await self.get(item_id)
         if item.status != "held":
             raise QuarantineError(f"{item_id} is {item.status}, not held")
+        if item.copy_id is not None:
+            return await self._restore_pulled(item, by)
         spool = self.gateway.spool
         source = spool.held(item.queue_id)
         if not source.exists():
@@ -136,16 +166,29 @@ class Quarantine:
             record.state = "queued"
             existing = {row.recipient for row in (await session.scalars(select(Delivery).where(
                 Delivery.queue_id == item.queue_id))).all()}
-            for recipient in item.recipients:
-                if recipient not in existing:
-                    session.add(Delivery(queue_id=item.queue_id, recipient=recipient,
+            for recipient in self.gateway.expand(list(item.recipients), item.queue_id):
+                if recipient.address not in existing:
+                    session.add(Delivery(queue_id=item.queue_id, recipient=recipient.address,
                                          status="pending", attempts=0, next_attempt_at=now,
-                                         folder=INBOX, route="inbound"))
+                                         folder=INBOX, route="inbound",
+                                         via=recipient.via[:320]))
             await session.commit()
             item = stored
         if self.gateway.queue is not None:
             self.gateway.queue.wake()
         return item
+
+    async def _restore_pulled(self, item: QuarantineItem, by: str) -> QuarantineItem:
+        """_restore_pulled - a held copy back into its mailbox, as itself."""
+        from mailward.mailbox.retract import Retractor
+
+        retractor = Retractor.from_settings(self.gateway.settings, self.store)
+        result = await retractor.restore(item.copy_id, f"released from the quarantine by {by}",
+                                         actor=by)
+        if not result.ok:
+            raise QuarantineError(f"{item.id} could not be put back into the mailbox of "
+                                  f"{result.recipient}: {result.status} {result.error}")
+        return await self.get(item.id)
 
     def feedback_path(self, kind: str, queue_id: str):
         """feedback_path - where a message people judged is kept for training."""
@@ -157,10 +200,20 @@ class Quarantine:
         item = await self.get(item_id)
         if item.status == "released":
             raise QuarantineError(f"{item_id} was released; nothing to delete")
-        self.gateway.spool.held(item.queue_id).unlink(missing_ok=True)
+        if item.copy_id is not None:
+            pulled_path(self.gateway.settings.data_dir, item.id).unlink(missing_ok=True)
+        else:
+            self.gateway.spool.held(item.queue_id).unlink(missing_ok=True)
         async with self.store.session() as session:
             stored = await session.get(QuarantineItem, item_id)
             stored.status, stored.released_at, stored.released_by = "deleted", datetime.now(UTC), by
+            if item.copy_id is not None:
+                # One pulled copy is gone for good; the message and its other copies stay.
+                copy = await session.get(Copy, item.copy_id)
+                if copy is not None:
+                    copy.state = "gone"
+                await session.commit()
+                return stored
             record = await session.scalar(select(MessageRecord).where(
                 MessageRecord.queue_id == item.queue_id))
             if record is not None:

@@ -4,6 +4,9 @@ It holds mailboxes in memory: well-known folders inbox and junkemail,
 folders created by POST, messages with ids that change on every move (as
 Exchange's do), the OAuth 2.0 client-credentials token endpoint, Bearer
 checks, 404 for an unknown user, and one 429 with Retry-After on demand.
+A message's MIME content is served at ``$value``; a folder created with
+PR_ATTR_HIDDEN is left out of folder listings unless
+``includeHiddenFolders=true`` is asked, as Exchange does.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ class GraphServer:
         self.port = free_port()
         self.ids = itertools.count(1)
         self.folders: dict[str, dict[str, str]] = {}
+        self.hidden: set[str] = set()
         self.messages: dict[str, dict[str, dict]] = {}
         self.requests: list[str] = []
+        self.mime: dict[str, bytes] = {}
         self.throttle_next_move = False
         for user in users:
             self.folders[user] = {"inbox": f"F-inbox-{user}", "junkemail": f"F-junk-{user}"}
@@ -38,11 +43,14 @@ class GraphServer:
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
                                                     log_level="warning"))
 
-    def add(self, user: str, message_id: str, read: bool = False, folder: str = "inbox") -> str:
+    def add(self, user: str, message_id: str, read: bool = False, folder: str = "inbox",
+            mime: bytes = b"") -> str:
         identifier = f"M{next(self.ids)}"
         self.messages[user][identifier] = {"id": identifier, "internetMessageId": message_id,
                                            "isRead": read,
-                                           "parentFolderId": self.folders[user][folder]}
+                                           "parentFolderId": self.folders[user][folder],
+                                           "receivedDateTime": "2026-12-01T09:30:00Z"}
+        self.mime[identifier] = mime or f"Message-ID: {message_id}\r\n\r\nbody\r\n".encode()
         return identifier
 
     def folder_of(self, user: str, message_id: str) -> str:
@@ -96,20 +104,27 @@ class GraphServer:
             wanted = re.fullmatch(r"displayName eq '(.*)'",
                                   request.query_params.get("$filter", ""))
             name = wanted.group(1).replace("''", "'") if wanted else None
+            hidden = request.query_params.get("includeHiddenFolders", "") == "true"
             return {"value": [{"id": v, "displayName": k} for k, v in folders.items()
-                              if name is None or k == name]}
+                              if (name is None or k == name)
+                              and (hidden or v not in graph.hidden)]}
 
         @app.post("/v1.0/users/{user}/mailFolders")
         async def create_folder(user: str, request: Request):
             folders = mailbox(user)
             if folders is None:
                 return error(404, "ErrorInvalidUser", f"no mailbox {user}")
-            name = {k.lower(): v for k, v in (await request.json()).items()}["displayname"]
-            folders.setdefault(name, f"F-{name}-{user}")
+            body = {k.lower(): v for k, v in (await request.json()).items()}
+            name = body["displayname"]
+            if name in folders:
+                return error(409, "ErrorFolderExists", "a folder of that name exists")
+            folders[name] = f"F-{name}-{user}"
+            for prop in body.get("singlevalueextendedproperties") or []:
+                if prop.get("id") == "Boolean 0x10F4" and prop.get("value") == "true":
+                    graph.hidden.add(folders[name])
             return JSONResponse({"id": folders[name], "displayName": name}, status_code=201)
 
-        @app.get("/v1.0/users/{user}/messages")
-        async def list_messages(user: str, request: Request):
+        def messages(user: str, request: Request, folder: str = ""):
             if mailbox(user) is None:
                 return error(404, "ErrorInvalidUser", f"no mailbox {user}")
             wanted = re.fullmatch(r"internetMessageId eq '(.*)'",
@@ -118,7 +133,24 @@ class GraphServer:
                 return error(400, "BadRequest", "unsupported filter")
             value = wanted.group(1).replace("''", "'")
             return {"value": [m for m in graph.messages[user].values()
-                              if m["internetMessageId"] == value]}
+                              if m["internetMessageId"] == value
+                              and (not folder or m["parentFolderId"] == folder)]}
+
+        @app.get("/v1.0/users/{user}/messages")
+        async def list_messages(user: str, request: Request):
+            return messages(user, request)
+
+        @app.get("/v1.0/users/{user}/mailFolders/{folder}/messages")
+        async def folder_messages(user: str, folder: str, request: Request):
+            return messages(user, request, folder)
+
+        @app.get("/v1.0/users/{user}/messages/{identifier}/$value")
+        async def content(user: str, identifier: str):
+            if mailbox(user) is None or identifier not in graph.messages[user]:
+                return error(404, "ErrorItemNotFound", "no message")
+            from fastapi.responses import Response
+
+            return Response(graph.mime[identifier], media_type="text/plain")
 
         @app.post("/v1.0/users/{user}/messages/{identifier}/move")
         async def move(user: str, identifier: str, request: Request):
@@ -138,6 +170,7 @@ class GraphServer:
                 return error(400, "ErrorInvalidIdMalformed", "no folder")
             moved = {**item, "id": f"M{next(graph.ids)}", "parentFolderId": destination}
             graph.messages[user][moved["id"]] = moved
+            graph.mime[moved["id"]] = graph.mime.pop(identifier, b"")
             return JSONResponse(moved, status_code=201)
 
         return app

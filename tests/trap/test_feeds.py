@@ -187,3 +187,40 @@ def test_taxii_collection_is_polled_page_by_page_from_the_cursor():
         feed, _ = poll_taxii(url, "reader", "secret", cursor, "taxii-1", None)
         assert feed.indicators == []
         assert server.queries[-1]["added_after"] == cursor
+
+
+def misp_attribute(kind: str, value: str, to_ids: bool = True) -> dict:
+    return {"type": kind, "value": value, "to_ids": to_ids, "category": "Network activity",
+            "event_id": "1", "uuid": "5f0c1c1e-0000-4000-8000-00000000000a"}
+
+
+def test_misp_is_polled_over_its_rest_api_from_the_cursor():
+    from mailward.trap.intake import poll_misp
+    from tests.support.mispserver import MispServer
+
+    with MispServer("automation-key") as server:
+        server.events.append((time.time() - 3 * 86400, [
+            misp_attribute("url", "https://misp-kit.example/a"),
+            misp_attribute("filename|sha256", f"invoice.exe|{SHA}"),
+            misp_attribute("domain", "context-only.example", to_ids=False)]))
+        server.events.append((time.time() - 30 * 86400, [
+            misp_attribute("domain", "old-event.example")]))
+        feed, cursor = poll_misp(server.url, "automation-key", "", "misp")
+        assert {(i.kind, i.value) for i in feed.indicators} == {
+            ("url", "https://misp-kit.example/a"), ("sha256", SHA)}
+        first = server.searches[0]
+        assert first["to_ids"] in (1, True) and first["publish_timestamp"] == "14d"
+
+        # The next poll asks only for what was published since the cursor.
+        feed, _ = poll_misp(server.url, "automation-key", cursor, "misp")
+        assert feed.indicators == [] and server.searches[-1]["publish_timestamp"] == cursor
+        server.events.append((time.time() + 1, [misp_attribute("ip-dst", "198.51.100.9")]))
+        feed, _ = poll_misp(server.url, "automation-key", cursor, "misp")
+        assert [(i.kind, i.value) for i in feed.indicators] == [("ip", "198.51.100.9")]
+
+        # A refused search is an error, never an empty answer that moves the cursor.
+        server.refuse_search = True
+        with pytest.raises(FeedError, match="MISP search failed: 405"):
+            poll_misp(server.url, "automation-key", cursor, "misp")
+        with pytest.raises(Exception, match="(?i)authentication failed|user settings"):
+            poll_misp(server.url, "wrong-key", cursor, "misp")

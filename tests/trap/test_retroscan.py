@@ -12,8 +12,9 @@ from mailward.config import Settings
 from mailward.intel.store import NewIndicator, url_hash
 from mailward.mailbox.maildir import MaildirStore
 from mailward.store import Store
-from mailward.store.models import (Copy, Incident, MessageFile, MessageFingerprint,
-                                   MessageRecord, MessageUrl, Retraction)
+from mailward.store.models import (Copy, ForwardLink, Incident, MessageFile,
+                                   MessageFingerprint, MessageRecord, MessageUrl, Retraction)
+from mailward.trap import incidents as workflow
 from mailward.trap.intake import add_checked
 from mailward.trap.lookup import Indicator
 from mailward.trap.notify import Notifier
@@ -257,3 +258,49 @@ async def test_a_late_sandbox_verdict_becomes_intelligence_and_pulls_the_copy(wo
         await services.close()
     assert report.pulled == 1
     assert (await statuses(store))["S1/sam@example.com"] == "retracted"
+
+
+async def test_linked_forwards_are_pulled_with_their_original_hops_deep(world):
+    settings, store, maildir = world
+    settings.trap.forward_hops = 2
+    await deliver(settings, store, maildir, "FO", ["ann@example.com"],
+                  urls=["https://fw.kit.example/x"])
+    chain = [("F1", "FO", "ann@example.com", "ben@example.com"),
+             ("F2", "F1", "ben@example.com", "cat@example.com"),
+             ("F3", "F2", "cat@example.com", "dan@example.com")]
+    for queue_id, original, forwarder, to in chain:
+        await deliver(settings, store, maildir, queue_id, [to], sender=forwarder)
+        async with store.session() as session:
+            session.add(ForwardLink(queue_id=queue_id, original_queue_id=original,
+                                    forwarder=forwarder, matched_by="subject",
+                                    linked_at=datetime.now(UTC)))
+            await session.commit()
+    # A forward loop ends at the first repeat.
+    async with store.session() as session:
+        session.add(ForwardLink(queue_id="FO", original_queue_id="F1", forwarder="x@y",
+                                matched_by="subject", linked_at=datetime.now(UTC)))
+        await session.commit()
+    report = await Retroscan(settings, store).scan([Indicator("domain", "kit.example",
+                                                              "phish")])
+    assert report.pulled == 3
+    assert await statuses(store) == {"FO/ann@example.com": "retracted",
+                                     "F1/ben@example.com": "retracted",
+                                     "F2/cat@example.com": "retracted",
+                                     "F3/dan@example.com": "delivered"}
+    async with store.session() as session:
+        incident = await session.scalar(select(Incident))
+        detail = await workflow.assess(session, incident)
+    assert {c["recipient"]: c["matched_on"] for c in detail["copies"]} == {
+        "ann@example.com": "url domain", "ben@example.com": "forward of FO",
+        "cat@example.com": "forward of F1"}
+
+    settings.trap.follow_forwards = False
+    await deliver(settings, store, maildir, "GO", ["eve@example.com"],
+                  urls=["https://other.kit2.example/x"])
+    await deliver(settings, store, maildir, "G1", ["fay@example.com"], sender="eve@example.com")
+    async with store.session() as session:
+        session.add(ForwardLink(queue_id="G1", original_queue_id="GO", forwarder="eve@x",
+                                matched_by="subject", linked_at=datetime.now(UTC)))
+        await session.commit()
+    assert (await Retroscan(settings, store).scan(
+        [Indicator("domain", "kit2.example", "phish")])).pulled == 1

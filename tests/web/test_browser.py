@@ -213,6 +213,7 @@ def test_analyst_opens_an_incident_and_moves_it_on(site, page_as):
     page.click(f"a[href='/console/incidents/{incident}']")
     page.wait_for_selector("table.copies")
     assert "bob@example.com" in page.inner_text("table.copies")
+    assert "Found by" in page.inner_text("table.copies thead")
     assert url in page.inner_text("dl.facts")
     shot(page, "incident")
     page.select_option("form.workflow select[name=status]", "investigating")

@@ -3,6 +3,9 @@
 An adapter finds one delivered copy and moves it between folders (INBOX,
 Junk, Quarantine). Retraction and restore, used alike by the post-delivery
 response, user reports and the console, work through this contract only.
+An adapter that can also read a copy's bytes, remove it and put it back as
+itself (``HoldingMailbox``) supports ``trap.retract_mode = "hold"``, where a
+pulled copy leaves the mailbox and is kept in mailward's own quarantine.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 INBOX = "INBOX"
+# The folder recorded for a copy held in mailward's quarantine: in no mailbox.
+HELD = "mailward-quarantine"
 JUNK = "Junk"
 QUARANTINE = "Quarantine"
 FOLDERS = (INBOX, JUNK, QUARANTINE)
@@ -50,3 +55,30 @@ class Mailbox(Protocol):
 
     async def is_read(self, ref: CopyRef) -> bool:
         """Whether the recipient has opened the copy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One copy as the mailbox holds it: bytes, IMAP-style flags, arrival time."""
+
+    data: bytes
+    flags: tuple[str, ...] = ()
+    internal_date: float = 0.0
+
+
+class HoldingMailbox(Mailbox, Protocol):
+    """A mailbox from which a copy can be taken out entirely and put back."""
+
+    async def fetch(self, ref: CopyRef) -> Fetched:
+        """The copy's bytes and flags, wherever it is now; CopyGone if nowhere."""
+
+    async def remove(self, ref: CopyRef) -> None:
+        """Remove every instance of the copy from the mailbox (none is no error)."""
+
+    async def put(self, ref: CopyRef, folder: str, copy: Fetched) -> CopyRef:
+        """Put the copy back into folder as itself, unless it is already there."""
+
+
+def can_hold(adapter: object) -> bool:
+    """can_hold - whether an adapter supports taking copies out and back."""
+    return all(callable(getattr(adapter, name, None)) for name in ("fetch", "remove", "put"))

@@ -12,6 +12,15 @@ missing; Junk is the well-known ``junkemail``.
 The SDK's retry middleware answers throttling (429, 503 with Retry-After);
 a recipient Graph does not know is ``CopyGone``.
 
+In hold mode (``trap.retract_mode = "hold"``) the copy's MIME content
+(``/messages/{id}/$value``) is kept in mailward's quarantine and the copy is
+moved into ``mailward-held``, a folder of the mailbox created with
+PR_ATTR_HIDDEN set, which Outlook, OWA and mobile clients do not show. It is
+not deleted: Graph can only re-create a message from MIME as a draft, so a
+restore is a move back from the hidden folder, which keeps the message
+itself (its bytes, read state, flags and dates). A held copy is found by no
+``find``; an administrator can still see it with MFCMAPI or eDiscovery.
+
 SECURITY: the client secret is read from the configuration or a file and
 sent only to the token endpoint; OData filter values are quoted with
 single quotes doubled, so a Message-ID cannot widen the filter.
@@ -26,12 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from mailward.mailbox.base import FOLDERS, INBOX, JUNK, CopyGone, CopyRef, MailboxError
+from mailward.mailbox.base import (FOLDERS, INBOX, JUNK, CopyGone, CopyRef, Fetched,
+                                   MailboxError)
 
 if TYPE_CHECKING:
     from mailward.config import GraphSettings
 
 WELL_KNOWN = {INBOX: "inbox", JUNK: "junkemail"}
+# The hidden folder held copies wait in, and the MAPI property that hides it.
+HELD_FOLDER = "mailward-held"
+PR_ATTR_HIDDEN = "Boolean 0x10F4"
 
 
 class ClientCredentials:
@@ -152,14 +165,18 @@ class GraphMailbox:
             self._folders[(recipient, folder)] = identifier
         return identifier
 
-    async def _named_folder(self, recipient: str, name: str, create: bool) -> str:
+    async def _named_folder(self, recipient: str, name: str, create: bool,
+                            hidden: bool = False) -> str:
         from msgraph.generated.models.mail_folder import MailFolder
+        from msgraph.generated.models.single_value_legacy_extended_property import (
+            SingleValueLegacyExtendedProperty)
         from msgraph.generated.users.item.mail_folders.mail_folders_request_builder import (
             MailFoldersRequestBuilder)
 
         user = self.client.users.by_user_id(recipient)
         query = MailFoldersRequestBuilder.MailFoldersRequestBuilderGetQueryParameters(
-            filter=f"displayName eq {_odata_quote(name)}", select=["id", "displayName"])
+            filter=f"displayName eq {_odata_quote(name)}", select=["id", "displayName"],
+            include_hidden_folders="true" if hidden else None)
         config = MailFoldersRequestBuilder.MailFoldersRequestBuilderGetRequestConfiguration(
             query_parameters=query)
         page = await self._call(recipient, user.mail_folders.get(request_configuration=config))
@@ -168,8 +185,22 @@ class GraphMailbox:
                 return item.id
         if not create:
             return ""
-        made = await self._call(recipient, user.mail_folders.post(MailFolder(display_name=name)))
+        folder = MailFolder(display_name=name)
+        if hidden:
+            folder.single_value_extended_properties = [
+                SingleValueLegacyExtendedProperty(id=PR_ATTR_HIDDEN, value="true")]
+        made = await self._call(recipient, user.mail_folders.post(folder))
         return made.id if made else ""
+
+    async def held_folder_id(self, recipient: str, create: bool = False) -> str:
+        """held_folder_id - the hidden folder held copies wait in ("" if none yet)."""
+        cached = self._folders.get((recipient, HELD_FOLDER))
+        if cached:
+            return cached
+        identifier = await self._named_folder(recipient, HELD_FOLDER, create, hidden=True)
+        if identifier:
+            self._folders[(recipient, HELD_FOLDER)] = identifier
+        return identifier
 
     async def _folder_name(self, recipient: str, folder_id: str) -> str:
         for name in FOLDERS:
@@ -179,7 +210,8 @@ class GraphMailbox:
 
     # The contract.
 
-    async def _message(self, ref: CopyRef):
+    async def _message(self, ref: CopyRef, in_folder: str = ""):
+        """_message - the copy in the mailbox (or in one folder of it), or None."""
         from msgraph.generated.users.item.messages.messages_request_builder import (
             MessagesRequestBuilder)
 
@@ -188,10 +220,13 @@ class GraphMailbox:
         user = self.client.users.by_user_id(ref.recipient)
         query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
             filter=f"internetMessageId eq {_odata_quote(ref.message_id)}",
-            select=["id", "isRead", "parentFolderId", "internetMessageId"], top=10)
+            select=["id", "isRead", "parentFolderId", "internetMessageId",
+                    "receivedDateTime"], top=10)
         config = MessagesRequestBuilder.MessagesRequestBuilderGetRequestConfiguration(
             query_parameters=query)
-        page = await self._call(ref.recipient, user.messages.get(request_configuration=config))
+        where = user.mail_folders.by_mail_folder_id(in_folder).messages if in_folder \
+            else user.messages
+        page = await self._call(ref.recipient, where.get(request_configuration=config))
         items = (page.value or []) if page else []
         if ref.native_id:
             items.sort(key=lambda m: m.id != ref.native_id)
@@ -202,6 +237,9 @@ class GraphMailbox:
         if message is None:
             return None
         folder = await self._folder_name(ref.recipient, message.parent_folder_id or "")
+        if not folder and message.parent_folder_id and \
+                message.parent_folder_id == await self.held_folder_id(ref.recipient):
+            return None  # held by mailward: in none of the user's folders
         return CopyRef(ref.recipient, folder or ref.folder, message.id, ref.message_id,
                        ref.queue_id)
 
@@ -228,3 +266,55 @@ class GraphMailbox:
         if message is None:
             raise CopyGone(f"copy {ref.message_id} of {ref.recipient} is gone")
         return bool(message.is_read)
+
+    # Hold mode: the MIME content into mailward's quarantine, the copy into
+    # the hidden folder, and back by a move.
+
+    async def fetch(self, ref: CopyRef) -> Fetched:
+        message = await self._message(ref)
+        if message is None:
+            raise CopyGone(f"copy {ref.message_id} of {ref.recipient} is gone")
+        user = self.client.users.by_user_id(ref.recipient)
+        data = await self._call(ref.recipient,
+                                user.messages.by_message_id(message.id).content.get())
+        if not data:
+            raise MailboxError(f"Graph gave no MIME content for the copy of {ref.recipient}")
+        when = message.received_date_time
+        return Fetched(bytes(data), ("\\Seen",) if message.is_read else (),
+                       when.timestamp() if when else 0.0)
+
+    async def remove(self, ref: CopyRef) -> None:
+        message = await self._message(ref)
+        if message is None:
+            return
+        held = await self.held_folder_id(ref.recipient, create=True)
+        if not held:
+            raise MailboxError(f"Graph: could not make the hidden folder of {ref.recipient}")
+        if message.parent_folder_id != held:
+            await self._move_to(ref.recipient, message.id, held)
+
+    async def put(self, ref: CopyRef, folder: str, copy: Fetched) -> CopyRef:
+        target = await self.folder_id(ref.recipient, folder, create=True)
+        if not target:
+            raise MailboxError(f"Graph: no folder {folder} in the mailbox of {ref.recipient}")
+        held = await self.held_folder_id(ref.recipient)
+        message = await self._message(ref, in_folder=held) if held else None
+        if message is None:
+            back = await self._message(ref)
+            if back is not None and back.parent_folder_id == target:
+                return CopyRef(ref.recipient, folder, back.id, ref.message_id, ref.queue_id)
+            # TODO: a held copy purged from the hidden folder could be re-created from the kept MIME bytes, but Graph makes such a message a draft; until then the restore fails and the copy stays in mailward's quarantine.
+            raise CopyGone(f"the held copy of {ref.recipient} is no longer in the hidden "
+                           f"folder {HELD_FOLDER}")
+        moved = await self._move_to(ref.recipient, message.id, target)
+        return CopyRef(ref.recipient, folder, moved or message.id, ref.message_id,
+                       ref.queue_id)
+
+    async def _move_to(self, recipient: str, message_id: str, folder_id: str) -> str:
+        from msgraph.generated.users.item.messages.item.move.move_post_request_body import (
+            MovePostRequestBody)
+
+        user = self.client.users.by_user_id(recipient)
+        moved = await self._call(recipient, user.messages.by_message_id(message_id)
+                                 .move.post(MovePostRequestBody(destination_id=folder_id)))
+        return moved.id if moved else ""

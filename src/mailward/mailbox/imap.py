@@ -9,7 +9,11 @@ it was found in.
 
 A move is MOVE (RFC 6851) where the server announces it, else COPY, STORE
 \\Deleted and UID EXPUNGE (RFC 4315), which touches no other message the user
-marked deleted. Every step can be repeated: a move asked again after a
+marked deleted. In hold mode a copy is fetched whole (BODY.PEEK[], so the
+fetch does not mark it read), removed by UID EXPUNGE from every folder it is
+in, and restored by APPEND with its flags and internal date (RFC 3501
+s6.3.11), after a search shows it is not already back. Every step can be
+repeated: a move asked again after a
 dropped connection first looks in every folder, and a copy found both in the
 target and the source (COPY done, EXPUNGE lost) loses the source only, so a
 copy is never pulled twice nor lost. A connection that drops is opened again
@@ -31,13 +35,14 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailward.mailbox.base import FOLDERS, CopyGone, CopyRef, MailboxError
+from mailward.mailbox.base import FOLDERS, CopyGone, CopyRef, Fetched, MailboxError
 
 log = logging.getLogger("mailward.mailbox")
 
@@ -282,6 +287,59 @@ class ImapMailbox:
         return await asyncio.to_thread(self._run, ref.recipient,
                                        lambda client: self._is_read(client, ref))
 
+    # Taking it out and putting it back (trap.retract_mode = "hold").
+
+    def _fetch(self, client: IMAPClient, ref: CopyRef) -> Fetched:
+        places = self._everywhere(client, ref)
+        if not places:
+            raise CopyGone(f"copy {ref.queue_id or ref.message_id} of {ref.recipient} is gone")
+        folder, (_, uids) = next(iter(places.items()))
+        client.select_folder(self.config.folder(folder), readonly=True)
+        answer = client.fetch(uids[:1], [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"])
+        item = answer.get(uids[0])
+        if not item or b"BODY[]" not in item:
+            raise MailboxError(f"IMAP FETCH of the copy of {ref.recipient} gave no body")
+        flags = tuple(_text(flag) for flag in item.get(b"FLAGS", ())
+                      if flag not in (b"\\Recent", DELETED))
+        when = item.get(b"INTERNALDATE")
+        return Fetched(bytes(item[b"BODY[]"]), flags,
+                       when.timestamp() if isinstance(when, datetime) else 0.0)
+
+    async def fetch(self, ref: CopyRef) -> Fetched:
+        return await asyncio.to_thread(self._run, ref.recipient,
+                                       lambda client: self._fetch(client, ref))
+
+    def _remove(self, client: IMAPClient, ref: CopyRef) -> None:
+        for folder, (_, uids) in self._everywhere(client, ref).items():
+            client.select_folder(self.config.folder(folder))
+            self._fault("removing")
+            self._expunge(client, uids)
+
+    async def remove(self, ref: CopyRef) -> None:
+        await asyncio.to_thread(self._run, ref.recipient,
+                                lambda client: self._remove(client, ref))
+
+    def _put(self, client: IMAPClient, ref: CopyRef, folder: str, copy: Fetched) -> CopyRef:
+        found = self._find(client, ref)
+        if found is not None:
+            return found  # put back already (an answer lost after the APPEND)
+        self._ensure_folder(client, folder)
+        when = datetime.fromtimestamp(copy.internal_date, UTC) if copy.internal_date \
+            else None
+        client.append(self.config.folder(folder), copy.data, flags=list(copy.flags),
+                      msg_time=when)
+        self._fault("appended")
+        validity, uids = self._search(client, folder, ref)
+        if not uids:
+            raise MailboxError(f"copy of {ref.recipient} not found in {folder} after APPEND")
+        return CopyRef(ref.recipient, folder, f"{validity}:{uids[0]}", ref.message_id,
+                       ref.queue_id)
+
+    async def put(self, ref: CopyRef, folder: str, copy: Fetched) -> CopyRef:
+        self.config.folder(folder)
+        return await asyncio.to_thread(self._run, ref.recipient,
+                                       lambda client: self._put(client, ref, folder, copy))
+
     def drop_connection(self, recipient: str) -> None:
         """drop_connection - shut the recipient's socket as a failing network would."""
         client = self._clients.get(recipient)
@@ -290,6 +348,10 @@ class ImapMailbox:
                 client._imap.sock.shutdown(socket.SHUT_RDWR)  # noqa: SLF001
             except OSError:
                 pass
+
+
+def _text(flag: bytes | str) -> str:
+    return flag.decode("ascii", "replace") if isinstance(flag, bytes) else str(flag)
 
 
 def _close(client: IMAPClient) -> None:

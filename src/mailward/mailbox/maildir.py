@@ -23,10 +23,13 @@ import re
 import time
 from pathlib import Path
 
-from mailward.mailbox.base import FOLDERS, INBOX, CopyGone, CopyRef, MailboxError
+from mailward.mailbox.base import FOLDERS, INBOX, CopyGone, CopyRef, Fetched, MailboxError
 from mailward.smtp.spool import fsync_dir
 
 _SAFE = re.compile(r"[^a-z0-9._+=-]")
+# Maildir info letters and the IMAP flags they stand for.
+_LETTERS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
+            "T": "\\Deleted"}
 
 
 def _safe_part(text: str) -> str:
@@ -71,7 +74,7 @@ class MaildirStore:
         return f"{int(received)}.{queue_id}_{tag}"
 
     def _locate(self, recipient: str, native_id: str, folder: str | None) -> tuple[str, Path] | None:
-        folders = [folder] if folder else []
+        folders = [folder] if folder in FOLDERS else []
         folders += [f for f in FOLDERS if f != folder]
         for name in folders:
             directory = self.folder_dir(recipient, name)
@@ -100,6 +103,8 @@ class MaildirStore:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        # The arrival time, as Dovecot reads it (INTERNALDATE is the mtime).
+        os.utime(temporary, (received, received))
         os.replace(temporary, directory / "new" / name)
         fsync_dir(directory / "new")
         return native
@@ -146,6 +151,54 @@ class MaildirStore:
 
     async def is_read(self, ref: CopyRef) -> bool:
         return await asyncio.to_thread(self._read_sync, ref)
+
+    # Taking a copy out and putting it back (trap.retract_mode = "hold").
+
+    def _fetch_sync(self, ref: CopyRef) -> Fetched:
+        found = self._locate(ref.recipient, ref.native_id, ref.folder)
+        if found is None:
+            raise CopyGone(f"copy {ref.native_id} of {ref.recipient} is gone")
+        path = found[1]
+        info = path.name.split(":2,", 1)[1] if ":2," in path.name else ""
+        flags = tuple(_LETTERS[letter] for letter in sorted(set(info)) if letter in _LETTERS)
+        return Fetched(path.read_bytes(), flags, path.stat().st_mtime)
+
+    async def fetch(self, ref: CopyRef) -> Fetched:
+        return await asyncio.to_thread(self._fetch_sync, ref)
+
+    def _remove_sync(self, ref: CopyRef) -> None:
+        while (found := self._locate(ref.recipient, ref.native_id, ref.folder)) is not None:
+            found[1].unlink(missing_ok=True)
+            fsync_dir(found[1].parent)
+
+    async def remove(self, ref: CopyRef) -> None:
+        await asyncio.to_thread(self._remove_sync, ref)
+
+    def _put_sync(self, ref: CopyRef, folder: str, copy: Fetched) -> CopyRef:
+        """_put_sync - the same file name and flags as before, written durably."""
+        found = self._locate(ref.recipient, ref.native_id, folder)
+        if found is not None:
+            return CopyRef(ref.recipient, found[0], ref.native_id, ref.message_id,
+                           ref.queue_id)
+        directory = self.folder_dir(ref.recipient, folder)
+        self._ensure(directory)
+        letters = "".join(sorted(k for k, v in _LETTERS.items() if v in copy.flags))
+        # A copy nobody had looked at goes back to new/, as it came.
+        sub, name = ("cur", f"{ref.native_id}:2,{letters}") if copy.flags \
+            else ("new", ref.native_id)
+        temporary = directory / "tmp" / ref.native_id
+        with open(temporary, "wb") as handle:
+            handle.write(copy.data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if copy.internal_date:
+            os.utime(temporary, (copy.internal_date, copy.internal_date))
+        os.replace(temporary, directory / sub / name)
+        fsync_dir(directory / sub)
+        return CopyRef(ref.recipient, folder, ref.native_id, ref.message_id, ref.queue_id)
+
+    async def put(self, ref: CopyRef, folder: str, copy: Fetched) -> CopyRef:
+        return await asyncio.to_thread(self._put_sync, ref, folder, copy)
 
     def path_of(self, ref: CopyRef) -> Path | None:
         found = self._locate(ref.recipient, ref.native_id, ref.folder)

@@ -12,6 +12,15 @@ mailbox is never silent.
 A copy already where it was sent (a repeated request, a retro-scan run
 twice) is answered "already" without touching the mailbox: nothing is
 pulled twice.
+
+With ``trap.retract_mode = "hold"`` a pull into Quarantine takes the copy
+out of the mailbox entirely: its bytes, flags and arrival time are written
+durably under ``quarantine/pulled/`` and recorded as a quarantine item
+linked to the copy and incident *before* the mailbox copy is removed, so a
+crash at any step leaves the copy in the mailbox, in the quarantine, or in
+both (the next attempt finishes the removal), never in neither. A restore
+puts the held bytes back into the folder the copy came from, after looking
+whether it is back already, so a repeated restore never doubles it.
 """
 
 from __future__ import annotations
@@ -26,8 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 
-from mailward.mailbox.base import INBOX, QUARANTINE, CopyGone, CopyRef, Mailbox, MailboxError
-from mailward.store.models import Copy, Retraction
+from mailward.mailbox.base import (FOLDERS, HELD, INBOX, QUARANTINE, CopyGone, CopyRef,
+                                   Fetched, Mailbox, MailboxError, can_hold)
+from mailward.quarantine import new_quarantine_id, pulled_path
+from mailward.smtp.spool import write_durable
+from mailward.store.models import Copy, Incident, QuarantineItem, Retraction
 
 if TYPE_CHECKING:
     from mailward.config import Settings
@@ -80,9 +92,16 @@ class Retractor:
 
     def __init__(self, store: "Store", adapters: dict[str, Mailbox], *,
                  attempts: int = 3, backoff: float = 2.0, concurrency: int = 8,
-                 exempt: Iterable[str] = (), alert: Alert | None = None) -> None:
+                 exempt: Iterable[str] = (), alert: Alert | None = None,
+                 mode: str = "folder", data_dir: Path | None = None) -> None:
+        if mode not in ("folder", "hold"):
+            raise ValueError(f"retract mode {mode!r} is neither folder nor hold")
+        if mode == "hold" and data_dir is None:
+            raise ValueError("the hold mode needs the data directory to keep copies in")
         self.store = store
         self.adapters = adapters
+        self.mode = mode
+        self.data_dir = data_dir
         self.attempts = attempts
         self.backoff = backoff
         self.exempt = {address.lower() for address in exempt}
@@ -95,7 +114,8 @@ class Retractor:
         trap = settings.trap
         return cls(store, adapters_from_settings(settings), attempts=trap.pull_attempts,
                    backoff=trap.pull_backoff, concurrency=trap.pull_concurrency,
-                   exempt=trap.exempt_mailboxes, alert=alert)
+                   exempt=trap.exempt_mailboxes, alert=alert, mode=trap.retract_mode,
+                   data_dir=settings.data_dir)
 
     def adapter_for(self, copy: Copy) -> Mailbox:
         adapter = self.adapters.get(copy.mailbox)
@@ -106,7 +126,6 @@ class Retractor:
 
     # The three operations.
 
-    # TODO: the "remove and hold in mailward's quarantine" mode is missing; copies are always moved to a folder of the recipient's mailbox, so a user with IMAP access can still open a pulled copy in Quarantine.
     async def retract(self, copy: Copy | int, reason: str, *, folder: str = QUARANTINE,
                       incident_id: int | None = None, actor: str = "",
                       only_unread: bool = False) -> PullResult:
@@ -115,6 +134,8 @@ class Retractor:
         if row.recipient.lower() in self.exempt:
             return await self._record(row, "retract", reason, EXEMPT, row.folder, row.folder,
                                       incident_id, actor)
+        if folder == QUARANTINE and (self.mode == "hold" or row.folder == HELD):
+            return await self._hold(row, reason, incident_id, actor, only_unread)
         return await self._move(row, folder, "retract", reason, incident_id, actor,
                                 only_unread=only_unread)
 
@@ -129,6 +150,8 @@ class Retractor:
             if action == "retract" and row.recipient.lower() in self.exempt:
                 return await self._record(row, action, reason, EXEMPT, row.folder,
                                           row.folder, incident_id, actor)
+            if action == "retract" and (self.mode == "hold" or row.folder == HELD):
+                return await self._hold(row, reason, incident_id, actor, only_unread)
             return await self._move(row, folder, action, reason, incident_id, actor,
                                     only_unread=only_unread)
 
@@ -138,6 +161,9 @@ class Retractor:
                       actor: str = "") -> PullResult:
         """restore - move a pulled copy back to the folder it was pulled from."""
         row = await self._load(copy)
+        held = await self._held_item(row.id)
+        if held is not None:
+            return await self._unhold(row, held, reason, actor)
         async with self.store.session() as session:
             last = await session.scalar(
                 select(Retraction).where(Retraction.copy_id == row.id,
@@ -162,6 +188,8 @@ class Retractor:
 
     async def retract_message(self, message: str, reason: str, *,
                               actor: str = "") -> list[PullResult]:
+        """retract_message - pull every copy of one message (CLI, REST, console)."""
+        # TODO: only the retro-scan follows forward links (trap.forwards); a message pulled here by hand or by a report verdict leaves its linked forwards delivered.
         copies = await self.copies_of(message)
         if not copies:
             raise MailboxError(f"no delivered copy has Message-ID or queue id {message!r}")
@@ -196,6 +224,10 @@ class Retractor:
                 try:
                     adapter = self.adapter_for(row)
                     current = await adapter.find(ref)
+                    if current is None and await self._held_item(row.id) is not None:
+                        # Held in mailward's quarantine: only a restore brings it back.
+                        return await self._record(row, action, reason, KEPT, HELD, HELD,
+                                                  incident_id, actor, None, None, attempt)
                     if current is None:
                         raise CopyGone(f"copy of {row.recipient} is in none of its folders")
                     was_read = await adapter.is_read(current)
@@ -237,6 +269,169 @@ class Retractor:
                           row.id, failure)
         return result
 
+    # Hold mode: out of the mailbox into mailward's quarantine, and back.
+
+    async def _held_item(self, copy_id: int) -> QuarantineItem | None:
+        async with self.store.session() as session:
+            return await session.scalar(select(QuarantineItem).where(
+                QuarantineItem.copy_id == copy_id, QuarantineItem.status == "held")
+                .order_by(QuarantineItem.created_at.desc()).limit(1))
+
+    def _holding_adapter(self, row: Copy) -> Any:
+        adapter = self.adapter_for(row)
+        if not can_hold(adapter):
+            raise NoAdapter(f"the {adapter.name} adapter cannot take copies out of the "
+                            "mailbox; set trap.retract_mode = folder")
+        return adapter
+
+    async def _keep(self, row: Copy, fetched: Fetched, origin: str, reason: str,
+                    incident_id: int | None) -> QuarantineItem:
+        """_keep - the copy's bytes on disk, then its quarantine row, both durable."""
+        assert self.data_dir is not None
+        item_id = new_quarantine_id()
+        path = pulled_path(self.data_dir, item_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(write_durable, path, fetched.data)
+        try:
+            async with self.store.session() as session:
+                category = "policy"
+                if incident_id is not None:
+                    incident = await session.get(Incident, incident_id)
+                    category = incident.category if incident is not None else category
+                item = QuarantineItem(
+                    id=item_id, queue_id=row.queue_id, created_at=datetime.now(UTC),
+                    category=category[:16], reason=reason[:2000], sender=row.sender,
+                    recipients=[row.recipient], subject=row.subject[:2000],
+                    size=len(fetched.data), status="held", copy_id=row.id,
+                    incident_id=incident_id, origin_folder=origin,
+                    flags=list(fetched.flags), internal_date=fetched.internal_date)
+                session.add(item)
+                await session.commit()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return item
+
+    async def _hold(self, row: Copy, reason: str, incident_id: int | None, actor: str,
+                    only_unread: bool) -> PullResult:
+        """_hold - take one copy out of its mailbox and keep it in the quarantine."""
+        ref = CopyRef(row.recipient, row.folder, row.native_id, row.message_id, row.queue_id)
+        error = ""
+        async with self._slots:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    adapter = self._holding_adapter(row)
+                    item = await self._held_item(row.id)
+                    current = await adapter.find(ref)
+                    if current is None and item is not None:
+                        return await self._record(row, "retract", reason, ALREADY, HELD,
+                                                  HELD, incident_id, actor, None,
+                                                  CopyRef(row.recipient, HELD, row.native_id,
+                                                          row.message_id, row.queue_id),
+                                                  attempt)
+                    if current is None:
+                        raise CopyGone(f"copy of {row.recipient} is in none of its folders")
+                    was_read = await adapter.is_read(current)
+                    if only_unread and was_read and item is None:
+                        return await self._record(row, "retract", reason, KEPT,
+                                                  current.folder, current.folder,
+                                                  incident_id, actor, was_read, current,
+                                                  attempt)
+                    if item is None:
+                        origin = current.folder if current.folder != QUARANTINE else INBOX
+                        item = await self._keep(row, await adapter.fetch(current), origin,
+                                                reason, incident_id)
+                    # The bytes are on disk and recorded: only now may the mailbox lose them.
+                    await adapter.remove(current)
+                    held = CopyRef(row.recipient, HELD, current.native_id, row.message_id,
+                                   row.queue_id)
+                    return await self._record(row, "retract", reason, PULLED, current.folder,
+                                              HELD, incident_id, actor, was_read, held,
+                                              attempt, native_before=current.native_id)
+                except CopyGone as gone:
+                    return await self._record(row, "retract", reason, GONE, row.folder, HELD,
+                                              incident_id, actor, None, None, attempt,
+                                              error=str(gone))
+                except NoAdapter as failure:
+                    error = str(failure)
+                    break
+                except (MailboxError, OSError) as failure:
+                    error = str(failure) or type(failure).__name__
+                    log.warning("hold of copy %d (%s) attempt %d/%d failed: %s", row.id,
+                                row.recipient, attempt, self.attempts, error)
+                    if attempt < self.attempts:
+                        await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        return await self._failed(row, "retract", reason, HELD, incident_id, actor, attempt,
+                                  error)
+
+    async def _unhold(self, row: Copy, item: QuarantineItem, reason: str,
+                      actor: str) -> PullResult:
+        """_unhold - put a held copy back where it was, as itself, once."""
+        data_dir = self.data_dir
+        origin = item.origin_folder if item.origin_folder in FOLDERS else INBOX
+        if origin == QUARANTINE:
+            origin = INBOX
+        error = ""
+        async with self._slots:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    adapter = self._holding_adapter(row)
+                    if data_dir is None:
+                        raise NoAdapter("restoring a held copy needs the data directory")
+                    path = pulled_path(data_dir, item.id)
+                    data = await asyncio.to_thread(path.read_bytes)
+                    ref = CopyRef(row.recipient, origin, row.native_id, row.message_id,
+                                  row.queue_id)
+                    back = await adapter.put(ref, origin, Fetched(
+                        data, tuple(item.flags or ()), item.internal_date or 0.0))
+                    await self._released(item.id, actor or "restore")
+                    path.unlink(missing_ok=True)
+                    return await self._record(row, "restore", reason, RESTORED, HELD, origin,
+                                              None, actor, None, back, attempt)
+                except FileNotFoundError:
+                    error = f"the held bytes of quarantine item {item.id} are missing"
+                    break
+                except NoAdapter as failure:
+                    error = str(failure)
+                    break
+                except CopyGone as gone:
+                    # The mailbox itself is gone: the copy stays held, nothing is lost.
+                    error = str(gone)
+                    break
+                except (MailboxError, OSError) as failure:
+                    error = str(failure) or type(failure).__name__
+                    log.warning("restore of held copy %d (%s) attempt %d/%d failed: %s",
+                                row.id, row.recipient, attempt, self.attempts, error)
+                    if attempt < self.attempts:
+                        await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        return await self._failed(row, "restore", reason, origin, None, actor, attempt, error,
+                                  from_folder=HELD)
+
+    async def _released(self, item_id: str, by: str) -> None:
+        async with self.store.session() as session:
+            stored = await session.get(QuarantineItem, item_id)
+            if stored is not None:
+                stored.status, stored.released_at = "released", datetime.now(UTC)
+                stored.released_by = by[:320]
+            await session.commit()
+
+    async def _failed(self, row: Copy, action: str, reason: str, folder: str,
+                      incident_id: int | None, actor: str, attempt: int, error: str,
+                      from_folder: str = "") -> PullResult:
+        """_failed - record a pull or restore that failed every attempt, and alert."""
+        result = await self._record(row, action, reason, FAILED, from_folder or row.folder,
+                                    folder, incident_id, actor, None, None, attempt,
+                                    error=error)
+        log.error("%s of copy %d (%s) failed after %d attempts: %s", action, row.id,
+                  row.recipient, attempt, error)
+        if self.alert is not None:
+            try:
+                await self.alert(result)
+            except Exception as failure:  # an alert channel down must not hide the result
+                log.error("alert for the failed %s of copy %d was not sent: %s", action,
+                          row.id, failure)
+        return result
+
     async def _record(self, row: Copy, action: str, reason: str, status: str,
                       from_folder: str, to_folder: str, incident_id: int | None, actor: str,
                       was_read: bool | None = None, now_at: CopyRef | None = None,
@@ -260,7 +455,7 @@ class Retractor:
                 if now_at is not None:
                     stored.folder = now_at.folder
                     stored.native_id = now_at.native_id[:512]
-                    stored.state = ("retracted" if now_at.folder == QUARANTINE
+                    stored.state = ("retracted" if now_at.folder in (QUARANTINE, HELD)
                                     else "delivered")
                 elif status == GONE:
                     stored.state = "gone"

@@ -240,7 +240,8 @@ class DeliveryQueue:
                     row.attempts += 1
                     row.last_error = ""
                     mailbox, folder, native = places.get(row.recipient, ("relay", INBOX, ""))
-                    session.add(self._copy(record, row.recipient, mailbox, folder, native, now))
+                    session.add(self._copy(record, row.recipient, mailbox, folder, native, now,
+                                           row.via))
                     self.delivered += 1
                     qlog.info("delivered to <%s> via %s: %s", row.recipient, mailbox,
                               result.message[:120])
@@ -269,13 +270,14 @@ class DeliveryQueue:
                                     record.received_at)
 
     def _copy(self, record: MessageRecord, recipient: str, mailbox: str, folder: str,
-              native: str, now: datetime) -> Copy:
+              native: str, now: datetime, via: str = "") -> Copy:
         sender = record.header_from or record.mail_from
         return Copy(queue_id=record.queue_id, message_id=record.message_id,
                     recipient=recipient.lower(), mailbox=mailbox, folder=folder,
                     native_id=native, sender=sender.lower(),
                     sender_domain=sender.rpartition("@")[2].lower(), subject=record.subject,
-                    action=record.action, score=record.score, delivered_at=now)
+                    action=record.action, score=record.score, delivered_at=now,
+                    via=via.lower())
 
     async def bounce(self, record: MessageRecord, failures: list[Failure]) -> str:
         """bounce - queue an RFC 3464 report to the envelope sender."""

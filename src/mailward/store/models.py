@@ -97,6 +97,8 @@ class Delivery(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     folder: Mapped[str] = mapped_column(String(64), default="INBOX")
     route: Mapped[str] = mapped_column(String(16), default="inbound")
+    # The distribution list the recipient is a member of ("" = addressed directly).
+    via: Mapped[str] = mapped_column(String(320), default="")
 
 
 class Copy(Base):
@@ -120,6 +122,8 @@ class Copy(Base):
     score: Mapped[float] = mapped_column(Float, default=0.0)
     delivered_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     state: Mapped[str] = mapped_column(String(16), default="delivered")
+    # The distribution list or alias the copy came through ("" = addressed directly).
+    via: Mapped[str] = mapped_column(String(320), default="")
 
 
 class MessageUrl(Base):
@@ -192,6 +196,13 @@ class QuarantineItem(Base):
     status: Mapped[str] = mapped_column(String(16), default="held", index=True)
     released_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     released_by: Mapped[str] = mapped_column(String(320), default="")
+    # A delivered copy pulled out of its mailbox and held here (trap.retract_mode
+    # = "hold"): which copy and incident, and where and how it was, to put back.
+    copy_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    incident_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    origin_folder: Mapped[str] = mapped_column(String(255), default="")
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    internal_date: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Indicator(Base):
@@ -608,3 +619,19 @@ class ForcedIndicator(Base):
     key: Mapped[str] = mapped_column(String(2100), primary_key=True)
     forced_at: Mapped[datetime] = mapped_column(UtcDateTime)
     forced_by: Mapped[str] = mapped_column(String(200), default="")
+
+
+class ForwardLink(Base):
+    """A message a local recipient forwarded to another, linked to its original."""
+
+    __tablename__ = "forward_links"
+    __table_args__ = (UniqueConstraint("queue_id", "original_queue_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The forward (a new message through the gateway) and the copy it forwards.
+    queue_id: Mapped[str] = mapped_column(ForeignKey("messages.queue_id", ondelete="CASCADE"),
+                                          index=True)
+    original_queue_id: Mapped[str] = mapped_column(String(32), index=True)
+    forwarder: Mapped[str] = mapped_column(String(320), default="")
+    matched_by: Mapped[str] = mapped_column(String(32), default="")
+    linked_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -144,7 +144,8 @@ async def assess(session, incident: Incident) -> dict[str, Any]:
                        "delivered_at": copy.delivered_at.isoformat(),
                        "pulled_at": link.pulled_at.isoformat() if link.pulled_at else None,
                        "pull": link.action, "was_read": link.was_read,
-                       "matched_on": link.matched_on, "clicks": seen})
+                       "matched_on": link.matched_on, "via": copy.via,
+                       "clicks": seen})
     if human_before:
         assessment = COMPROMISE
     elif remaining:

@@ -139,16 +139,24 @@ def poll_taxii(collection_url: str, user: str, password: str, added_after: str,
 
 def poll_misp(url: str, key: str, since: str, source: str, verify: bool = True
               ) -> tuple[FeedResult, str]:
-    """poll_misp - the to_ids attributes of events published since the cursor."""
-    # TODO: this search is not tested against a MISP server (only MISP event files are); a change in PyMISP's search answer would go unnoticed until a site polls.
+    """poll_misp - the to_ids attributes of events published since the cursor.
+
+    PyMISP answers a refused search (4xx) with ``{"errors": ...}`` rather
+    than raising; that is an error here, so the cursor does not move past
+    events that were never read.
+    """
     from pymisp import PyMISP
 
-    from mailward.intel.feeds import FeedResult, _misp_attributes
+    from mailward.intel.feeds import FeedError, FeedResult, _misp_attributes
 
     now = str(int(datetime.now(UTC).timestamp()))
     misp = PyMISP(url, key, ssl=verify, timeout=60)
     answer = misp.search(controller="attributes", to_ids=True,
                          publish_timestamp=since or "14d", pythonify=False)
+    if isinstance(answer, dict) and "errors" in answer:
+        errors = answer["errors"]
+        status = errors[0] if isinstance(errors, (list, tuple)) and errors else ""
+        raise FeedError(f"MISP search failed: {status} {str(errors)[:300]}".rstrip())
     attributes = answer.get("Attribute", []) if isinstance(answer, dict) else []
     result = _misp_attributes(attributes, source, None, FeedResult())
     result.dedupe()

@@ -6,7 +6,11 @@ last one (a watermark in ``meta``). For each indicator the message index
 gives the copies delivered within ``trap.lookback`` that carry it; each hit
 opens or updates an incident; the category's rule decides the pull (malware
 and phishing read or unread, spam only while unread, by default); copies in
-``trap.exempt_mailboxes`` are never touched. Then the click log decides the
+``trap.exempt_mailboxes`` are never touched. Every member's copy of a
+message mailward expanded from a list is a copy of its own in the index, so
+each is found and pulled alike; the copies of forwards between local
+mailboxes linked to a hit message (``trap.forwards``) join its incident
+and are pulled under the same rule. Then the click log decides the
 incident's assessment and the SOC is alerted.
 
 An indicator that matches more than ``trap.max_share`` of the window is
@@ -30,6 +34,7 @@ from mailward.mailbox.retract import FAILED, PullResult, Retractor
 from mailward.store.models import (Copy, ForcedIndicator, Incident, IncidentCopy,
                                    Indicator as IndicatorRow, Meta)
 from mailward.trap import incidents
+from mailward.trap.forwards import forwarded_hits
 from mailward.trap.lookup import CopyHit, IndexLookup, Indicator
 from mailward.trap.notify import Notifier, incident_alert, pull_failure_alert
 
@@ -215,6 +220,11 @@ class Retroscan:
         outcomes: dict[int, IndicatorOutcome] = {}
         fresh: dict[int, bool] = {}
         async with self.store.session() as session:
+            if self.settings.trap.follow_forwards:
+                # Forwards of a hit message between local mailboxes are hits too.
+                hops = self.settings.trap.forward_hops
+                accepted = [(indicator, hits + await forwarded_hits(session, hits, hops))
+                            for indicator, hits in accepted]
             for indicator, hits in accepted:
                 incident, new = await incidents.open_or_update(session, indicator, hits)
                 outcomes[incident.id] = IndicatorOutcome(indicator, len(hits),
@@ -240,7 +250,6 @@ class Retroscan:
                                          f"({indicator.source})")
 
         # Copies already out of the mailboxes are not asked again.
-        # TODO: a copy a recipient forwarded to another local mailbox arrives as a new message and is only found if it still carries the indicator; forwards are not linked to their original, so a forward that dropped the link stays delivered.
         todo = [(copy_id, rule, incident_id, reason)
                 for copy_id, (rule, incident_id, reason) in plan.items()
                 if rule != "never" and states[copy_id] not in ("retracted", "gone")]

@@ -80,10 +80,19 @@ def signature_tags(value: bytes) -> dict[bytes, bytes] | None:
         return None
 
 
+# The first empty line as dkimpy splits lines (on \r?\n): the end of the header.
+_HEADER_END = re.compile(rb"(?:\A|\n)\r?\n")
+
+
 def signature_headers(raw: bytes, name: bytes = b"dkim-signature") -> list[bytes]:
-    """signature_headers - the values of every header field of this name, in order."""
+    """signature_headers - the values of every header field of this name, in order.
+
+    dkimpy reads the header up to the first empty line, so only that much is
+    handed to it; the body is not split into lines for nothing.
+    """
+    end = _HEADER_END.search(raw)
     try:
-        headers, _ = dkim.rfc822_parse(raw)
+        headers, _ = dkim.rfc822_parse(raw[:end.end()] if end else raw)
     except Exception:
         return []
     return [value for field, value in headers if field.lower() == name]

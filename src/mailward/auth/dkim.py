@@ -88,11 +88,14 @@ def signature_headers(raw: bytes, name: bytes = b"dkim-signature") -> list[bytes
     """signature_headers - the values of every header field of this name, in order.
 
     dkimpy reads the header up to the first empty line, so only that much is
-    handed to it; the body is not split into lines for nothing.
+    handed to it, and only when the name occurs in it at all.
     """
     end = _HEADER_END.search(raw)
+    header = raw[:end.end()] if end else raw
+    if name.lower() not in header.lower():
+        return []
     try:
-        headers, _ = dkim.rfc822_parse(raw[:end.end()] if end else raw)
+        headers, _ = dkim.rfc822_parse(header)
     except Exception:
         return []
     return [value for field, value in headers if field.lower() == name]

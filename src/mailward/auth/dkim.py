@@ -80,8 +80,15 @@ def signature_tags(value: bytes) -> dict[bytes, bytes] | None:
         return None
 
 
-# The first empty line as dkimpy splits lines (on \r?\n): the end of the header.
-_HEADER_END = re.compile(rb"(?:\A|\n)\r?\n")
+def _header_block(raw: bytes) -> bytes:
+    """_header_block - raw up to its first empty line as dkimpy splits lines (on \\r?\\n)."""
+    if raw.startswith((b"\n", b"\r\n")):
+        return raw[:raw.index(b"\n") + 1]
+    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if i >= 0]
+    if not ends:
+        return raw
+    end = min(ends)
+    return raw[:end + (2 if raw[end + 1:end + 2] == b"\n" else 3)]
 
 
 def signature_headers(raw: bytes, name: bytes = b"dkim-signature") -> list[bytes]:
@@ -90,8 +97,7 @@ def signature_headers(raw: bytes, name: bytes = b"dkim-signature") -> list[bytes
     dkimpy reads the header up to the first empty line, so only that much is
     handed to it, and only when the name occurs in it at all.
     """
-    end = _HEADER_END.search(raw)
-    header = raw[:end.end()] if end else raw
+    header = _header_block(raw)
     if name.lower() not in header.lower():
         return []
     try:

@@ -28,6 +28,7 @@ _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 _BLOCK_TAGS = ("p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6",
                "table", "blockquote", "section", "article", "header", "footer")
+_BLOCK_SELECTOR = ", ".join(_BLOCK_TAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +60,8 @@ def render(html: str, max_chars: int = 2_000_000) -> RenderedHtml:
     for node in tree.css("[hidden]"):
         hidden.append(node.text(separator=" "))
         node.decompose()
-    for tag in _BLOCK_TAGS:
-        for node in tree.css(tag):
-            node.insert_after("\n")
+    for node in tree.css(_BLOCK_SELECTOR):
+        node.insert_after("\n")
     root = tree.body or tree.root
     visible = root.text(separator="") if root is not None else ""
     pieces = sum(1 for piece in hidden if piece.strip())

@@ -181,37 +181,41 @@ class _Unbounded(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Heads:
-    """What a match of a pattern must begin with, one of them at least.
+    """What a match of a pattern must begin with, or be, one of them at least.
 
     ``windows``: the first HEAD characters of the match. ``words``: a whole
     word the match begins with (shorter than HEAD), where the pattern goes
-    on past it in ways not enumerated or ends with it.
+    on past it in ways not enumerated or ends with it. ``whole``: a whole
+    match shorter than HEAD that spans more than one word.
     """
 
     windows: frozenset[str]
     words: frozenset[str]
+    whole: frozenset[str]
 
-    def possible(self, windows: set[str], words: set[str]) -> bool:
-        """possible - whether a text with these windows and words can match."""
-        return not (self.windows.isdisjoint(windows) and self.words.isdisjoint(words))
+    def possible(self, folded: str, windows: set[str], words: set[str]) -> bool:
+        """possible - whether a text (folded, its windows and words) can match."""
+        return (not (self.windows.isdisjoint(windows) and self.words.isdisjoint(words))
+                or any(phrase in folded for phrase in self.whole))
 
 
-def _cut(head: str, at_end: bool) -> tuple[bool, str]:
-    """_cut - a beginning that stops short of HEAD, as (is_window, text)."""
+def _cut(head: str, at_end: bool) -> tuple[str, str]:
+    """_cut - a beginning that stops short of HEAD, as (kind, text) for Heads."""
     word = _LEADING_WORD.match(head).group(0)
-    # A word the pattern follows with a non-word character is whole; so is
-    # one the pattern ends with, as (?!\w) comes after it.
-    if 0 < len(word) < len(head) or (word and at_end):
-        return (False, word)
+    if word and at_end:
+        # The pattern ends here, and (?!\w) comes after it.
+        return ("words", head) if word == head else ("whole", head)
+    if 0 < len(word) < len(head):
+        return ("words", word)  # the pattern follows it with a non-word character
     raise _Unbounded
 
 
-def _heads(items: list, head: str) -> set[tuple[bool, str]]:
+def _heads(items: list, head: str) -> set[tuple[str, str]]:
     """_heads - the folded beginnings a parsed pattern can match, as _cut says."""
     from re import _constants as sre
 
     if len(head) >= HEAD:
-        return {(True, head[:HEAD])}
+        return {("windows", head[:HEAD])}
     if not items:
         return {_cut(head, True)}
     (op, arg), rest = items[0], items[1:]
@@ -242,8 +246,8 @@ def phrase_heads(phrases: tuple[str, ...]) -> Heads | None:
         found = _heads(list(_parser.parse("|".join(phrases), re.IGNORECASE)), "")
     except (ImportError, AttributeError, _Unbounded, RecursionError):
         return None
-    return Heads(frozenset(t for window, t in found if window),
-                 frozenset(t for window, t in found if not window))
+    return Heads(*(frozenset(text for kind, text in found if kind == wanted)
+                   for wanted in ("windows", "words", "whole")))
 
 
 _PREFILTER = {cue: {language: phrase_heads(phrases) for language, phrases in by_language.items()}
@@ -277,7 +281,8 @@ def find_cues(text: str, prefilter: bool = True) -> list[Cue]:
         languages: list[str] = []
         for language, pattern in by_language.items():
             heads = _PREFILTER[cue][language]
-            if prefilter and heads is not None and not heads.possible(windows, words):
+            if (prefilter and heads is not None
+                    and not heads.possible(folded, windows, words)):
                 continue
             hits = [m.group(0).lower() for m in pattern.finditer(text)]
             if hits:

@@ -45,8 +45,25 @@ def claimed_id(value: bytes) -> str:
     return first.split()[0].lower() if first.split() else ""
 
 
+def _header_bound(raw: bytes) -> int:
+    """_header_bound - an end the header block (up to its empty line) cannot pass.
+
+    Whatever the line ends (CRLF, LF, CR), an empty line follows one line end
+    with another, so "\\n\\n", "\\n\\r" or "\\r\\r" occurs at most one byte before it.
+    """
+    found = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r"), raw.find(b"\r\r")) if i >= 0]
+    return min(found) + 2 if found else len(raw)
+
+
 def strip_forged(raw: bytes, own_id: str) -> tuple[bytes, int]:
     """strip_forged - remove Authentication-Results fields that claim our id; (bytes, count)."""
+    if b"authentication-results" not in raw[:_header_bound(raw)].lower():
+        return raw, 0
+    return strip_forged_fields(raw, own_id)
+
+
+def strip_forged_fields(raw: bytes, own_id: str) -> tuple[bytes, int]:
+    """strip_forged_fields - strip_forged field by field, without the quick check."""
     own_id = own_id.lower()
     kept: list[bytes] = []
     field: list[bytes] = []

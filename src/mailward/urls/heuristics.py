@@ -92,6 +92,7 @@ def load_lists(path: str = "") -> Lists:
 # Domains.
 
 
+@lru_cache(maxsize=16384)  # bounded: the hosts come from hostile mail
 def registrable(host: str) -> str:
     """registrable - the registrable domain (public suffix plus one label) of a host."""
     host = host.lower().rstrip(".")

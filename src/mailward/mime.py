@@ -278,6 +278,20 @@ def decode_charset(data: bytes, charset: str, defects: list[str]) -> str:
         return data.decode("utf-8", errors="replace")
 
 
+def first_of(raw: bytes, needles: tuple[bytes, ...]) -> int:
+    """first_of - where the first of the needles occurs in raw, or -1.
+
+    Each search stops where an earlier needle was found, so a CRLF message
+    is not scanned to its end for a bare LF pair it does not have.
+    """
+    first = -1
+    for needle in needles:
+        found = raw.find(needle, 0, first + len(needle) - 1 if first >= 0 else len(raw))
+        if found >= 0:
+            first = found
+    return first
+
+
 def _header_end(buffer: bytes, start: int, end: int) -> int:
     """_header_end - offset of the body: after the first empty line."""
     if buffer.startswith(CRLF, start):

@@ -147,3 +147,17 @@ def test_hidden_html_text_is_set_aside():
     for hidden in ("scanned and confirmed safe", "banana", "football"):
         assert hidden not in message.text
         assert hidden in message.hidden_text
+
+
+def test_first_of_finds_the_earliest_needle():
+    import random
+
+    from mailward.mime import first_of
+
+    rng = random.Random(2)
+    needles = (b"\n\r", b"\n\n", b"\r\r", b"\n\r\n")
+    for _ in range(20_000):
+        raw = bytes(rng.choice(b"\r\nab") for _ in range(rng.randint(0, 12)))
+        chosen = tuple(rng.sample(needles, rng.randint(1, 4)))
+        found = [raw.find(n) for n in chosen if raw.find(n) >= 0]
+        assert first_of(raw, chosen) == (min(found) if found else -1), (raw, chosen)

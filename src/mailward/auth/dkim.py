@@ -34,6 +34,7 @@ from dkim.crypto import parse_public_key
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailward.auth.dns import DnsError, Resolver
+from mailward.mime import first_of
 from mailward.pipeline import Stage, Task
 from mailward.verdict import Category, Finding
 
@@ -84,10 +85,9 @@ def _header_block(raw: bytes) -> bytes:
     """_header_block - raw up to its first empty line as dkimpy splits lines (on \\r?\\n)."""
     if raw.startswith((b"\n", b"\r\n")):
         return raw[:raw.index(b"\n") + 1]
-    ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if i >= 0]
-    if not ends:
+    end = first_of(raw, (b"\n\r\n", b"\n\n"))
+    if end < 0:
         return raw
-    end = min(ends)
     return raw[:end + (2 if raw[end + 1:end + 2] == b"\n" else 3)]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, ClassVar
 
+from mailward.mime import first_of
 from mailward.pipeline import Stage, Task
 from mailward.verdict import Finding
 
@@ -51,8 +52,8 @@ def _header_bound(raw: bytes) -> int:
     Whatever the line ends (CRLF, LF, CR), an empty line follows one line end
     with another, so "\\n\\n", "\\n\\r" or "\\r\\r" occurs at most one byte before it.
     """
-    found = [i for i in (raw.find(b"\n\n"), raw.find(b"\n\r"), raw.find(b"\r\r")) if i >= 0]
-    return min(found) + 2 if found else len(raw)
+    first = first_of(raw, (b"\n\r", b"\n\n", b"\r\r"))
+    return first + 2 if first >= 0 else len(raw)
 
 
 def strip_forged(raw: bytes, own_id: str) -> tuple[bytes, int]:

@@ -59,7 +59,7 @@ def render(html: str, max_chars: int = 2_000_000) -> RenderedHtml:
     for node in tree.css("script, style, head, noscript, template, title"):
         node.decompose()
     for node in tree.css("[style]"):
-        style = node.attributes.get("style") or ""
+        style = node.attrs.get("style") or ""
         if _HIDDEN_STYLE.search(style):
             hidden.append(node.text(separator=" "))
             node.decompose()

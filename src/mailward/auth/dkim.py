@@ -92,19 +92,31 @@ def _header_block(raw: bytes) -> bytes:
 
 
 def signature_headers(raw: bytes, name: bytes = b"dkim-signature") -> list[bytes]:
-    """signature_headers - the values of every header field of this name, in order.
+    """signature_headers - the values of every header field of this name, in order."""
+    return header_fields(raw, (name,))[name]
+
+
+def header_fields(raw: bytes, names: tuple[bytes, ...]) -> dict[bytes, list[bytes]]:
+    """header_fields - for each (lower-case) name, the values of its fields, in order.
 
     dkimpy reads the header up to the first empty line, so only that much is
-    handed to it, and only when the name occurs in it at all.
+    handed to it, once, and only when one of the names occurs in it at all.
+    A header dkimpy cannot read has no fields.
     """
+    found: dict[bytes, list[bytes]] = {name: [] for name in names}
     header = _header_block(raw)
-    if name.lower() not in header.lower():
-        return []
+    lowered = header.lower()
+    if not any(name in lowered for name in names):
+        return found
     try:
         headers, _ = dkim.rfc822_parse(header)
     except Exception:
-        return []
-    return [value for field, value in headers if field.lower() == name]
+        return found
+    for field, value in headers:
+        values = found.get(field.lower())
+        if values is not None:
+            values.append(value)
+    return found
 
 
 def _text(value: bytes | None) -> str:

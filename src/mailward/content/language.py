@@ -157,10 +157,10 @@ _PATTERNS = {cue: {language: _compile(phrases) for language, phrases in by_langu
 
 # How many characters from the start of a word the prefilter compares.
 HEAD = 8
-# The first HEAD characters of each word, and the HEAD characters from the
-# start of each word on (across the spaces between words).
-_WORD_HEADS = re.compile(r"(?<!\w)\w{1,%d}" % HEAD)
-_WINDOWS = re.compile(r"(?<!\w)(?=(\w.{%d}))" % (HEAD - 1), re.DOTALL)
+# At the start of each word: the HEAD characters from there on (across the
+# spaces between words; none near the end of the text), and the first HEAD
+# characters of the word.
+_STARTS = re.compile(r"(?<!\w)(?=(\w.{%d})|)(\w{1,%d})" % (HEAD - 1, HEAD), re.DOTALL)
 _WORD_CHAR = re.compile(r"\w")
 _LEADING_WORD = re.compile(r"\w*")
 # re.IGNORECASE compares the one-character lower case of both sides and holds
@@ -274,7 +274,9 @@ def find_cues(text: str, prefilter: bool = True) -> list[Cue]:
     ``prefilter=False`` runs every pattern; the result is the same, slower.
     """
     folded = fold(text) if prefilter else ""
-    windows, words = set(_WINDOWS.findall(folded)), set(_WORD_HEADS.findall(folded))
+    starts = _STARTS.findall(folded)
+    windows, words = {window for window, _ in starts}, {word for _, word in starts}
+    windows.discard("")
     found: list[Cue] = []
     for cue, by_language in _PATTERNS.items():
         phrases: dict[str, None] = {}

@@ -250,7 +250,8 @@ def phrase_heads(phrases: tuple[str, ...]) -> Heads | None:
                    for wanted in ("windows", "words", "whole")))
 
 
-_PREFILTER = {cue: {language: phrase_heads(phrases) for language, phrases in by_language.items()}
+_PREFILTER = {cue: {language: phrase_heads(phrases)
+                    for language, phrases in by_language.items()}
               for cue, by_language in CUES.items()}
 
 

@@ -58,7 +58,13 @@ def _header_bound(raw: bytes) -> int:
 
 def strip_forged(raw: bytes, own_id: str) -> tuple[bytes, int]:
     """strip_forged - remove Authentication-Results fields that claim our id; (bytes, count)."""
-    if b"authentication-results" not in raw[:_header_bound(raw)].lower():
+    header = raw[:_header_bound(raw)].lower()
+    if b"authentication-results" not in header:
+        return raw, 0
+    # A claimed id is one token of the field's text; in an ASCII header whose
+    # lower case does not hold our id anywhere, no field can claim it.
+    wanted = own_id.lower()
+    if header.isascii() and wanted.isascii() and wanted.encode() not in header:
         return raw, 0
     return strip_forged_fields(raw, own_id)
 

@@ -24,10 +24,15 @@ _HIDDEN_STYLE = re.compile(
     r"|(?<![-\w])height\s*:\s*0(?![.\d]*[1-9])[a-z%]*\s*;[^\"]*overflow\s*:\s*hidden",
     re.IGNORECASE)
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u3000]+")
+_ANY_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]")
+# A run of spaces becomes one space; a lone " " is left as it is (the same
+# result, without a replacement for every gap between two words).
+_SPACES = re.compile(r"(?=[ \t\u00a0\u2000-\u200a\u3000])"
+                     r"(?:[ \t\u00a0\u2000-\u200a\u3000]{2,}|[\t\u00a0\u2000-\u200a\u3000])")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 _BLOCK_TAGS = ("p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6",
                "table", "blockquote", "section", "article", "header", "footer")
+_BLOCK_SELECTOR = ", ".join(_BLOCK_TAGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +44,9 @@ class RenderedHtml:
 
 def normalize_text(text: str) -> str:
     """normalize_text - NFKC, no zero-width characters, collapsed spaces."""
-    text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+    text = unicodedata.normalize("NFKC", text)
+    if _ANY_INVISIBLE.search(text):
+        text = text.translate(_INVISIBLE)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _SPACES.sub(" ", text)
     return _BLANK_LINES.sub("\n\n", text).strip()
@@ -52,16 +59,15 @@ def render(html: str, max_chars: int = 2_000_000) -> RenderedHtml:
     for node in tree.css("script, style, head, noscript, template, title"):
         node.decompose()
     for node in tree.css("[style]"):
-        style = node.attributes.get("style") or ""
+        style = node.attrs.get("style") or ""
         if _HIDDEN_STYLE.search(style):
             hidden.append(node.text(separator=" "))
             node.decompose()
     for node in tree.css("[hidden]"):
         hidden.append(node.text(separator=" "))
         node.decompose()
-    for tag in _BLOCK_TAGS:
-        for node in tree.css(tag):
-            node.insert_after("\n")
+    for node in tree.css(_BLOCK_SELECTOR):
+        node.insert_after("\n")
     root = tree.body or tree.root
     visible = root.text(separator="") if root is not None else ""
     pieces = sum(1 for piece in hidden if piece.strip())

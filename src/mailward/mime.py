@@ -33,6 +33,7 @@ IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
 _LONE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _MBOX_FROM = re.compile(rb"From [^\s:]")
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a raw 8-bit byte, surrogate-escaped
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +99,17 @@ class Entity:
             parsed.set_default_type(self.default_type)
         return parsed
 
+    @cached_property
+    def _values_by_name(self) -> dict[str, list[str]]:
+        """The raw values of the header block by lower-cased name, in order."""
+        found: dict[str, list[str]] = {}
+        for key, value in self.headers.raw_items():
+            found.setdefault(key.lower(), []).append(_clean(value))
+        return found
+
     def raw_values(self, name: str) -> list[str]:
         """raw_values - every raw (undecoded, unfolded) value of a header."""
-        lowered = name.lower()
-        return [_clean(value) for key, value in self.headers.raw_items()
-                if key.lower() == lowered]
+        return list(self._values_by_name.get(name.lower(), ()))
 
     def header_objects(self, name: str) -> list[BaseHeader]:
         """header_objects - the values parsed by ``policy.default`` (RFC 5322)."""
@@ -228,7 +235,7 @@ def decode_words(value: str) -> str:
 
 def _clean(text: str) -> str:
     """_clean - undo surrogate escapes of raw 8-bit bytes as UTF-8 (RFC 6532)."""
-    if any("\udc80" <= ch <= "\udcff" for ch in text):
+    if _ESCAPED_BYTE.search(text):
         text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return text
 
@@ -269,6 +276,20 @@ def decode_charset(data: bytes, charset: str, defects: list[str]) -> str:
         return data.decode(charset, errors="replace")
     except Exception:  # some codecs raise on odd input even with "replace"
         return data.decode("utf-8", errors="replace")
+
+
+def first_of(raw: bytes, needles: tuple[bytes, ...]) -> int:
+    """first_of - where the first of the needles occurs in raw, or -1.
+
+    Each search stops where an earlier needle was found, so a CRLF message
+    is not scanned to its end for a bare LF pair it does not have.
+    """
+    first = -1
+    for needle in needles:
+        found = raw.find(needle, 0, first + len(needle) - 1 if first >= 0 else len(raw))
+        if found >= 0:
+            first = found
+    return first
 
 
 def _header_end(buffer: bytes, start: int, end: int) -> int:

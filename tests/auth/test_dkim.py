@@ -168,3 +168,43 @@ def test_garbage_signatures_give_results_not_exceptions(dns_server):
     results = verify(dns_server, raw)
     assert [r.result for r in results][:3] == ["permerror", "permerror", "temperror"]
     assert results[3].result in ("permerror", "fail")
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"\n", b"\r\n", b"\r\n\r\nX: y\n", b"A: 1\n\nB: 2\n", b"A: 1\r\n\r\nB: 2\r\n",
+    b"A: 1\n\r\nB: 2\n", b"A: 1\r\rB: 2\n\nC: 3", b" folded first\nA: 1\n\n",
+    b"A: 1\nbad line\n\nB: 2", b"From x\nA: 1\n  more\n\nA: 2", b"A: 1\nB: 2",
+])
+def test_signature_headers_read_what_dkimpy_reads_of_the_whole_message(raw):
+    import dkim
+
+    from mailward.auth.dkim import signature_headers
+
+    try:
+        expected = [v for f, v in dkim.rfc822_parse(raw)[0] if f.lower() == b"a"]
+    except Exception:
+        expected = []
+    assert signature_headers(raw, b"a") == expected
+
+
+def test_signature_headers_on_corpus_mail(shared):
+    import dkim
+
+    from mailward.auth.dkim import header_fields, signature_headers
+
+    folders = [shared / "corpus" / "spam" / "ham", shared / "corpus" / "phishing"]
+    files = [p for folder in folders for p in sorted(folder.iterdir())[:150]]
+    signed = 0
+    names = (b"dkim-signature", b"arc-seal", b"received")
+    for path in files:
+        raw = path.read_bytes()
+        together = header_fields(raw, names)
+        for name in names:
+            try:
+                expected = [v for f, v in dkim.rfc822_parse(raw)[0] if f.lower() == name]
+            except Exception:
+                expected = []
+            assert signature_headers(raw, name) == expected, path.name
+            assert together[name] == expected, path.name
+            signed += name == b"dkim-signature" and bool(expected)
+    assert signed > 10

@@ -47,6 +47,61 @@ def test_ordinary_mail_raises_no_cue():
     assert find_cues(text) == []
 
 
+def test_the_prefilter_finds_the_cues_every_pattern_finds_on_corpus_text(corpus):
+    from mailward.content.language import find_cues, reader_text
+    from mailward.message import Message
+
+    fired = 0
+    for path in (corpus_slice("spam/ham", 0, 200, step=13)
+                 + corpus_slice("spam/spam", 0, 200, step=5)
+                 + corpus_slice("phishing", 0, 200, step=3)):
+        text = reader_text(Message(path.read_bytes()))
+        cues = find_cues(text)
+        assert cues == find_cues(text, prefilter=False), path.name
+        fired += len(cues)
+    assert fired > 100
+
+
+def test_every_cue_pattern_has_a_prefilter():
+    from mailward.content.language import _PREFILTER
+
+    assert all(heads is not None and (heads.windows or heads.words or heads.whole)
+               for by_language in _PREFILTER.values() for heads in by_language.values())
+
+
+@pytest.mark.parametrize("text", [
+    "\u0130MMED\u0130ATELY verify your account",   # dotted capital I
+    "\u0131mmediately, w\u0131th\u0131n 24 hours",  # dotless i
+    "\u017fofort, \u017fu\u017fpicious activity",   # long s
+    "LA\u212aE ACT NOW, \u212aeep this between us",  # Kelvin sign
+    "FINAL  NOTICE final notice TIME-SENSITIVE time sensitive don't tell",
+    "payé urgente, suspendidas, ÚLTIMO AVISO, rückerstattung, ΣΟΦΟΡΤ",
+])
+def test_the_prefilter_agrees_on_case_tricks(text):
+    from mailward.content.language import find_cues
+
+    assert find_cues(text) == find_cues(text, prefilter=False)
+    assert find_cues(text)
+
+
+def test_folding_matches_ignorecase_for_every_character_of_the_cues():
+    import re
+    import sys
+
+    from mailward.content.language import CUES, fold
+
+    every = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c < 0xE000)
+    folded = fold(every)
+    assert len(folded) == len(every)
+    assert ([m.start() for m in re.finditer(r"\w", folded)]
+            == [m.start() for m in re.finditer(r"\w", every)])
+    letters = {c for by_language in CUES.values() for phrases in by_language.values()
+               for phrase in phrases for c in phrase if c.isalnum()}
+    for letter in letters:
+        for match in re.finditer(re.escape(letter), every, re.IGNORECASE):
+            assert folded[match.start()] == fold(letter), (letter, match.group(0))
+
+
 async def test_c26_hidden_text_and_cues_are_findings(services, shared):
     from mailward.content.hidden import HiddenTextCheck
     from mailward.content.language import LanguageCheck

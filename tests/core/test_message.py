@@ -147,3 +147,45 @@ def test_hidden_html_text_is_set_aside():
     for hidden in ("scanned and confirmed safe", "banana", "football"):
         assert hidden not in message.text
         assert hidden in message.hidden_text
+
+
+def test_first_of_finds_the_earliest_needle():
+    import random
+
+    from mailward.mime import first_of
+
+    rng = random.Random(2)
+    needles = (b"\n\r", b"\n\n", b"\r\r", b"\n\r\n")
+    for _ in range(20_000):
+        raw = bytes(rng.choice(b"\r\nab") for _ in range(rng.randint(0, 12)))
+        chosen = tuple(rng.sample(needles, rng.randint(1, 4)))
+        found = [raw.find(n) for n in chosen if raw.find(n) >= 0]
+        assert first_of(raw, chosen) == (min(found) if found else -1), (raw, chosen)
+
+
+def _plain_normalize_text(text: str) -> str:
+    """The plain form of htmltext.normalize_text, step by step."""
+    import re
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e")))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[ \t\u00a0\u2000-\u200a\u3000]+", " ", text)
+    return re.sub(r"\n\s*\n+", "\n\n", text).strip()
+
+
+def test_normalize_text_agrees_with_its_plain_form(shared):
+    import random
+
+    from mailward.htmltext import normalize_text
+
+    rng = random.Random(4)
+    alphabet = " \t\u00a0\u2002\u200a\u3000\u200b\u00ad\ufeff\r\nab\ufb01\u2460"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 16)))
+        assert normalize_text(text) == _plain_normalize_text(text), repr(text)
+    for path in sorted((shared / "corpus" / "spam" / "spam").iterdir())[:150]:
+        message = Message(path.read_bytes())
+        for part in message.text_parts + message.html_parts:
+            assert normalize_text(part.text) == _plain_normalize_text(part.text)

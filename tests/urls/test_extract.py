@@ -249,6 +249,8 @@ def test_ten_thousand_links_are_bounded_and_the_cut_recorded():
     "<a href='https://unterminated.example.net/" + "x" * 50_000,
     "<a href=\"" * 20_000,
     "\x00\xff" * 10_000,
+    "x.co/" * 200_000,
+    ("a" * 63 + ".") * 9 + "com/" + (" " + "b" * 63 + ".") * 20_000 + "org/",
 ])
 def test_hostile_input_gets_an_answer_in_bounded_time(body):
     started = time.monotonic()
@@ -276,3 +278,58 @@ def test_rewritten_links_are_unwrapped_for_judgement(tmp_path):
     found = places(b.message(b.text_part(f"{ours} and {safelinks}")))
     assert found["https://inner.example.net/a?b=1&c=2"] == "text:unwrapped"
     assert found["https://safe.example.net/x"] == "text:unwrapped"
+
+
+# The searches for links are written for speed; these are the plain forms
+# they must agree with, match for match.
+PLAIN_TEXT_URL = (r"(?i)(?:\bhttps?:(?://|\\\\)|(?<![\w@.-])www\d{0,3}\.)"
+                  r"[^\s<>\"'`\x00-\x1f\x7f]{1,8192}")
+
+
+def _same_matches(text: str) -> None:
+    import re
+
+    from mailward.urls.extract import _BARE_HOST, _TEXT_URL, bare_hosts
+
+    def spans(matches):
+        return [(m.span(), m.groups()) for m in matches]
+
+    assert spans(_TEXT_URL.finditer(text)) == spans(re.finditer(PLAIN_TEXT_URL, text))
+    assert spans(bare_hosts(text)) == spans(_BARE_HOST.finditer(text))
+
+
+def test_fast_link_searches_agree_with_the_plain_ones_on_corpus_text(shared):
+    from mailward.urls.normalize import strip_invisible
+
+    folders = ["corpus/spam/ham", "corpus/spam/spam", "corpus/phishing"]
+    count = 0
+    for folder in folders:
+        for path in sorted((shared / folder).iterdir())[:120]:
+            message = Message(path.read_bytes())
+            texts = [part.text for part in message.text_parts + message.html_parts]
+            texts += [r.visible + r.hidden for r in message.rendered_html]
+            for text in texts:
+                _same_matches(strip_invisible(text))
+                count += 1
+    assert count > 300
+
+
+def test_fast_link_searches_agree_with_the_plain_ones_on_made_up_text():
+    import random
+
+    rng = random.Random(11)
+    labels = ["a", "b2", "x-y", "a" * 63, "b" * 62 + "c", "q" * 64, "-a", "a-", "\u212a",
+              "\u017f", "\u0131", "www", "WWW1", "http", "HTTPS", "h"]
+    ends = [".com", ".org/", ".c/", ".ab/x", "/", ".", ".zz/", "://", ":\\\\",
+            "." + "y" * 25 + "/", ""]
+    seps = ["", " ", "/", "@", ":", "x", "\n", "..", "-", "/p q", "<", "_", "\u00e9"]
+    longest = ".".join(["a" * 63] * 8)
+    for text in (longest + ".com/", " " + longest + ".com/x", longest + ".a.com/",
+                 "x." + longest + ".com/", longest[1:] + ".org/ " + longest + ".org/"):
+        _same_matches(text)
+    for _ in range(20_000):
+        text = "".join(rng.choice(seps) + ".".join(rng.choice(labels)
+                                                   for _ in range(rng.randint(0, 9)))
+                       + rng.choice(ends) + rng.choice(seps)
+                       for _ in range(rng.randint(1, 6)))
+        _same_matches(text)

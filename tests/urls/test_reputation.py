@@ -144,3 +144,45 @@ def test_lists_file_replaces_brands(tmp_path):
 
     with pytest.raises(ConfigError, match="brands.x.domains"):
         load_lists(str(bad))
+
+
+def _first_matching_service(host: str, path: str, entries: tuple[str, ...]) -> str | None:
+    """The plain form of the service match: each entry in order."""
+    host = host.lower()
+    for entry in entries:
+        entry_host, slash, prefix = entry.partition("/")
+        if host == entry_host or host.endswith("." + entry_host):
+            if not slash or path.lower().startswith("/" + prefix):
+                return entry
+    return None
+
+
+def test_service_lists_match_the_first_entry_in_order(shared):
+    import random
+
+    from mailward.message import Message
+    from mailward.urls.heuristics import load_lists, matches_service
+    from mailward.urls.normalize import parse_url
+
+    lists = load_lists()
+    made_up = ("docs.google.com/forms", "google.com", "b.c/x", "a.b.c", "b.c", "c", "",
+               "/only-path", "x.y/", "Mixed.Case", "b.c/X")
+    hosts = {"docs.google.com", "sites.google.com", "a.b.c", "x.a.b.c", "b.c", "c", "",
+             "bit.ly", "evil-bit.ly", "a.bit.ly", "forms.gle.", "mixed.case", "x.mixed.case"}
+    for folder in ("corpus/phishing", "corpus/spam/spam"):
+        for path in sorted((shared / folder).iterdir())[:150]:
+            for url in Message(path.read_bytes()).urls:
+                parsed = parse_url(url.url)
+                if parsed is not None:
+                    hosts.add(parsed.host)
+    rng = random.Random(5)
+    paths = ["", "/", "/forms", "/Forms/d/1", "/x", "/X/y", "/only-path/a", "/formsx"]
+    hits = 0
+    for host in sorted(hosts):
+        for entries in (lists.shorteners, lists.free_hosting, lists.form_services, made_up,
+                        tuple(rng.sample(made_up, 6))):
+            for url_path in paths:
+                expected = _first_matching_service(host, url_path, entries)
+                assert matches_service(host, url_path, entries) == expected, (host, url_path)
+                hits += expected is not None
+    assert len(hosts) > 100 and hits > 50

@@ -35,7 +35,7 @@ from dkim.canonicalization import CanonicalizationPolicy
 from dkim.crypto import parse_pem_private_key
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from mailward.auth.dkim import _QUIET, fetch_keys, key_name, signature_headers
+from mailward.auth.dkim import _QUIET, fetch_keys, header_fields, key_name
 from mailward.auth.dns import Resolver
 from mailward.pipeline import Stage, Task
 from mailward.verdict import Category, Finding
@@ -107,10 +107,10 @@ class ArcVerifier:
 
     async def verify(self, raw: bytes) -> ArcResult:
         """verify - pass, fail or none for the chain on this message."""
-        seals = signature_headers(raw, b"arc-seal")
-        signatures = signature_headers(raw, b"arc-message-signature")
-        if not seals and not signatures and not signature_headers(
-                raw, b"arc-authentication-results"):
+        fields = header_fields(raw, (b"arc-seal", b"arc-message-signature",
+                                     b"arc-authentication-results"))
+        seals, signatures = fields[b"arc-seal"], fields[b"arc-message-signature"]
+        if not seals and not signatures and not fields[b"arc-authentication-results"]:
             return ArcResult("none", "the message carries no ARC set")
         if len(seals) > MAX_INSTANCES or len(signatures) > MAX_INSTANCES:
             return ArcResult("fail", f"more than {MAX_INSTANCES} ARC sets")

@@ -34,6 +34,7 @@ from dkim.crypto import parse_public_key
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailward.auth.dns import DnsError, Resolver
+from mailward.mime import first_of
 from mailward.pipeline import Stage, Task
 from mailward.verdict import Category, Finding
 
@@ -80,13 +81,42 @@ def signature_tags(value: bytes) -> dict[bytes, bytes] | None:
         return None
 
 
+def _header_block(raw: bytes) -> bytes:
+    """_header_block - raw up to its first empty line as dkimpy splits lines (on \\r?\\n)."""
+    if raw.startswith((b"\n", b"\r\n")):
+        return raw[:raw.index(b"\n") + 1]
+    end = first_of(raw, (b"\n\r\n", b"\n\n"))
+    if end < 0:
+        return raw
+    return raw[:end + (2 if raw[end + 1:end + 2] == b"\n" else 3)]
+
+
 def signature_headers(raw: bytes, name: bytes = b"dkim-signature") -> list[bytes]:
     """signature_headers - the values of every header field of this name, in order."""
+    return header_fields(raw, (name,))[name]
+
+
+def header_fields(raw: bytes, names: tuple[bytes, ...]) -> dict[bytes, list[bytes]]:
+    """header_fields - for each (lower-case) name, the values of its fields, in order.
+
+    dkimpy reads the header up to the first empty line, so only that much is
+    handed to it, once, and only when one of the names occurs in it at all.
+    A header dkimpy cannot read has no fields.
+    """
+    found: dict[bytes, list[bytes]] = {name: [] for name in names}
+    header = _header_block(raw)
+    lowered = header.lower()
+    if not any(name in lowered for name in names):
+        return found
     try:
-        headers, _ = dkim.rfc822_parse(raw)
+        headers, _ = dkim.rfc822_parse(header)
     except Exception:
-        return []
-    return [value for field, value in headers if field.lower() == name]
+        return found
+    for field, value in headers:
+        values = found.get(field.lower())
+        if values is not None:
+            values.append(value)
+    return found
 
 
 def _text(value: bytes | None) -> str:

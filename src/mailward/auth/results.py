@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, ClassVar
 
+from mailward.mime import first_of
 from mailward.pipeline import Stage, Task
 from mailward.verdict import Finding
 
@@ -45,8 +46,31 @@ def claimed_id(value: bytes) -> str:
     return first.split()[0].lower() if first.split() else ""
 
 
+def _header_bound(raw: bytes) -> int:
+    """_header_bound - an end the header block (up to its empty line) cannot pass.
+
+    Whatever the line ends (CRLF, LF, CR), an empty line follows one line end
+    with another, so "\\n\\n", "\\n\\r" or "\\r\\r" occurs at most one byte before it.
+    """
+    first = first_of(raw, (b"\n\r", b"\n\n", b"\r\r"))
+    return first + 2 if first >= 0 else len(raw)
+
+
 def strip_forged(raw: bytes, own_id: str) -> tuple[bytes, int]:
     """strip_forged - remove Authentication-Results fields that claim our id; (bytes, count)."""
+    header = raw[:_header_bound(raw)].lower()
+    if b"authentication-results" not in header:
+        return raw, 0
+    # A claimed id is one token of the field's text; in an ASCII header whose
+    # lower case does not hold our id anywhere, no field can claim it.
+    wanted = own_id.lower()
+    if header.isascii() and wanted.isascii() and wanted.encode() not in header:
+        return raw, 0
+    return strip_forged_fields(raw, own_id)
+
+
+def strip_forged_fields(raw: bytes, own_id: str) -> tuple[bytes, int]:
+    """strip_forged_fields - strip_forged field by field, without the quick check."""
     own_id = own_id.lower()
     kept: list[bytes] = []
     field: list[bytes] = []

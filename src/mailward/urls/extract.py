@@ -60,11 +60,25 @@ MAX_TEXT_CHARS = 4_000_000
 MAX_ANCHOR_TEXT = 300
 SCRIPT_SCHEMES = frozenset({"javascript", "vbscript", "data"})
 
-_TEXT_URL = re.compile(r"(?i)(?:\bhttps?:(?://|\\\\)|(?<![\w@.-])www\d{0,3}\.)"
+# A URL with a scheme, or a www host: "http" at the start of a word, or "www"
+# not after a word, "@", "." or "-". The first letter is matched case by case
+# (no other character is h or w to re.IGNORECASE) and the assertions about
+# the character before come after it, so that re skips ahead to an h or a w
+# instead of trying the assertions at every position of the text.
+_TEXT_URL = re.compile(r"(?i)(?-i:[hHwW])(?:(?<=[hH])(?<!\w.)ttps?:(?://|\\\\)"
+                       r"|(?<=[wW])(?<![\w@.-].)ww\d{0,3}\.)"
                        r"[^\s<>\"'`\x00-\x1f\x7f]{1,8192}")
 _BRACKETED = re.compile(r"(?i)<(?:URL:)?\s*(https?://[^<>\x00]{1,8192}?)>")
 _BARE_HOST = re.compile(r"(?i)(?<![\w@./:-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}"
                         r"([a-z]{2,24}))(/[^\s<>\"'`\x00-\x1f\x7f]{0,8192})")
+# Where a bare host can be: its start (the host and the slash after it), and
+# the dot, top-level domain and slash it ends with. Its labels with their
+# dots are at most 8 * 64 characters, so it starts at most this far before
+# that dot.
+_BARE_HOST_START = re.compile(r"(?i)(?<![\w@./:-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)"
+                              r"{1,8}[a-z]{2,24}/")
+_TLD_SLASH = re.compile(r"(?i)\.[a-z]{2,24}/")
+_BARE_HOST_REACH = 8 * 64 - 1
 _CSS_URL = re.compile(r"""(?i)url\(\s*(['"]?)([^'")]{1,8192})\1\s*\)"""
                       r"""|@import\s+(['"])([^'"]{1,8192})\3""")
 _REFRESH_URL = re.compile(r"""(?i)url\s*=\s*['"]?([^'"\s>]{1,8192})""")
@@ -154,13 +168,34 @@ def text_candidates(text: str, where: str = "text", bare: bool = True) -> Iterat
         yield Candidate(trim_trailing(match.group(0)), where)
     if not bare or "/" not in text:
         return
-    for match in _BARE_HOST.finditer(text):
+    for match in bare_hosts(text):
         index = bisect.bisect_right(starts, match.start()) - 1
         if index >= 0 and match.start() < ends[index]:
             continue
         if (brackets and _inside(match.start(), brackets)) or not is_tld(match.group(2)):
             continue
         yield Candidate("http://" + trim_trailing(match.group(0)), f"{where}:no-scheme")
+
+
+def bare_hosts(text: str) -> Iterator[re.Match[str]]:
+    """bare_hosts - the matches of _BARE_HOST in the text, as finditer gives them.
+
+    Only the stretch before each ".tld/" is searched for a start, and each
+    stretch once: a host cannot run across the slash of another ".tld/".
+    """
+    position = 0  # no match starts before this
+    floor = 0  # nor does one before this end at a later ".tld/"
+    for anchor in _TLD_SLASH.finditer(text):
+        dot, end = anchor.span()
+        if dot < position:
+            continue
+        start = _BARE_HOST_START.search(text, max(position, floor, dot - _BARE_HOST_REACH), end)
+        floor = end
+        if start is not None:
+            match = _BARE_HOST.match(text, start.start())
+            assert match is not None
+            yield match
+            position = match.end()
 
 
 def _inside(position: int, spans: list[tuple[int, int]]) -> bool:

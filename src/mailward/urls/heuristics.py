@@ -92,6 +92,7 @@ def load_lists(path: str = "") -> Lists:
 # Domains.
 
 
+@lru_cache(maxsize=16384)  # bounded: the hosts come from hostile mail
 def registrable(host: str) -> str:
     """registrable - the registrable domain (public suffix plus one label) of a host."""
     host = host.lower().rstrip(".")
@@ -218,15 +219,40 @@ class Protected:
         return None
 
 
-def matches_service(host: str, path: str, entries: tuple[str, ...]) -> str | None:
-    """matches_service - the list entry (host, or host/path-prefix) this URL falls under."""
-    host = host.lower()
-    for entry in entries:
+@lru_cache(maxsize=32)
+def _service_index(entries: tuple[str, ...]) -> dict[str, list[tuple[int, str | None]]]:
+    """_service_index - entry host -> (position in the list, "/path-prefix" or None)."""
+    index: dict[str, list[tuple[int, str | None]]] = {}
+    for order, entry in enumerate(entries):
         entry_host, slash, prefix = entry.partition("/")
-        if host == entry_host or host.endswith("." + entry_host):
-            if not slash or path.lower().startswith("/" + prefix):
-                return entry
-    return None
+        index.setdefault(entry_host, []).append((order, "/" + prefix if slash else None))
+    return index
+
+
+def matches_service(host: str, path: str, entries: tuple[str, ...]) -> str | None:
+    """matches_service - the list entry (host, or host/path-prefix) this URL falls under.
+
+    The first entry in the list's order whose host is the URL's host or a
+    parent of it, looked up by each of the host's parents in turn.
+    """
+    host = host.lower()
+    entries = tuple(entries)
+    index = _service_index(entries)
+    best: int | None = None
+    suffix, start = host, 0
+    while True:
+        for order, prefix in index.get(suffix, ()):
+            if best is not None and order >= best:
+                break
+            if prefix is None or path.lower().startswith(prefix):
+                best = order
+                break
+        dot = host.find(".", start)
+        if dot < 0:
+            break
+        start = dot + 1
+        suffix = host[start:]
+    return entries[best] if best is not None else None
 
 
 def domains_in_text(text: str) -> list[str]:

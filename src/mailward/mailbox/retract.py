@@ -60,6 +60,10 @@ FAILED = "failed"      # every attempt failed; an alert was raised
 Alert = Callable[["PullResult"], Awaitable[None]]
 
 
+class _GiveUp(Exception):
+    """A pull or restore that no retry can mend (its bytes or mailbox are gone)."""
+
+
 class NoAdapter(MailboxError):
     """No adapter is configured for where a copy lives: a setting to fix, not a retry."""
 
@@ -214,62 +218,66 @@ class Retractor:
             raise MailboxError(f"no copy with id {copy_id}")
         return row
 
+    async def _attempt(self, row: Copy, action: str,
+                       once: Callable[[int], Awaitable[PullResult]]
+                       ) -> tuple[PullResult | None, str, int]:
+        """_attempt - run once(attempt) in a slot, retrying mailbox errors with back-off.
+
+        Returns the result, or None with the last error and the attempts made.
+        NoAdapter and _GiveUp end the attempts at once: retrying cannot help.
+        """
+        error, attempt = "", 0
+        async with self._slots:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    return await once(attempt), "", attempt
+                except (NoAdapter, _GiveUp) as failure:
+                    return None, str(failure), attempt
+                except (MailboxError, OSError) as failure:
+                    error = str(failure) or type(failure).__name__
+                    log.warning("%s of copy %d (%s) attempt %d/%d failed: %s", action,
+                                row.id, row.recipient, attempt, self.attempts, error)
+                    if attempt < self.attempts:
+                        await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        return None, error, attempt
+
     async def _move(self, row: Copy, folder: str, action: str, reason: str,
                     incident_id: int | None, actor: str,
                     only_unread: bool = False) -> PullResult:
         ref = CopyRef(row.recipient, row.folder, row.native_id, row.message_id, row.queue_id)
-        error = ""
-        async with self._slots:
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    adapter = self.adapter_for(row)
-                    current = await adapter.find(ref)
-                    if current is None and await self._held_item(row.id) is not None:
-                        # Held in mailward's quarantine: only a restore brings it back.
-                        return await self._record(row, action, reason, KEPT, HELD, HELD,
-                                                  incident_id, actor, None, None, attempt)
-                    if current is None:
-                        raise CopyGone(f"copy of {row.recipient} is in none of its folders")
-                    was_read = await adapter.is_read(current)
-                    if current.folder == folder:
-                        return await self._record(row, action, reason, ALREADY,
-                                                  current.folder, folder, incident_id, actor,
-                                                  was_read, current, attempt)
-                    if only_unread and was_read:
-                        return await self._record(row, action, reason, KEPT, current.folder,
-                                                  current.folder, incident_id, actor,
-                                                  was_read, current, attempt)
-                    moved = await adapter.move(current, folder)
-                    status = {"retract": PULLED, "restore": RESTORED}.get(action, MOVED)
-                    return await self._record(row, action, reason, status, current.folder,
-                                              folder, incident_id, actor, was_read, moved,
-                                              attempt, native_before=current.native_id)
-                except CopyGone as gone:
-                    return await self._record(row, action, reason, GONE, row.folder, folder,
-                                              incident_id, actor, None, None, attempt,
-                                              error=str(gone))
-                except NoAdapter as failure:
-                    error = str(failure)
-                    break
-                except (MailboxError, OSError) as failure:
-                    error = str(failure) or type(failure).__name__
-                    log.warning("%s of copy %d (%s) attempt %d/%d failed: %s", action, row.id,
-                                row.recipient, attempt, self.attempts, error)
-                    if attempt < self.attempts:
-                        await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-        result = await self._record(row, action, reason, FAILED, row.folder, folder,
-                                    incident_id, actor, None, None, attempt, error=error)
-        log.error("%s of copy %d (%s) failed after %d attempts: %s", action, row.id,
-                  row.recipient, self.attempts, error)
-        if self.alert is not None:
-            try:
-                await self.alert(result)
-            except Exception as failure:  # an alert channel down must not hide the result
-                log.error("alert for the failed %s of copy %d was not sent: %s", action,
-                          row.id, failure)
-        return result
 
-    # Hold mode: out of the mailbox into mailward's quarantine, and back.
+        async def once(attempt: int) -> PullResult:
+            try:
+                adapter = self.adapter_for(row)
+                current = await adapter.find(ref)
+                if current is None and await self._held_item(row.id) is not None:
+                    # Held in mailward's quarantine: only a restore brings it back.
+                    return await self._record(row, action, reason, KEPT, HELD, HELD,
+                                              incident_id, actor, None, None, attempt)
+                if current is None:
+                    raise CopyGone(f"copy of {row.recipient} is in none of its folders")
+                was_read = await adapter.is_read(current)
+                if current.folder == folder:
+                    return await self._record(row, action, reason, ALREADY,
+                                              current.folder, folder, incident_id, actor,
+                                              was_read, current, attempt)
+                if only_unread and was_read:
+                    return await self._record(row, action, reason, KEPT, current.folder,
+                                              current.folder, incident_id, actor,
+                                              was_read, current, attempt)
+                moved = await adapter.move(current, folder)
+                status = {"retract": PULLED, "restore": RESTORED}.get(action, MOVED)
+                return await self._record(row, action, reason, status, current.folder,
+                                          folder, incident_id, actor, was_read, moved,
+                                          attempt, native_before=current.native_id)
+            except CopyGone as gone:
+                return await self._record(row, action, reason, GONE, row.folder, folder,
+                                          incident_id, actor, None, None, attempt,
+                                          error=str(gone))
+
+        result, error, attempt = await self._attempt(row, action, once)
+        return result or await self._failed(row, action, reason, folder, incident_id, actor,
+                                            attempt, error)
 
     async def _held_item(self, copy_id: int) -> QuarantineItem | None:
         async with self.store.session() as session:
@@ -316,53 +324,45 @@ class Retractor:
                     only_unread: bool) -> PullResult:
         """_hold - take one copy out of its mailbox and keep it in the quarantine."""
         ref = CopyRef(row.recipient, row.folder, row.native_id, row.message_id, row.queue_id)
-        error = ""
-        async with self._slots:
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    adapter = self._holding_adapter(row)
-                    item = await self._held_item(row.id)
-                    current = await adapter.find(ref)
-                    if current is None and item is not None:
-                        return await self._record(row, "retract", reason, ALREADY, HELD,
-                                                  HELD, incident_id, actor, None,
-                                                  CopyRef(row.recipient, HELD, row.native_id,
-                                                          row.message_id, row.queue_id),
-                                                  attempt)
-                    if current is None:
-                        raise CopyGone(f"copy of {row.recipient} is in none of its folders")
-                    was_read = await adapter.is_read(current)
-                    if only_unread and was_read and item is None:
-                        return await self._record(row, "retract", reason, KEPT,
-                                                  current.folder, current.folder,
-                                                  incident_id, actor, was_read, current,
-                                                  attempt)
-                    if item is None:
-                        origin = current.folder if current.folder != QUARANTINE else INBOX
-                        item = await self._keep(row, await adapter.fetch(current), origin,
-                                                reason, incident_id)
-                    # The bytes are on disk and recorded: only now may the mailbox lose them.
-                    await adapter.remove(current)
-                    held = CopyRef(row.recipient, HELD, current.native_id, row.message_id,
-                                   row.queue_id)
-                    return await self._record(row, "retract", reason, PULLED, current.folder,
-                                              HELD, incident_id, actor, was_read, held,
-                                              attempt, native_before=current.native_id)
-                except CopyGone as gone:
-                    return await self._record(row, "retract", reason, GONE, row.folder, HELD,
-                                              incident_id, actor, None, None, attempt,
-                                              error=str(gone))
-                except NoAdapter as failure:
-                    error = str(failure)
-                    break
-                except (MailboxError, OSError) as failure:
-                    error = str(failure) or type(failure).__name__
-                    log.warning("hold of copy %d (%s) attempt %d/%d failed: %s", row.id,
-                                row.recipient, attempt, self.attempts, error)
-                    if attempt < self.attempts:
-                        await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-        return await self._failed(row, "retract", reason, HELD, incident_id, actor, attempt,
-                                  error)
+
+        async def once(attempt: int) -> PullResult:
+            try:
+                adapter = self._holding_adapter(row)
+                item = await self._held_item(row.id)
+                current = await adapter.find(ref)
+                if current is None and item is not None:
+                    return await self._record(row, "retract", reason, ALREADY, HELD,
+                                              HELD, incident_id, actor, None,
+                                              CopyRef(row.recipient, HELD, row.native_id,
+                                                      row.message_id, row.queue_id),
+                                              attempt)
+                if current is None:
+                    raise CopyGone(f"copy of {row.recipient} is in none of its folders")
+                was_read = await adapter.is_read(current)
+                if only_unread and was_read and item is None:
+                    return await self._record(row, "retract", reason, KEPT,
+                                              current.folder, current.folder,
+                                              incident_id, actor, was_read, current,
+                                              attempt)
+                if item is None:
+                    origin = current.folder if current.folder != QUARANTINE else INBOX
+                    item = await self._keep(row, await adapter.fetch(current), origin,
+                                            reason, incident_id)
+                # The bytes are on disk and recorded: only now may the mailbox lose them.
+                await adapter.remove(current)
+                held = CopyRef(row.recipient, HELD, current.native_id, row.message_id,
+                               row.queue_id)
+                return await self._record(row, "retract", reason, PULLED, current.folder,
+                                          HELD, incident_id, actor, was_read, held,
+                                          attempt, native_before=current.native_id)
+            except CopyGone as gone:
+                return await self._record(row, "retract", reason, GONE, row.folder, HELD,
+                                          incident_id, actor, None, None, attempt,
+                                          error=str(gone))
+
+        result, error, attempt = await self._attempt(row, "hold", once)
+        return result or await self._failed(row, "retract", reason, HELD, incident_id, actor,
+                                            attempt, error)
 
     async def _unhold(self, row: Copy, item: QuarantineItem, reason: str,
                       actor: str) -> PullResult:
@@ -371,41 +371,32 @@ class Retractor:
         origin = item.origin_folder if item.origin_folder in FOLDERS else INBOX
         if origin == QUARANTINE:
             origin = INBOX
-        error = ""
-        async with self._slots:
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    adapter = self._holding_adapter(row)
-                    if data_dir is None:
-                        raise NoAdapter("restoring a held copy needs the data directory")
-                    path = pulled_path(data_dir, item.id)
-                    data = await asyncio.to_thread(path.read_bytes)
-                    ref = CopyRef(row.recipient, origin, row.native_id, row.message_id,
-                                  row.queue_id)
-                    back = await adapter.put(ref, origin, Fetched(
-                        data, tuple(item.flags or ()), item.internal_date or 0.0))
-                    await self._released(item.id, actor or "restore")
-                    path.unlink(missing_ok=True)
-                    return await self._record(row, "restore", reason, RESTORED, HELD, origin,
-                                              None, actor, None, back, attempt)
-                except FileNotFoundError:
-                    error = f"the held bytes of quarantine item {item.id} are missing"
-                    break
-                except NoAdapter as failure:
-                    error = str(failure)
-                    break
-                except CopyGone as gone:
-                    # The mailbox itself is gone: the copy stays held, nothing is lost.
-                    error = str(gone)
-                    break
-                except (MailboxError, OSError) as failure:
-                    error = str(failure) or type(failure).__name__
-                    log.warning("restore of held copy %d (%s) attempt %d/%d failed: %s",
-                                row.id, row.recipient, attempt, self.attempts, error)
-                    if attempt < self.attempts:
-                        await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-        return await self._failed(row, "restore", reason, origin, None, actor, attempt, error,
-                                  from_folder=HELD)
+
+        async def once(attempt: int) -> PullResult:
+            adapter = self._holding_adapter(row)
+            if data_dir is None:
+                raise NoAdapter("restoring a held copy needs the data directory")
+            path = pulled_path(data_dir, item.id)
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except FileNotFoundError:
+                raise _GiveUp(f"the held bytes of quarantine item {item.id} are missing")
+            ref = CopyRef(row.recipient, origin, row.native_id, row.message_id,
+                          row.queue_id)
+            try:
+                back = await adapter.put(ref, origin, Fetched(
+                    data, tuple(item.flags or ()), item.internal_date or 0.0))
+            except CopyGone as gone:
+                # The mailbox itself is gone: the copy stays held, nothing is lost.
+                raise _GiveUp(str(gone))
+            await self._released(item.id, actor or "restore")
+            path.unlink(missing_ok=True)
+            return await self._record(row, "restore", reason, RESTORED, HELD, origin,
+                                      None, actor, None, back, attempt)
+
+        result, error, attempt = await self._attempt(row, "restore", once)
+        return result or await self._failed(row, "restore", reason, origin, None, actor,
+                                            attempt, error, from_folder=HELD)
 
     async def _released(self, item_id: str, by: str) -> None:
         async with self.store.session() as session:

@@ -50,6 +50,21 @@ async def test_homoglyph_lookalike_of_a_protected_domain(gateway, shared):
     assert verdict.action in (Action.QUARANTINE, Action.TAG)
 
 
+async def test_links_to_the_gateways_own_web_service_are_not_judged(gateway):
+    # A forwarded or reported copy carries our click and report links; on an
+    # IP host (the default public URL) they must not read as the sender's.
+    base = gateway.settings.public_url
+    assert base.startswith("http://127.0.0.1:")
+    body = (f'<a href="{base}/u/1.1.QID.TOKEN.SIG?u=http://10.9.8.7/login">a</a> '
+            f'<a href="{base}/report/QID.TOKEN.SIG">report</a> '
+            '<a href="http://127.0.0.2:8025/u/1.1.QID.TOKEN.SIG?u=https://ok.example/">b</a>')
+    found, _ = await judge(gateway, html(body))
+    # The wrapped link is judged; the look-alike wrapper on another host is too.
+    assert found["URL_IP_HOST"].data["urls"] == ["http://10.9.8.7/login",
+                                                 "http://127.0.0.2:8025/u/1.1.QID.TOKEN.SIG"
+                                                 "?u=https://ok.example/"]
+
+
 async def test_form_heuristics(gateway):
     body = ('<a href="http://3232235777/login">a</a> <a href="https://paypal.com@evil.example.net/">'
             'b</a> <a href="https://bit.ly/3xYz">c</a> <a href="https://steal.netlify.app/">d</a>'

@@ -18,6 +18,7 @@ import logging
 import time
 from collections import defaultdict
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 
@@ -81,6 +82,10 @@ class UrlReputationCheck:
         own = list(settings.urls.protected_domains) + [
             d for d in settings.smtp.accepted_domains if "*" not in d]
         self.protected = heuristics.Protected(own, lists)
+        # The gateway's own web service: its links are not a sender's.
+        self.own_hosts = {host.lower() for host in (urlsplit(settings.public_url).hostname,
+                                                    urlsplit(settings.click_base).hostname)
+                          if host}
         self._known_domains = 0
         self._counted_at = float("-inf")
         self._recorded = -1
@@ -127,6 +132,8 @@ class UrlReputationCheck:
         """form - one finding per heuristic that fires, naming the URLs it fired on."""
         fired: dict[str, list[tuple[ExtractedUrl, str]]] = defaultdict(list)
         for found in places:
+            if self.ours(found):
+                continue
             for symbol, why in url_signals(found, self.protected, self.lists, self.settings):
                 fired[symbol].append((found, why))
         findings = []
@@ -141,12 +148,21 @@ class UrlReputationCheck:
                                           "where": [f.where for f, _ in distinct]}))
         return findings
 
+    def ours(self, found: ExtractedUrl) -> bool:
+        """ours - a link to this gateway's own web service (a click or report link).
+
+        A delivered copy carries them, and a user forwards or reports that copy;
+        the link inside a click link is extracted and judged on its own.
+        """
+        return found.host.lower() in self.own_hosts
+
     # Never seen.
 
     async def new_domains(self, urls: list[ExtractedUrl]) -> list[Finding]:
         """new_domains - registrable domains no accepted message carried before."""
         warmup = self.settings.new_domain_warmup
-        domains = {heuristics.registrable(u.host): u for u in urls if u.host}
+        domains = {heuristics.registrable(u.host): u for u in urls
+                   if u.host and not self.ours(u)}
         domains = {d: u for d, u in domains.items() if not self.protected.owned(d)}
         if not domains:
             return []

@@ -39,7 +39,8 @@ from mailward.mailbox.base import (FOLDERS, HELD, INBOX, QUARANTINE, CopyGone, C
                                    Fetched, Mailbox, MailboxError, can_hold)
 from mailward.quarantine import new_quarantine_id, pulled_path
 from mailward.smtp.spool import write_durable
-from mailward.store.models import Copy, Incident, QuarantineItem, Retraction
+from mailward.store.models import (Copy, Incident, IncidentCopy, QuarantineItem,
+                                   Retraction)
 
 if TYPE_CHECKING:
     from mailward.config import Settings
@@ -450,11 +451,29 @@ class Retractor:
                                     else "delivered")
                 elif status == GONE:
                     stored.state = "gone"
+            if action == "restore" and status == RESTORED:
+                await self._restored_on_incidents(session, row, actor, reason, now)
             await session.commit()
         log.info("%s copy %d of %s: %s (%s -> %s)%s", action, row.id, row.recipient, status,
                  from_folder, to_folder, f": {error}" if error else "")
         return PullResult(row.id, row.recipient, row.queue_id, status, was_read, from_folder,
                           to_folder, attempts, error, entry.id)
+
+
+    async def _restored_on_incidents(self, session, row: Copy, actor: str, reason: str,
+                                     now: datetime) -> None:
+        """_restored_on_incidents - every incident of the copy shows who restored it."""
+        who = (actor or "restore")[:200]
+        links = (await session.scalars(select(IncidentCopy).where(
+            IncidentCopy.copy_id == row.id))).all()
+        for link in links:
+            link.action, link.restored_at, link.restored_by = RESTORED, now, who
+            incident = await session.get(Incident, link.incident_id)
+            if incident is not None:
+                incident.updated_at = now
+                incident.history = [*incident.history, {
+                    "at": now.isoformat(), "event": f"restored copy of {row.recipient}",
+                    "actor": who, "note": reason[:500]}]
 
 
 def adapters_from_settings(settings: "Settings") -> dict[str, Mailbox]:

@@ -222,6 +222,8 @@ class Indicator(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
     added_at: Mapped[datetime] = mapped_column(UtcDateTime)
     comment: Mapped[str] = mapped_column(Text, default="")
+    # The added_at the retro-scan last scanned: a refresh after it is scanned again.
+    scanned_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class ApiToken(Base):
@@ -573,6 +575,8 @@ class IncidentCopy(Base):
     pulled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     was_read: Mapped[bool | None] = mapped_column(nullable=True)
     found_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    restored_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    restored_by: Mapped[str] = mapped_column(String(200), default="")
 
 
 class CampaignRule(Base):

@@ -116,7 +116,9 @@ def trap() -> None:
 @trap.command("run")
 @click.option("--all", "everything", is_flag=True,
               help="Scan every unexpired indicator, not only what changed since the last scan.")
-@click.option("--force", multiple=True, help="TYPE:VALUE to scan even if too common.")
+@click.option("--force", multiple=True,
+              help="TYPE:VALUE to scan even if too common, and to pull again the copies "
+                   "an analyst restored.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def trap_run(context: Context, everything: bool, force: tuple[str, ...], as_json: bool) -> None:
@@ -206,7 +208,9 @@ def incident_show(context: Context, incident_id: int, as_json: bool) -> None:
     for copy in data["copies"]:
         read = {True: "read", False: "unread", None: "?"}[copy["was_read"]]
         click.echo(f"  {copy['recipient']}\t{copy['pull'] or 'not pulled'}\t{read}\t"
-                   f"pulled {copy['pulled_at'] or '-'}")
+                   f"pulled {copy['pulled_at'] or '-'}"
+                   + (f"\trestored {copy['restored_at']} by {copy['restored_by']}"
+                      if copy.get("restored_at") else ""))
         for clicked in copy["clicks"]:
             who = "person" if clicked["human"] else "scanner"
             when = "before" if clicked["before_pull"] else "after"

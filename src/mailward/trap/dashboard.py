@@ -79,7 +79,8 @@ async def threats(store: "Store", hours: int = 24) -> dict[str, Any]:
         entry["delivered"] += 1
         attacked[copy.recipient] += 1
         if link.pulled_at is not None:
-            entry["pulled"] += 1
+            # A copy restored since is back in its mailbox: not counted as pulled.
+            entry["pulled"] += link.restored_at is None
             delays.append((link.pulled_at - copy.delivered_at).total_seconds())
     out = []
     for entry in campaigns.values():

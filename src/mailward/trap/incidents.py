@@ -7,7 +7,9 @@ defence answers, per copy, whether the recipient clicked a link of it
 before the pull, and whether a person or an automated scanner did. A human
 click before the pull makes the incident "compromise suspected"; an
 incident whose copies are all out of the mailboxes without one is
-"contained"; copies still in mailboxes leave it "exposed".
+"contained"; copies still in mailboxes leave it "exposed". A copy an
+analyst restored shows as "restored", with who and when, and counts as
+judged safe, not as an exposure.
 
 Analysts move an incident through open, investigating and closed; closing
 needs a note, and every change is kept in its history.
@@ -91,6 +93,9 @@ def mark_pull(row: IncidentCopy, status: str, was_read: bool | None) -> None:
     row.action = status[:16]
     if was_read is not None:
         row.was_read = was_read
+    if status == "pulled" and row.restored_at is not None:
+        # Pulled again after a restore (an indicator new since): a pull of its own.
+        row.pulled_at, row.restored_at, row.restored_by = _now(), None, ""
     if status in ("pulled", "already") and row.pulled_at is None:
         row.pulled_at = _now()
 
@@ -136,7 +141,8 @@ async def assess(session, incident: Incident) -> dict[str, Any]:
                 human_before.append({"recipient": copy.recipient, **entry})
         out_of_reach = copy.state in ("retracted", "gone") or link.action in ("pulled",
                                                                              "already", "gone")
-        if not out_of_reach and link.action not in ("exempt", "kept"):
+        # A copy an analyst restored was judged safe: it is not an exposure.
+        if not out_of_reach and link.action not in ("exempt", "kept", "restored"):
             remaining += 1
         copies.append({"copy_id": copy.id, "queue_id": copy.queue_id,
                        "recipient": copy.recipient, "subject": copy.subject[:300],
@@ -144,6 +150,9 @@ async def assess(session, incident: Incident) -> dict[str, Any]:
                        "delivered_at": copy.delivered_at.isoformat(),
                        "pulled_at": link.pulled_at.isoformat() if link.pulled_at else None,
                        "pull": link.action, "was_read": link.was_read,
+                       "restored_at": (link.restored_at.isoformat() if link.restored_at
+                                       else None),
+                       "restored_by": link.restored_by,
                        "matched_on": link.matched_on, "via": copy.via,
                        "clicks": seen})
     if human_before:
@@ -155,7 +164,8 @@ async def assess(session, incident: Incident) -> dict[str, Any]:
     summary = {
         "copies": len(copies),
         "recipients": len({c["recipient"] for c in copies}),
-        "pulled": sum(1 for c in copies if c["pulled_at"]),
+        "pulled": sum(1 for c in copies if c["pulled_at"] and not c["restored_at"]),
+        "restored": sum(1 for c in copies if c["restored_at"]),
         "read": sum(1 for c in copies if c["was_read"]),
         "failed": sum(1 for c in copies if c["pull"] == "failed"),
         "clicks_before_pull": sum(1 for c in copies for k in c["clicks"] if k["before_pull"]),

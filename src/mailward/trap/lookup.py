@@ -33,6 +33,8 @@ class Indicator:
     category: str = "phish"
     source: str = "local"
     confidence: int = 100
+    # When the store last added or refreshed it; None is "now" (a campaign rule).
+    added_at: datetime | None = None
 
     @property
     def key(self) -> str:

@@ -2,7 +2,9 @@
 
 Every change of the intelligence store moves its generation; the trap
 service then queues a scan of the indicators added or refreshed since the
-last one (a watermark in ``meta``). For each indicator the message index
+last one (a watermark in ``meta``, and each indicator's ``scanned_at``: the
+refresh a scan has seen is not scanned again, so an unrelated indicator
+added later does not rescan the set). For each indicator the message index
 gives the copies delivered within ``trap.lookback`` that carry it; each hit
 opens or updates an incident; the category's rule decides the pull (malware
 and phishing read or unread, spam only while unread, by default); copies in
@@ -12,6 +14,12 @@ each is found and pulled alike; the copies of forwards between local
 mailboxes linked to a hit message (``trap.forwards``) join its incident
 and are pulled under the same rule. Then the click log decides the
 incident's assessment and the SOC is alerted.
+
+A copy an analyst restored (``mailward restore``, the console, the API)
+is not pulled again for an indicator that was known - added or last
+refreshed - before the restore: the analyst has judged that copy against
+it. An indicator added or refreshed after the restore pulls it again, as
+does ``mailward trap run --force TYPE:VALUE`` or ``mailward retract``.
 
 An indicator that matches more than ``trap.max_share`` of the window is
 refused (a bare common domain would empty every mailbox) unless forced;
@@ -28,11 +36,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from mailward.mailbox.retract import FAILED, PullResult, Retractor
 from mailward.store.models import (Copy, ForcedIndicator, Incident, IncidentCopy,
-                                   Indicator as IndicatorRow, Meta)
+                                   Indicator as IndicatorRow, Meta, Retraction,
+                                   UtcDateTime)
 from mailward.trap import incidents
 from mailward.trap.forwards import forwarded_hits
 from mailward.trap.lookup import CopyHit, IndexLookup, Indicator
@@ -121,7 +130,7 @@ class Retroscan:
     # Which indicators to scan.
 
     async def pending(self, now: datetime | None = None) -> tuple[list[Indicator], datetime]:
-        """pending - unexpired indicators added or refreshed since the watermark."""
+        """pending - unexpired indicators added or refreshed and not scanned since."""
         now = now or datetime.now(UTC)
         async with self.store.session() as session:
             mark = await session.scalar(select(Meta.value).where(Meta.key == WATERMARK_KEY))
@@ -131,11 +140,31 @@ class Retroscan:
                 select(IndicatorRow.type, IndicatorRow.value, IndicatorRow.category,
                        IndicatorRow.source, IndicatorRow.confidence, IndicatorRow.added_at)
                 .where(IndicatorRow.added_at > since,
+                       or_(IndicatorRow.scanned_at.is_(None),
+                           IndicatorRow.scanned_at < IndicatorRow.added_at),
                        or_(IndicatorRow.expires_at.is_(None), IndicatorRow.expires_at > now))
             )).all()
         newest = max((row.added_at for row in rows), default=since + OVERLAP)
-        return [Indicator(r.type, r.value, r.category, r.source, r.confidence)
+        return [Indicator(r.type, r.value, r.category, r.source, r.confidence, r.added_at)
                 for r in rows], newest
+
+    async def mark_scanned(self, indicators: Iterable[Indicator]) -> None:
+        """mark_scanned - remember which refresh of each indicator was scanned."""
+        table = IndicatorRow.__table__
+        params = [{"b_type": i.type, "b_value": i.value, "b_source": i.source,
+                   "b_at": i.added_at} for i in indicators if i.added_at is not None]
+        if not params:
+            return
+        # Only the refresh that was read: one committed since is scanned next time.
+        statement = (update(table).where(
+            table.c.type == bindparam("b_type"), table.c.value == bindparam("b_value"),
+            table.c.source == bindparam("b_source"),
+            table.c.added_at == bindparam("b_at", type_=UtcDateTime()))
+            .values(scanned_at=bindparam("b_at", type_=UtcDateTime())))
+        async with self.store.session() as session:
+            for start in range(0, len(params), 500):
+                await session.execute(statement, params[start:start + 500])
+            await session.commit()
 
     async def advance(self, newest: datetime) -> None:
         value = int(newest.timestamp() * 1e6)
@@ -150,6 +179,7 @@ class Retroscan:
         """run_pending - scan what changed since the last scan, then move the mark."""
         indicators, newest = await self.pending()
         report = await self.scan(indicators, force=force)
+        await self.mark_scanned(indicators)
         await self.advance(newest)
         return report
 
@@ -159,10 +189,13 @@ class Retroscan:
         async with self.store.session() as session:
             rows = (await session.execute(
                 select(IndicatorRow.type, IndicatorRow.value, IndicatorRow.category,
-                       IndicatorRow.source, IndicatorRow.confidence)
+                       IndicatorRow.source, IndicatorRow.confidence, IndicatorRow.added_at)
                 .where(or_(IndicatorRow.expires_at.is_(None), IndicatorRow.expires_at > now))
             )).all()
-        return await self.scan([Indicator(*row) for row in rows], force=force)
+        indicators = [Indicator(*row) for row in rows]
+        report = await self.scan(indicators, force=force)
+        await self.mark_scanned(indicators)
+        return report
 
     # One scan.
 
@@ -171,6 +204,7 @@ class Retroscan:
         started = time.monotonic()
         now = now or datetime.now(UTC)
         items = list({i.key: i for i in indicators}.values())
+        explicit = set(force)
         report = ScanReport(indicators=len(items))
         if not items:
             return report
@@ -197,7 +231,7 @@ class Retroscan:
                 "incident": {"id": "", "indicator": {"type": indicator.type,
                                                      "value": indicator.value},
                              "summary": {}}})
-        await self.handle(accepted, report)
+        await self.handle(accepted, report, explicit)
         report.seconds = time.monotonic() - started
         log.info("retro-scan: %d indicators, %d copies matched, %d pulled, %d failed, "
                  "%d refused in %.2fs", report.indicators, report.matched_copies,
@@ -205,14 +239,16 @@ class Retroscan:
         return report
 
     async def handle(self, accepted: list[tuple[Indicator, list[CopyHit]]],
-                     report: ScanReport) -> None:
+                     report: ScanReport, forced: Iterable[str] = ()) -> None:
         """handle - incidents for every hit, then each copy pulled once, then alerts.
 
         The work is batched across indicators: one transaction opens or
         updates every incident, the pulls run together (bounded by
         trap.pull_concurrency), and one transaction records them and
         assesses the incidents. A copy two indicators found is pulled once,
-        by the strictest of their rules.
+        by the strictest of their rules. A copy restored after every
+        indicator that found it was known stays where the analyst put it
+        (unless the indicator is in forced, given with this scan).
         """
         if not accepted:
             return
@@ -236,13 +272,25 @@ class Retroscan:
         plan: dict[int, tuple[str, int, str]] = {}
         states: dict[int, str] = {}
         order = {"always": 0, "unread": 1, "never": 2}
+        forced = set(forced)
+        restored = await self.restored_at({hit.copy_id for _, hits in accepted
+                                           for hit in hits})
+        kept_restored: set[tuple[int, int]] = set()
+        now = datetime.now(UTC)
         for (indicator, hits), incident_id in zip(accepted, outcomes):
             report.incidents.append(incident_id)
             report.matched_copies += len(hits)
             rule = pull_rule(self.settings, indicator.category)
+            known_at = indicator.added_at or now
             for hit in hits:
                 members.setdefault(hit.copy_id, []).append(incident_id)
                 states[hit.copy_id] = hit.state
+                back = restored.get(hit.copy_id)
+                if (back is not None and known_at <= back and indicator.key not in forced
+                        and hit.state not in ("retracted", "gone")):
+                    # The analyst put it back knowing this indicator: leave it there.
+                    kept_restored.add((incident_id, hit.copy_id))
+                    continue
                 current = plan.get(hit.copy_id)
                 if current is None or order[rule] < order[current[0]]:
                     plan[hit.copy_id] = (rule, incident_id,
@@ -280,6 +328,12 @@ class Retroscan:
                 result = by_copy.get(copy_id)
                 for incident_id in incident_ids:
                     outcome = outcomes[incident_id]
+                    if (incident_id, copy_id) in kept_restored:
+                        outcome.pulls["restored"] = outcome.pulls.get("restored", 0) + 1
+                        link = links.get((incident_id, copy_id))
+                        if link is not None and not link.action:
+                            link.action = "restored"  # found after the restore
+                        continue
                     if result is not None:
                         status, was_read = result.status, result.was_read
                     elif states[copy_id] in ("retracted", "gone"):
@@ -307,6 +361,27 @@ class Retroscan:
                 event = "incident-opened" if before == "pending" else "incident-updated"
                 await self.notifier.send(incident_alert(event, view))
         report.phase("alerts", mark)
+
+    async def restored_at(self, copy_ids: set[int]) -> dict[int, datetime]:
+        """restored_at - when each copy was last restored (copies never restored left out)."""
+        out: dict[int, datetime] = {}
+        ids = sorted(copy_ids)
+        async with self.store.session() as session:
+            for start in range(0, len(ids), 500):
+                rows = (await session.execute(
+                    select(Retraction.copy_id, func.max(Retraction.id))
+                    .where(Retraction.copy_id.in_(ids[start:start + 500]),
+                           Retraction.status.in_(("restored", "pulled", "moved")))
+                    .group_by(Retraction.copy_id))).all()
+                last = [row[1] for row in rows]
+                if not last:
+                    continue
+                for entry in (await session.scalars(select(Retraction).where(
+                        Retraction.id.in_(last)))).all():
+                    # Restored and not pulled or moved since: the analyst's choice holds.
+                    if entry.action == "restore" and entry.status == "restored":
+                        out[entry.copy_id] = entry.finished_at
+        return out
 
     async def reassess(self, incident_id: int) -> dict[str, Any]:
         """reassess - recount clicks (a click logged after the scan) and alert on change."""

@@ -152,3 +152,24 @@ def test_forwards_between_local_mailboxes_are_linked_and_pulled_with_the_origina
     for user in ("frank", "gina"):
         assert len(files(root / user) + files(root / user / ".Junk")) == 1
         assert files(root / user / ".Quarantine") == []
+
+
+def test_a_message_retracted_by_hand_takes_its_forwards_with_it(gateway_factory, receiver):
+    gateway = gateway_factory(config=trap_config(receiver))
+    reply = gateway.send(message("Mailbox quota", "https://quota.by-hand.example/owa",
+                                 "quota-hand@phish-sender.example"),
+                         rcpts=["alice@example.com"])
+    queue_id = reply.rsplit(" ", 1)[-1]
+    root = gateway.data_dir / "mailboxes" / "example.com"
+    [alice_copy] = wait_files(root / "alice", 1)
+    gateway.send(forward_as_attachment("alice@example.com", "dave@example.com",
+                                       alice_copy.read_bytes()),
+                 mail_from="alice@example.com", rcpts=["dave@example.com"])
+    wait_delivered(root / "dave")
+    gateway.wait_log(f"of {queue_id} (matched by queue-id)")
+
+    result = gateway.cli("retract", queue_id).stdout.decode()
+    assert "dave@example.com" in result, result
+    for user in ("alice", "dave"):
+        assert files(root / user) == files(root / user / ".Junk") == []
+        assert len(files(root / user / ".Quarantine")) == 1

@@ -98,7 +98,8 @@ class Retractor:
     def __init__(self, store: "Store", adapters: dict[str, Mailbox], *,
                  attempts: int = 3, backoff: float = 2.0, concurrency: int = 8,
                  exempt: Iterable[str] = (), alert: Alert | None = None,
-                 mode: str = "folder", data_dir: Path | None = None) -> None:
+                 mode: str = "folder", data_dir: Path | None = None,
+                 forward_hops: int = 0) -> None:
         if mode not in ("folder", "hold"):
             raise ValueError(f"retract mode {mode!r} is neither folder nor hold")
         if mode == "hold" and data_dir is None:
@@ -106,6 +107,7 @@ class Retractor:
         self.store = store
         self.adapters = adapters
         self.mode = mode
+        self.forward_hops = forward_hops
         self.data_dir = data_dir
         self.attempts = attempts
         self.backoff = backoff
@@ -120,7 +122,8 @@ class Retractor:
         return cls(store, adapters_from_settings(settings), attempts=trap.pull_attempts,
                    backoff=trap.pull_backoff, concurrency=trap.pull_concurrency,
                    exempt=trap.exempt_mailboxes, alert=alert, mode=trap.retract_mode,
-                   data_dir=settings.data_dir)
+                   data_dir=settings.data_dir,
+                   forward_hops=trap.forward_hops if trap.follow_forwards else 0)
 
     def adapter_for(self, copy: Copy) -> Mailbox:
         adapter = self.adapters.get(copy.mailbox)
@@ -193,11 +196,24 @@ class Retractor:
 
     async def retract_message(self, message: str, reason: str, *,
                               actor: str = "") -> list[PullResult]:
-        """retract_message - pull every copy of one message (CLI, REST, console)."""
-        # TODO: only the retro-scan follows forward links (trap.forwards); a message pulled here by hand or by a report verdict leaves its linked forwards delivered.
+        """retract_message - pull every copy of one message and of its forwards.
+
+        For the CLI, REST and the console. With trap.follow_forwards the copies
+        of forwards between local mailboxes (forward_hops deep) go too.
+        """
+        # TODO: a report verdict moves only the reported campaign's copies; forwards linked to them stay delivered until a retro-scan or an analyst pulls them.
         copies = await self.copies_of(message)
         if not copies:
             raise MailboxError(f"no delivered copy has Message-ID or queue id {message!r}")
+        if self.forward_hops:
+            from mailward.trap.forwards import forwarded_hits
+            from mailward.trap.lookup import CopyHit
+
+            hits = [CopyHit(c.id, c.queue_id, c.recipient, c.state, "message")
+                    for c in copies]
+            async with self.store.session() as session:
+                forwards = await forwarded_hits(session, hits, self.forward_hops)
+            copies += [await self._load(hit.copy_id) for hit in forwards]
         return await self.move_all(copies, QUARANTINE, reason, actor=actor)
 
     async def restore_message(self, message: str, reason: str = "restored", *,

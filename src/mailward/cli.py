@@ -22,7 +22,8 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from mailward.config import ConfigError, Settings, defaults_toml, load_settings, parse_duration, parse_hostport
+from mailward.config import (ConfigError, Settings, defaults_toml, load_settings,
+                             parse_duration, parse_hostport, prepare_data_dir)
 
 # Messages are not wrapped at the terminal's width: a path or a value in an
 # error stays on one line, whole, for people and for scripts that read it.
@@ -176,6 +177,11 @@ def config_check(context: Context, path: str | None) -> None:
     settings = context.settings
     try:
         scores = load_scores(settings.policy.scores_file)
+        prepare_data_dir(settings, create=False)
+        for key in ("tls_cert", "tls_key"):
+            value = getattr(settings.smtp, key)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"smtp.{key}: {value} is not a readable file")
     except ConfigError as error:
         console.print(f"[red]{error}[/red]")
         sys.exit(2)

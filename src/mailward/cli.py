@@ -22,11 +22,28 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from mailward.config import ConfigError, Settings, defaults_toml, load_settings, parse_duration, parse_hostport
+from mailward.config import (ConfigError, Settings, defaults_toml, load_settings,
+                             parse_duration, parse_hostport, prepare_data_dir)
 
 # Messages are not wrapped at the terminal's width: a path or a value in an
 # error stays on one line, whole, for people and for scripts that read it.
 console = Console(stderr=True, soft_wrap=True)
+
+
+# Commands that make the data directory, or work without the site's store.
+# Every other command refuses a relative data directory that does not exist
+# where it runs: it would make a new, empty store that the gateway never sees.
+NO_STORE_NEEDED = ("serve", "config", "scan", "train", "db upgrade", "spf", "dkim",
+                   "arc", "dmarc check", "url extract")
+
+
+def _command_path(current: click.Context | None) -> str:
+    """_command_path - the sub-command's names below ``mailward``, e.g. "intel add"."""
+    names = []
+    while current is not None and current.parent is not None:
+        names.append(current.info_name or "")
+        current = current.parent
+    return " ".join(reversed(names))
 
 
 class Context:
@@ -42,7 +59,27 @@ class Context:
             except ConfigError as error:
                 console.print(f"[red]{error}[/red]")
                 sys.exit(2)
+            path = _command_path(click.get_current_context(silent=True))
+            if path and not any(path == name or path.startswith(name + " ")
+                                for name in NO_STORE_NEEDED):
+                self.need_store()
         return self._settings
+
+    def need_store(self) -> None:
+        """need_store - exit 2 if the data directory would be made anew here."""
+        assert self._settings is not None
+        configured = Path(self._settings.storage.data_dir).expanduser()
+        where = self._settings.data_dir
+        if configured.is_absolute() or where.is_dir():
+            return
+        source = (f"storage.data_dir in {self.config_path}" if self.config_path
+                  else "the default storage.data_dir (no --config given)")
+        console.print(
+            f"[red]no data directory at {where}: {source} is {configured}, relative to "
+            f"the current directory. Run this from the directory `mailward serve` runs "
+            f"in, or give the gateway's configuration with --config FILE (or "
+            f"MAILWARD_CONFIG); `mailward db upgrade` makes a new store here.[/red]")
+        sys.exit(2)
 
 
 pass_context = click.make_pass_decorator(Context)
@@ -176,6 +213,11 @@ def config_check(context: Context, path: str | None) -> None:
     settings = context.settings
     try:
         scores = load_scores(settings.policy.scores_file)
+        prepare_data_dir(settings, create=False)
+        for key in ("tls_cert", "tls_key"):
+            value = getattr(settings.smtp, key)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"smtp.{key}: {value} is not a readable file")
     except ConfigError as error:
         console.print(f"[red]{error}[/red]")
         sys.exit(2)
@@ -296,6 +338,8 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
     from mailward.services import Services
 
     settings = context.settings
+    if out is None or (phishing and language_out is None):
+        context.need_store()  # the models would go to a data directory made here
     ham_paths, spam_paths = [Path(p) for p in ham], [Path(p) for p in spam]
     if feedback:
         judged = settings.data_dir / "feedback"
@@ -379,8 +423,8 @@ def intel_add(context: Context, kind: str, value: str, source: str, category: st
                         expires_at=_expiry(expires), comment=comment)
 
     async def body():
+        prepare_data_dir(context.settings)
         store = Store(context.settings.database_url)
-        context.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             await store.migrate()
             return await add_checked(context.settings, store, [item], force, "cli")
@@ -408,6 +452,7 @@ def intel_list(context: Context, kind: str | None, limit: int) -> None:
     from mailward.store import Store
 
     async def body() -> list:
+        prepare_data_dir(context.settings)
         store = Store(context.settings.database_url)
         try:
             await store.migrate()
@@ -537,7 +582,7 @@ def token() -> None:
 async def _with_store(settings: Settings, body: Callable[[Any], Awaitable[Any]]) -> Any:
     from mailward.store import Store
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     store = Store(settings.database_url)
     try:
         await store.migrate()

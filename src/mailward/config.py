@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import re
 import socket
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -109,6 +111,20 @@ def _domain(value: Any) -> str:
 Domain = Annotated[str, BeforeValidator(_domain)]
 
 
+def _relay_url(value: Any) -> str:
+    """_relay_url - a downstream SMTP URL, refused here rather than at serve."""
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as smtp://host:port")
+    if value:
+        from mailward.smtp.relay import RelayTarget
+
+        RelayTarget.parse(value)
+    return value
+
+
+RelayUrl = Annotated[str, BeforeValidator(_relay_url)]
+
+
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, not silently ignored."""
 
@@ -155,13 +171,13 @@ class StorageSettings(Section):
 
 
 class DeliverySettings(Section):
-    relay: str = Field("", description="downstream server, smtp://host:port or lmtp://host:port (empty = built-in mailbox store)")
+    relay: RelayUrl = Field("", description="downstream server, smtp://host:port, smtp+starttls://host:port or smtps://host:port (empty = built-in mailbox store)")
     relay_timeout: Duration = Field("60s", description="time allowed for one delivery attempt to the relay")
     concurrency: int = Field(8, ge=1, description="deliveries in progress at once")
     retry_first: Duration = Field("60s", description="delay before the first retry after a temporary failure")
     retry_max: Duration = Field("1h", description="longest delay between retries (the delay doubles up to this)")
     max_age: Duration = Field("5d", description="give up and bounce after a message has waited this long")
-    bounce_relay: str = Field("", description="where bounces go (empty = the relay; with the mailbox store, local senders only)")
+    bounce_relay: RelayUrl = Field("", description="where bounces go (empty = the relay; with the mailbox store, local senders only)")
     bounce_from: str = Field("", description="From address of bounces (empty = MAILER-DAEMON@hostname)")
 
 
@@ -324,7 +340,7 @@ def _dangerous_kinds() -> tuple[str, ...]:
 
 class OutboundSettings(Section):
     enabled: bool = Field(False, description="relay the organisation's own outbound mail from trusted connectors")
-    relay: str = Field("", description="smart host for outbound mail, smtp://host:port")
+    relay: RelayUrl = Field("", description="smart host for outbound mail, smtp://host:port")
     client_networks: list[Network] = Field(default_factory=list, description="networks the organisation's outbound servers connect from")
     connector_cert_names: list[str] = Field(default_factory=list, description="TLS client-certificate names a trusted connector must present")
     client_ca_file: str = Field("", description="CA bundle that verifies connector client certificates")
@@ -516,7 +532,7 @@ class AlertSettings(Section):
     webhook_secret: str = Field("", description="HMAC key of webhook signatures (empty = a key generated in data_dir/alert.key)")
     email_to: list[str] = Field(default_factory=list, description="addresses that receive each alert by email")
     email_from: str = Field("", description="From of alert email (empty = mailward@<hostname>)")
-    smtp_relay: str = Field("", description="where alert email is sent, smtp://host:port (empty = delivery.relay, else the gateway's own SMTP listener)")
+    smtp_relay: RelayUrl = Field("", description="where alert email is sent, smtp://host:port (empty = delivery.relay, else the gateway's own SMTP listener)")
     syslog: str = Field("", description="syslog receiver for alerts, udp://host:port or tcp://host:port (RFC 5424, CEF payload)")
     timeout: Duration = Field("10s", description="time allowed for one notification")
 
@@ -632,6 +648,27 @@ class Settings(Section):
         host, port = parse_hostport(self.web.listen, 8025)
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
+
+
+def prepare_data_dir(settings: Settings, create: bool = True) -> Path:
+    """prepare_data_dir - the data directory, made if asked; ConfigError if unusable."""
+    path = settings.data_dir
+    fix = "set storage.data_dir to a directory mailward may write"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"storage.data_dir: {path} is a file, not a directory; {fix}")
+    parent = next((p for p in (path, *path.parents) if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise ConfigError(f"storage.data_dir: cannot create {path}; {fix}")
+    try:
+        # A real write: access() says yes to root on read-only trees like /proc.
+        os.rmdir(tempfile.mkdtemp(prefix=".mailward-check-", dir=parent))
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        what = "write in" if parent == path else "create"
+        raise ConfigError(f"storage.data_dir: cannot {what} {path}: "
+                          f"{error.strerror}; {fix}") from None
+    return path
 
 
 def _is_loopback(host: str) -> bool:

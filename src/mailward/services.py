@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mailward.auth.dns import Resolver
-from mailward.config import Settings
+from mailward.config import Settings, prepare_data_dir
 from mailward.intel.store import IntelCache, IntelStore
 from mailward.store import Store
 
@@ -42,7 +42,7 @@ class Services:
     @classmethod
     def create(cls, settings: Settings) -> "Services":
         """create - services for these settings (the store is not migrated yet)."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings)
         store = Store(settings.database_url)
         intel = IntelStore(store)
         return cls(settings=settings, store=store, resolver=Resolver(settings.dns),

@@ -45,6 +45,9 @@ def test_a_file_overrides_only_what_it_names(tmp_path):
     ('[ratelimit]\nmessages_per_ip = "lots"', "messages_per_ip"),
     ('[smtp]\nlisten = "0.0.0.0:25"', "smtp.accepted_domains"),
     ('[outbound]\nenabled = true', "outbound.relay"),
+    ('[delivery]\nrelay = "127.0.0.1:2599"', "delivery.relay: '127.0.0.1:2599' is not smtp://"),
+    ('[delivery]\nbounce_relay = "lmtp://127.0.0.1:24"', "delivery.bounce_relay"),
+    ('[alerts]\nsmtp_relay = "mail.example"', "alerts.smtp_relay"),
 ])
 def test_a_config_error_names_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError) as error:
@@ -78,3 +81,36 @@ def test_the_command_prints_defaults_and_refuses_bad_files(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mailward", "config", "check", str(bad)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "web.listen" in result.stderr
+
+
+def test_a_relay_url_with_a_scheme_is_accepted(tmp_path):
+    settings = load_settings(write(tmp_path, '[delivery]\nrelay = "smtps://mx.example:465"\n'))
+    assert settings.delivery.relay == "smtps://mx.example:465"
+
+
+@pytest.mark.parametrize("data_dir, says", [
+    ("/proc/mailward-nope", "cannot create /proc/mailward-nope"),
+    ("{tmp}/a-file", "a-file is a file, not a directory"),
+])
+def test_an_unusable_data_dir_is_one_line_from_check_and_serve(tmp_path, data_dir, says):
+    # serve stops at the data directory, before it would listen on port 9.
+    (tmp_path / "a-file").write_text("not a directory\n")
+    path = write(tmp_path, f'[storage]\ndata_dir = "{data_dir.format(tmp=tmp_path)}"\n'
+                           '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n')
+    for args in (["config", "check", str(path)], ["serve", "--config", str(path)]):
+        result = subprocess.run([sys.executable, "-m", "mailward", *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "storage.data_dir: " in result.stderr and says in result.stderr
+
+
+def test_a_missing_tls_certificate_is_named_by_check_and_serve(tmp_path):
+    path = write(tmp_path, '[smtp]\nlisten = "127.0.0.1:9"\ntls_cert = "/nonexistent.pem"\n'
+                           f'[web]\nlisten = "127.0.0.1:9"\n'
+                           f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    for args in (["config", "check", str(path)], ["serve", "--config", str(path)]):
+        result = subprocess.run([sys.executable, "-m", "mailward", *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "smtp.tls_cert" in result.stderr

@@ -110,6 +110,21 @@ def test_pages_redirect_to_login_without_a_session(console):
     assert answer.headers["location"] == "/login?next=%2Fconsole%2Ftrace%3Fsender%3Dx"
 
 
+def test_the_console_address_of_the_readme_leads_to_the_console(console, as_user):
+    for path in ("/console", "/console/", "/"):
+        answer = httpx.get(f"{console.web_url}{path}")
+        assert answer.status_code == 303, path
+        assert answer.headers["location"] == "/console/quarantine", path
+    answer = httpx.get(f"{console.web_url}/console/login?next=%2Fconsole%2Ftrace")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=%2Fconsole%2Ftrace"
+    assert httpx.get(f"{console.web_url}/login").status_code == 200
+    client = as_user("alice")
+    home = client.get("/console/")
+    assert home.status_code == 303
+    assert client.get(home.headers["location"]).status_code == 200
+
+
 def test_no_credentials_and_bad_tokens_get_401(console):
     base = console.web_url
     assert httpx.get(f"{base}/api/v1/quarantine").status_code == 401

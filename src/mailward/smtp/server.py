@@ -42,6 +42,11 @@ log = logging.getLogger("mailward.smtp")
 
 _BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _DATA_CHUNK_LIMIT = 64 * 1024
+# aiosmtpd's own replies that lack an enhanced status code (RFC 3463).
+_ENHANCED = {
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 Message size exceeds fixed maximum message size",
+}
 
 
 class GatewaySMTP(SMTP):
@@ -56,6 +61,15 @@ class GatewaySMTP(SMTP):
         self.session_id = new_queue_id()
         self.connect_findings: list = []
         self.counted = False
+        # Set by a hook that has logged the refusal it returns, with more
+        # detail than push could; push then does not log it again.
+        self.refusal_logged = False
+
+    @property
+    def client_ip(self) -> str:
+        """client_ip - the client's address (after XCLIENT, the real one)."""
+        peer = self.session.peer if self.session else None
+        return str(peer[0]) if peer else "-"
 
     async def _handle_client(self) -> None:
         """_handle_client - refuse at connect before the greeting, if need be."""
@@ -72,11 +86,20 @@ class GatewaySMTP(SMTP):
         super().connection_lost(error)
 
     async def push(self, status: Any) -> None:
-        """push - send a reply; too many error replies end the session."""
+        """push - send a reply; log refusals; too many error replies end the session."""
         text = status.decode() if isinstance(status, bytes) else str(status)
+        if text in _ENHANCED:
+            status = text = _ENHANCED[text]
+        if text[:1] in ("4", "5"):
+            if self.refusal_logged:
+                self.refusal_logged = False
+            else:
+                log.info("%s: %s refused: %s", self.session_id, self.client_ip, text)
         if text[:1] in ("4", "5") and not text.startswith("421"):
             self.error_replies += 1
             if self.error_replies > self.handler.max_bad_commands:
+                log.info("%s: %s: closing after %d error replies", self.session_id,
+                         self.client_ip, self.error_replies)
                 await super().push("421 4.7.0 Too many errors, closing connection")
                 if self.transport is not None:
                     self.transport.close()
@@ -126,6 +149,7 @@ class GatewaySMTP(SMTP):
             async with asyncio.timeout(self.handler.data_timeout):
                 data, problem = await self._read_data()
         except TimeoutError:
+            log.info("%s: %s: DATA timed out", self.session_id, self.client_ip)
             await super().push("421 4.4.2 DATA timed out, closing connection")
             if self.transport is not None:
                 self.transport.close()
@@ -225,6 +249,7 @@ class GatewayHandler:
             found = await self.pipeline.run_stage(stage, task)
         except PipelineError as error:
             log.error("%s: %s checks failed: %s", task.envelope.queue_id, stage, error)
+            server.refusal_logged = True
             return "451 4.3.0 Temporary local failure, try again later"
         if stage == Stage.CONNECT:
             server.connect_findings.extend(found)
@@ -237,6 +262,7 @@ class GatewayHandler:
         if verdict.action == Action.REJECT:
             log.info("%s: refused at %s: %s (%s)", task.envelope.queue_id, stage,
                      verdict.reason, ",".join(f.symbol for f in found))
+            server.refusal_logged = True
             detail = "; ".join(f.detail for f in verdict.findings if f.score > 0)[:300]
             return f"554 5.7.1 Refused: {detail or verdict.reason}"
         return None
@@ -251,6 +277,7 @@ class GatewayHandler:
         refusal = await self.limiter.connection(ip)
         if refusal:
             log.info("%s: %s refused: %s", server.session_id, ip, refusal.reply)
+            server.refusal_logged = True
             return refusal.reply
         server.counted = True
         self.sessions += 1
@@ -353,6 +380,7 @@ class GatewayHandler:
                 log.info("%s: relaying to <%s> denied for %s: not an accepted domain and "
                          "not a trusted outbound connector (M365 tenant not attributed)",
                          envelope.queue_id, address, session.peer[0] if session.peer else "-")
+                server.refusal_logged = True
                 return "550 5.7.1 Relaying denied"
             envelope.outbound = True
         refusal = await self._stage(server, Stage.RCPT, envelope)
@@ -400,6 +428,7 @@ class GatewayHandler:
         if outbound:
             refusal = self._check_tenant(data, queue_id)
             if refusal:
+                server.refusal_logged = True
                 return refusal
         raw = self._received(session, envelope, queue_id, tls) + data
         reply = await self.gateway.receive(ours, raw, session_findings(server, envelope))

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mailward.config import ConfigError
+
 log = logging.getLogger("mailward.smtp")
 
 
@@ -58,12 +60,13 @@ def server_context(cert: str, key: str, data_dir: Path, hostname: str,
     try:
         context.load_cert_chain(cert, key or None)
     except (OSError, ssl.SSLError) as error:
-        raise ValueError(f"smtp.tls_cert/tls_key: cannot load {cert}: {error}") from None
+        raise ConfigError(f"smtp.tls_cert/tls_key: cannot load {cert}: {error}") from None
     if client_ca:
         try:
             context.load_verify_locations(client_ca)
         except (OSError, ssl.SSLError) as error:
-            raise ValueError(f"outbound.client_ca_file: cannot load {client_ca}: {error}") from None
+            raise ConfigError(f"outbound.client_ca_file: cannot load {client_ca}: "
+                              f"{error}") from None
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
 

@@ -86,8 +86,18 @@ def _date(text: str | None) -> datetime | None:
 
 
 @router.get("/")
+@router.get("/console")
+@router.get("/console/")
 async def start() -> Response:
+    """start - the console's home is the quarantine list."""
     return RedirectResponse("/console/quarantine", status_code=303)
+
+
+@router.get("/console/login")
+async def console_login(request: Request) -> Response:
+    """console_login - the login page lives at /login."""
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(f"/login{query}", status_code=303)
 
 
 # Quarantine.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 from mailward.log import escape_control
 from tests.smtp.test_protocol_attacks import Wire
@@ -16,16 +15,6 @@ def _transaction(wire: Wire) -> None:
                     b"RCPT TO:<sam.okafor@example.com>\r\n", b"DATA\r\n"):
         wire.send(command)
         assert wire.reply()[0] in (250, 354)
-
-
-def _wait_for(gateway, text: str, seconds: float = 10.0) -> str:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        log = gateway.log()
-        if text in log:
-            return log
-        time.sleep(0.1)
-    raise AssertionError(f"{text!r} not in the log:\n{gateway.log()}")
 
 
 def test_each_refusal_is_logged_with_session_ip_and_reply(gateway_factory, smtp_sink):
@@ -58,7 +47,7 @@ def test_each_refusal_is_logged_with_session_ip_and_reply(gateway_factory, smtp_
     codes = [(code, lines[0][:9]) for code, lines in replies]
     assert codes == [(500, b"500 Error"), (552, b"552 5.3.4"), (550, b"550 5.1.3"),
                      (550, b"550 5.5.2"), (552, b"552 5.3.4")]
-    log = _wait_for(gateway, "refused: 552 5.3.4 Message exceeds")
+    log = gateway.wait_log("refused: 552 5.3.4 Message exceeds", timeout=10.0)
     session = re.search(r"(\S+): connect from 127\.0\.0\.1", log).group(1)
     for code, lines in replies:
         reply = escape_control(lines[0].decode("ascii"))

@@ -161,6 +161,17 @@ def test_lists_file_replaces_brands(tmp_path):
         load_lists(str(bad))
 
 
+def test_one_letter_lookalikes_keep_the_first_letter():
+    from mailward.urls.heuristics import Protected, load_lists
+
+    protected = Protected(["windows.net"], load_lists(None))
+    for host in ("windws.net", "wimdows.com", "wnidows.org", "windowss.net", "www.wind0ws.net"):
+        assert protected.lookalike(host).target == "windows.net", host
+    # Another first letter makes another word, not a disguise.
+    for host in ("lindows.com", "www.lindows.com", "cf.bstatic.com"):
+        assert protected.lookalike(host) is None, host
+
+
 def _first_matching_service(host: str, path: str, entries: tuple[str, ...]) -> str | None:
     """The plain form of the service match: each entry in order."""
     host = host.lower()

@@ -147,11 +147,19 @@ def skeleton(text: str) -> str:
 
 
 def _one_edit(a: str, b: str) -> bool:
-    """_one_edit - a and b differ by one insertion, deletion, substitution or swap."""
+    """_one_edit - a and b differ by one insertion, deletion, substitution or swap.
+
+    A substitution of the first letter does not count: a reader anchors a
+    word on its first letter, so ``lindows`` or ``bstatic`` never passes for
+    ``windows`` or ``gstatic`` (a first letter that only looks alike, ``rn``
+    for ``m`` or ``1`` for ``l``, is the skeleton's to catch).
+    """
     if a == b or abs(len(a) - len(b)) > 1:
         return False
     if len(a) == len(b):
         diff = [i for i in range(len(a)) if a[i] != b[i]]
+        if diff == [0]:
+            return False
         return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
                                   and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
     short, long_ = (a, b) if len(a) < len(b) else (b, a)

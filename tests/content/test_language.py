@@ -146,6 +146,28 @@ def test_a_language_model_trained_on_one_slice_sorts_another(language_model):
     assert np.mean(ham > 0.5) < 0.03
 
 
+def test_the_language_model_learns_spam_is_not_phishing(language_model):
+    # Trained against spam as well, the model reserves its weight for phishing:
+    # an advertisement is the spam model's to weigh, not a phisher's lure.
+    from mailward.content.language import language_tokens
+    from mailward.content.train import read_message, train_models
+
+    ham = corpus_slice("spam/ham", 0, 250, step=8)
+    spam = corpus_slice("spam/spam", 0, 200, step=4)
+    phishing = corpus_slice("phishing", 0, 150, step=4)
+    results = train_models(ham, spam, phishing, holdout=0.25)
+    language = next(r for r in results if r.kind == "language")
+    assert language.model.meta["ham_and_spam"] == len(ham) + len(spam)
+    assert dict(language.quality.rows())["held-out messages"].split(", ")[0].endswith(
+        "ham and spam")
+    unseen = corpus_slice("spam/spam", 1, 200, step=4)
+    def flagged(model) -> float:
+        return float(np.mean([model.probability(language_tokens(read_message(p))) > 0.5
+                              for p in unseen]))
+    assert flagged(language.model) < flagged(language_model)
+    assert flagged(language.model) < 0.2
+
+
 async def test_the_site_language_model_speaks_through_the_check(language_model, services):
     from mailward.content.language import LanguageCheck, language_model_path
     from mailward.envelope import Envelope

@@ -86,14 +86,15 @@ class Quality:
     flagged_at_half: float
     caught_at_fp_01: float
     positive_name: str = "spam"
+    negative_name: str = "ham"
 
     def rows(self) -> list[tuple[str, str]]:
-        name = self.positive_name
-        return [("held-out messages", f"{self.negative} ham, {self.positive} {name}"),
+        name, other = self.positive_name, self.negative_name
+        return [("held-out messages", f"{self.negative} {other}, {self.positive} {name}"),
                 ("AUC", f"{self.auc:.4f}"),
                 (f"{name} caught at p >= 0.5", f"{self.caught_at_half:.2%}"),
-                ("ham flagged at p >= 0.5", f"{self.flagged_at_half:.2%}"),
-                (f"{name} caught with ham flagged <= 0.1%", f"{self.caught_at_fp_01:.2%}")]
+                (f"{other} flagged at p >= 0.5", f"{self.flagged_at_half:.2%}"),
+                (f"{name} caught with {other} flagged <= 0.1%", f"{self.caught_at_fp_01:.2%}")]
 
     def lines(self) -> list[str]:
         return [f"{label}: {value}" for label, value in self.rows()]
@@ -137,7 +138,7 @@ def calibrate(matrix: sparse.csr_matrix, labels: np.ndarray) -> tuple[float, flo
 
 
 def measure(matrix: sparse.csr_matrix, labels: np.ndarray, test: np.ndarray,
-            positive_name: str) -> Quality | None:
+            positive_name: str, negative_name: str = "ham") -> Quality | None:
     """measure - fit without the held-out rows, score them."""
     if not test.any() or test.all() or len(set(labels[~test])) < 2:
         return None
@@ -149,25 +150,27 @@ def measure(matrix: sparse.csr_matrix, labels: np.ndarray, test: np.ndarray,
         return None
     return Quality(len(negative), len(positive), float(roc_auc_score(test_labels, scores)),
                    float(np.mean(positive > 0)), float(np.mean(negative > 0)),
-                   tpr_at_fpr(negative, positive, 0.001)[0], positive_name)
+                   tpr_at_fpr(negative, positive, 0.001)[0], positive_name, negative_name)
 
 
 def build(token_lists: list[list[str]], labels: np.ndarray, test: np.ndarray | None,
           positive_name: str, meta: dict,
           step: Callable[[str], None] = lambda what: None,
-          groups: tuple[float, ...] | None = None) -> tuple[LinearModel, Quality | None]:
+          groups: tuple[float, ...] | None = None,
+          negative_name: str = "ham") -> tuple[LinearModel, Quality | None]:
     """build - measure on the held-out rows, then fit and calibrate on all."""
     matrix = vectorize(token_lists, groups)
     quality = None
     if test is not None:
         step("measuring on the held-out part")
-        quality = measure(matrix, labels, test, positive_name)
+        quality = measure(matrix, labels, test, positive_name, negative_name)
     step("fitting on all messages")
     coef, intercept = fit_linear(matrix, labels)
     step("calibrating")
     calibration = calibrate(matrix, labels)
     meta = dict(meta, trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                ham=int((labels == 0).sum()), **{positive_name: int((labels == 1).sum())},
+                **{negative_name.replace(" ", "_"): int((labels == 0).sum()),
+                   positive_name: int((labels == 1).sum())},
                 features=N_FEATURES)
     if quality is not None:
         meta["held_out"] = dict(quality.rows())
@@ -189,7 +192,11 @@ def train_models(ham: list[Path], spam: list[Path], phishing: list[Path], *,
                  step: Callable[[str], None] = lambda what: None,
                  settings: Settings | None = None) -> list[Trained]:
     """train_models - the spam model (ham against spam and phishing) and,
-    given phishing, the language model (ham against phishing).
+    given phishing, the language model (phishing against ham and spam).
+
+    The language model names phishing, not unwanted mail: its negatives are
+    the spam too, so that an advertisement's language (which the spam model
+    already weighs) does not count again as a phisher's.
 
     The findings that are features come from the checks as ``settings``
     (default: the embedded defaults) build them, as on the wire.
@@ -219,10 +226,8 @@ def train_models(ham: list[Path], spam: list[Path], phishing: list[Path], *,
         results.append(Trained("spam", model, quality))
     if phishing:
         step("language model")
-        keep = kinds != 1
-        rows = [row for row, kept in zip(language_rows, keep) if kept]
-        model, quality = build(rows, (kinds[keep] == 2).astype(int),
-                               test[keep] if test is not None else None, "phishing",
-                               dict(meta, kind="language"), step)
+        model, quality = build(language_rows, (kinds == 2).astype(int), test, "phishing",
+                               dict(meta, kind="language"), step,
+                               negative_name="ham and spam" if spam else "ham")
         results.append(Trained("language", model, quality))
     return results

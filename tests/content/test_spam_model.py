@@ -205,24 +205,3 @@ def test_headers_a_mailbox_adds_and_relay_times_are_not_features():
     assert {"hv:received:mx.example.net", "hv:received:esmtp", "hn:received"} <= tokens
     assert not {"hv:received:aug", "hv:received:2002", "hv:received:ist", "hv:received:0100",
                 "hn:status", "hn:x-keywords", "hn:delivered-to"} & tokens
-
-
-def test_a_mailing_lists_wrapper_is_not_a_feature_of_what_it_relays():
-    from mailward.content.features import spam_tokens
-    from mailward.message import Message
-
-    body = (b"Cheap mortgage rates, apply today at http://quote.example.net/\r\n\r\n"
-            b"-- \r\nAnother Users' Group: talk@lists.example.org\r\n"
-            b"http://lists.example.org/mailman/listinfo/talk for (un)subscription\r\n")
-    headers = (b"From: someone@example.net\r\nSubject: [Talk] Rates are down\r\n"
-               b"Sender: talk-admin@lists.example.org\r\nPrecedence: bulk\r\n")
-    relayed = set(spam_tokens(Message(headers + b"List-Id: Talk <talk.lists.example.org>\r\n"
-                                      b"X-BeenThere: talk@lists.example.org\r\n\r\n" + body)))
-    direct = set(spam_tokens(Message(headers + b"\r\n" + body)))
-    # The author's words, subject and headers are features either way...
-    assert {"mortgage", "s:rates", "hv:from:example.net", "hn:from"} <= relayed & direct
-    # ...the list's tag, footer and headers only when there is no list.
-    wrapper = {"s:talk", "listinfo", "subscription", "hn:list-id", "hn:x-beenthere",
-               "hn:sender", "hn:precedence", "hv:sender:talk-admin", "hv:precedence:bulk"}
-    assert not wrapper & relayed
-    assert {"s:talk", "listinfo", "subscription", "hn:sender", "hv:precedence:bulk"} <= direct

@@ -11,10 +11,6 @@ stored). The strings are:
 - header features: which headers are present, the mailer, the shape of the
   From, Reply-To and Message-ID, the number of Received hops;
 - structure: MIME types, charsets, attachments, link counts, length;
-- for mail that came through a mailing list, none of the list's wrapper:
-  its headers, the tag it puts in the subject and the footer it appends are
-  the same on every message through the list, good or bad, and say who
-  relayed the message, not what its author wrote;
 - the findings of the checks that ran before and that a message alone
   decides (``f:`` strings): structure, hidden text, language cues, the URL
   heuristics and the static attachment analysis, never intelligence
@@ -56,14 +52,6 @@ _IGNORED_HEADERS = ("x-spam", "x-mailward", "x-virus", "authentication-results",
                     "status", "x-status", "x-keywords", "x-uid", "x-mozilla-",
                     "delivered-to", "x-original-to", "lines", "content-length",
                     "x-evolution", "x-imap", "x-gmail-", "x-pop3-rcpt", "x-filter")
-# What a mailing list adds to every message it relays (``list_wrapper``).
-_LIST_MARKS = ("list-id", "list-post", "x-mailman-version", "x-beenthere", "mailing-list")
-_LIST_HEADERS = ("list-", "x-beenthere", "errors-to", "x-mailman-version", "precedence",
-                 "sender", "mailing-list", "x-loop", "x-list", "x-original-sender")
-_LIST_VALUES = frozenset({"list-id", "list-unsubscribe", "sender", "precedence"})
-_LIST_TAG = re.compile(r"^\s*((?:(?:re|fwd?|aw|sv)\s*:\s*)*)\[[^\]\n]{1,40}\]\s*", re.I)
-_FOOTER_RULE = re.compile(r"\n(?:-- ?|_{5,}|-{5,})[ \t]*\n")
-_FOOTER_SPAN = 600
 # Findings whose symbols are features: families a message alone decides,
 # the same at training time (``spam.content_findings``) as on the wire.
 FINDING_FAMILIES = ("HDR_", "MIME_", "LANG_", "CONTENT_", "URL_", "ATTACH_")
@@ -133,40 +121,11 @@ def text_tokens(text: str, prefix: str = "") -> list[str]:
     return found
 
 
-def list_wrapper(message: Message) -> bool:
-    """list_wrapper - the message came through a mailing list (it carries the list's headers)."""
-    return any(message.header(name) is not None for name in _LIST_MARKS)
-
-
-def without_list_tag(subject: str) -> str:
-    """without_list_tag - the subject without the ``[list]`` tag a list puts before it."""
-    return _LIST_TAG.sub(lambda match: match.group(1), subject, count=1)
-
-
-def without_list_footer(text: str) -> str:
-    """without_list_footer - the text without the footer a list appends.
-
-    The footer is the last part of the text, after a rule line (``-- ``,
-    ``_____``, ``-----``), that names the list's information page or says it
-    is a mailing list; the sender's own signature is kept.
-    """
-    start = max(len(text) - _FOOTER_SPAN, 0)
-    for rule in _FOOTER_RULE.finditer(text, start):
-        block = text[rule.end():].lower()
-        if "listinfo" in block or "mailing list" in block:
-            return text[:rule.start()]
-    return text
-
-
-def header_tokens(message: Message, relayed: bool = False) -> list[str]:
-    """header_tokens - the presence and shape of the top-level headers.
-
-    With ``relayed`` (mail from a list), the list's own headers are left out.
-    """
+def header_tokens(message: Message) -> list[str]:
+    """header_tokens - the presence and shape of the top-level headers."""
     found: list[str] = []
     names = {name.lower()[:40] for name, _ in message.raw_headers[:200]}
-    skipped = _IGNORED_HEADERS + _LIST_HEADERS if relayed else _IGNORED_HEADERS
-    found.extend("hn:" + name for name in names if not name.startswith(skipped))
+    found.extend("hn:" + name for name in names if not name.startswith(_IGNORED_HEADERS))
     mailer = (message.header("x-mailer") or message.header("user-agent") or "")[:100].split()
     if mailer:
         found.append("hx:" + mailer[0].lower()[:30])
@@ -225,15 +184,12 @@ def _routing_word(word: str) -> bool:
     return not word.isdigit() and word not in _TIME_WORDS
 
 
-def header_value_tokens(message: Message, relayed: bool = False) -> list[str]:
-    """header_value_tokens - words of the headers that say where mail came from.
-
-    With ``relayed`` (mail from a list), the list's own headers are left out.
-    """
+def header_value_tokens(message: Message) -> list[str]:
+    """header_value_tokens - words of the headers that say where mail came from."""
     found: list[str] = []
     for name, value in message.raw_headers[:100]:
         name = name.lower()
-        if name in _VALUE_HEADERS and not (relayed and name in _LIST_VALUES):
+        if name in _VALUE_HEADERS:
             words = [w for w in _HEADER_WORD.findall(value[:400].lower())[:60]
                      if _routing_word(w)]
             found.extend(f"hv:{name[:12]}:{w}" for w in words)
@@ -285,14 +241,10 @@ def finding_tokens(findings: Iterable[Finding]) -> list[str]:
 def spam_tokens(message: Message, findings: Iterable[Finding] = ()) -> list[str]:
     """spam_tokens - everything the spam model sees of a message."""
     text = message.text
-    subject, words = message.subject[:500], text
-    relayed = list_wrapper(message)
-    if relayed:
-        subject, words = without_list_tag(subject), without_list_footer(text)
-    found = text_tokens(subject, "s:")
-    found.extend(text_tokens(words))
-    found.extend(header_tokens(message, relayed))
-    found.extend(header_value_tokens(message, relayed))
+    found = text_tokens(message.subject[:500], "s:")
+    found.extend(text_tokens(text))
+    found.extend(header_tokens(message))
+    found.extend(header_value_tokens(message))
     found.extend(html_tokens(message))
     found.extend(structure_tokens(message, text))
     found.extend(finding_tokens(findings))

@@ -4,7 +4,7 @@ Usage: .venv/bin/python bench/accuracy.py [--misses]
 
 Splits ``corpus/spam`` (ham, spam) and ``corpus/phishing`` deterministically
 (``bench/corpus_split.py``), trains the spam model (ham against spam and
-phishing) and the language model (ham against phishing) on the training
+phishing) and the language model (phishing against ham and spam) on the training
 part as ``mailward train`` does, then judges every held-out message with
 the whole offline pipeline of the embedded defaults (the gateway's
 ``judge``, as ``mailward scan``), pinned to one CPU. It prints, per class,

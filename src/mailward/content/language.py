@@ -5,8 +5,9 @@ of the levers social engineering pulls: urgency, authority, a threat of
 loss, a reward, a request for credentials, a request for payment, and
 secrecy. Each lever found is one finding whose evidence is the phrases that
 triggered it, so a reader of the verdict sees why. The model is a text
-classifier (phishing against ham) that a site trains on its own mail with
-``mailward train --phishing DIR --ham DIR``; no model ships with the
+classifier (phishing against ham, and against spam when given: it names
+phishing, not unwanted mail) that a site trains on its own mail with
+``mailward train --phishing DIR --ham DIR [--spam DIR]``; no model ships with the
 package, because the only public phishing set we measured on forbids
 commercial use. Without a model the cues alone speak.
 

@@ -10,6 +10,9 @@ parser's swelling into a MemoryError, reported as ``ATTACH_ANALYSIS_MEMORY``;
 a worker that dies is replaced and the file is ``ATTACH_ANALYSIS_FAILED``.
 Workers are started once from a forkserver that has imported the
 analysers, and reused, so the hand-off costs one pipe round trip a file.
+As with any forkserver, a worker first imports the program's main module:
+a script that builds a gateway must do so under ``if __name__ ==
+"__main__":``, or each worker runs the script again and its files time out.
 
 SECURITY: a worker holds one file's bytes at a time and nothing else of
 the message; the message is never crashed by what happens in a worker.

@@ -19,6 +19,10 @@ BAD = {
     "only_headers": b"From: a@example.org\r\nSubject: only headers",
     "base64_garbage": b"Content-Type: application/zip; name=x.zip\r\n"
                       b"Content-Transfer-Encoding: base64\r\n\r\n!!!@@@###\r\nUEsDBA==\r\n",
+    "nul_in_charset": b"From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+                      b"Content-Type: text/plain; charset=\"a\x00b\"\r\n\r\nhello\r\n",
+    "html_nul_in_charset": b"From: a@example.org\r\nContent-Type: text/html; "
+                           b"charset=\"\x00\"\r\n\r\n<p>hello <b>there</b></p>\r\n",
     "truncated_zip": b"Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n"
                      b"Content-Type: application/zip\r\nContent-Disposition: attachment; "
                      b"filename=a.zip\r\nContent-Transfer-Encoding: base64\r\n\r\n"

@@ -269,8 +269,9 @@ def decode_charset(data: bytes, charset: str, defects: list[str]) -> str:
         charset = "utf-8"  # 8-bit bytes in a part labelled ASCII are common
     try:
         codecs.lookup(charset)
-    except LookupError:
-        defects.append(f"UNKNOWN_CHARSET:{charset[:40]}")
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        shown = "".join(c if c.isprintable() else "?" for c in charset[:40])
+        defects.append(f"UNKNOWN_CHARSET:{shown}")
         charset = "utf-8"
     try:
         return data.decode(charset, errors="replace")

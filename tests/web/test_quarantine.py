@@ -286,3 +286,17 @@ def test_console_pages_answer_for_each_role(held, as_user):
             assert client.get(page).status_code == code, (name, page)
     page = as_user("admin").get("/console/quarantine", params={"sender": "<b>x</b>"})
     assert "<b>x</b>" not in page.text and "&lt;b&gt;x&lt;/b&gt;" in page.text
+
+
+def test_a_broken_encoded_word_is_shown_as_written(console, as_user):
+    # An encoded word that does not decode is the sender's bytes, not a server error.
+    raw = phish("=?utf-8?B?abcdefghi?=").replace(
+        b"From: IT desk", b"From: =?x-unknown?Q?=ZZ?= IT desk")
+    qid = queue_id(console.send(raw, rcpts=["alice@example.com"]))
+    admin = as_user("admin")
+    item = admin.item_of(qid)
+    view = admin.get(f"/api/v1/quarantine/{item['id']}")
+    assert view.status_code == 200, view.text
+    assert {"name": "Subject", "value": "=?utf-8?B?abcdefghi?="} in view.json()["headers"]
+    page = admin.get(f"/console/quarantine/{item['id']}")
+    assert page.status_code == 200 and "abcdefghi" in page.text

@@ -244,7 +244,7 @@ def _codec(charset: str) -> str:
 
     try:
         return codecs.lookup(charset or "utf-8").name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return "utf-8"
 
 

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,8 @@ def decoded(value: str) -> str:
     """decoded - a header value with its RFC 2047 encoded words decoded."""
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, AssertionError, TypeError):
+    except (ValueError, LookupError, UnicodeError, AssertionError, TypeError,
+            HeaderParseError):
         return value
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
 import re
 from dataclasses import dataclass, field
 from email import policy
@@ -209,6 +210,15 @@ class Entity:
         """text - the payload decoded with its charset (unknown: UTF-8, replaced)."""
         return decode_charset(self.payload, self.charset, self.defects)
 
+    @property
+    def read_charset(self) -> str:
+        """read_charset - the charset ``text`` was read with: the declared one, or
+        UTF-8 when the declared one does not write ASCII and the bytes are UTF-8."""
+        self.text
+        if any(defect.startswith("CHARSET_MISMATCH:") for defect in self.defects):
+            return "utf-8"
+        return self.charset
+
     def walk(self):
         """walk - this entity and every entity below it, depth first."""
         stack = [self]
@@ -273,10 +283,31 @@ def decode_charset(data: bytes, charset: str, defects: list[str]) -> str:
         shown = "".join(c if c.isprintable() else "?" for c in charset[:40])
         defects.append(f"UNKNOWN_CHARSET:{shown}")
         charset = "utf-8"
+    if not _ascii_compatible(charset) and b"\x00" not in data:
+        # EBCDIC, UTF-16 or UTF-32 declared for text that is plain UTF-8: decoded
+        # as declared it is noise to us and to the checks (its links vanish),
+        # while many readers show the bytes as they are.
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            defects.append(f"CHARSET_MISMATCH:{charset[:40]}")
+            return text
     try:
         return data.decode(charset, errors="replace")
     except Exception:  # some codecs raise on odd input even with "replace"
         return data.decode("utf-8", errors="replace")
+
+
+@functools.lru_cache(maxsize=256)
+def _ascii_compatible(charset: str) -> bool:
+    """_ascii_compatible - the charset writes ASCII text as ASCII bytes."""
+    sample = "From: <a href=http://x.example/>"
+    try:
+        return sample.encode(charset) == sample.encode("ascii")
+    except (UnicodeError, LookupError, ValueError):
+        return False
 
 
 def first_of(raw: bytes, needles: tuple[bytes, ...]) -> int:

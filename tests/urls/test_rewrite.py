@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import re
 from email import policy
@@ -217,6 +218,32 @@ def test_eight_bit_charset_bytes_outside_links_are_unchanged(signer):
     assert part.payload.startswith("Grüße, café: ".encode("iso-8859-1"))
     assert part.payload.rstrip().endswith(" ¡fin!".encode("iso-8859-1"))
     assert originals(out, signer) == ["https://cafe.example.net/menü"]
+
+
+@pytest.mark.parametrize("charset", ["cp037", "utf-16", "utf-32"])
+def test_plain_text_labelled_with_a_charset_that_hides_it_is_read_and_rewritten(
+        signer, charset):
+    # Read as declared, these bytes are noise and the link is gone from the
+    # checks; a reader that ignores the label still sees and follows it.
+    html = '<p>Sign in: <a href="https://evil.example.net/login">here</a></p>'
+    raw = b.message(b.text_part(html, "text/html")).replace(
+        b"charset=utf-8", f"charset={charset}".encode())
+    assert f"charset={charset}".encode() in raw
+    message = Message(raw)
+    assert [u.url for u in message.urls] == ["https://evil.example.net/login"]
+    assert f"CHARSET_MISMATCH:{charset}" in message.all_defects
+    out = deliver(raw, signer)
+    assert originals(out, signer) == ["https://evil.example.net/login"]
+
+
+def test_text_that_is_really_utf16_is_read_as_utf16(signer):
+    text = "Grüße from a real UTF-16 part"
+    raw = (b"From: a@example.org\r\nTo: sam@example.com\r\nSubject: u\r\n"
+           b"Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64"
+           b"\r\n\r\n" + base64.b64encode(text.encode("utf-16")) + b"\r\n")
+    message = Message(raw)
+    assert message.text.strip() == text
+    assert not any(d.startswith("CHARSET_MISMATCH") for d in message.all_defects)
 
 
 def test_banner_and_rewriting_together(signer):

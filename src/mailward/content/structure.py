@@ -29,6 +29,9 @@ _SYMBOLS = {
                                "a multipart has no delimiter line at all"),
     "MULTIPART_NO_BOUNDARY": ("MIME_NO_BOUNDARY", Category.SPAM, "a multipart has no boundary"),
     "BASE64_INVALID": ("MIME_BAD_BASE64", Category.SPAM, "a base64 body is invalid"),
+    "CHARSET_MISMATCH": ("MIME_CHARSET_MISMATCH", Category.PHISH,
+                         "a text part declared in a charset that does not write ASCII "
+                         "(EBCDIC, UTF-16, UTF-32) holds plain text; it was read as UTF-8"),
     "TEXT_TRUNCATED": ("TEXT_TRUNCATED", Category.POLICY,
                        "the text was longer than the classifiers read"),
     "URLS_TRUNCATED": ("URLS_TRUNCATED", Category.PHISH,

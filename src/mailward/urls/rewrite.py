@@ -217,13 +217,13 @@ class CopyRewriter:
         if not rewritable(entity):
             return None
         if entity.content_type == "text/html":
-            return self.html(entity.payload, entity.charset)
-        return self.text(entity.payload, entity.charset)
+            return self.html(entity.payload, entity.read_charset)
+        return self.text(entity.payload, entity.read_charset)
 
 
 def rewritable(entity: "Entity") -> bool:
     """rewritable - a body part a reader reads, not inside an attachment, ASCII-based."""
-    if any(entity.charset.startswith(prefix) for prefix in _STATEFUL):
+    if any(entity.read_charset.startswith(prefix) for prefix in _STATEFUL):
         return False
     node = entity.parent
     while node is not None:

@@ -119,6 +119,34 @@ async def test_c26_hidden_text_and_cues_are_findings(services, shared):
     assert language["LANG_URGENCY"].data["phrases"] == ["expires today"]
     assert "password expires" in language["LANG_CREDENTIAL_REQUEST"].data["phrases"]
     assert all(f.category == "phish" for f in language.values())
+    # "Your Microsoft 365 password expires today", from example.net.
+    assert language["LANG_BRAND_IMPERSONATION"].data == {"brand": "microsoft",
+                                                         "domain": "example.net"}
+
+
+async def test_a_brand_counts_only_as_a_costume(services):
+    from mailward.content.language import LanguageCheck
+    from mailward.envelope import Envelope
+    from mailward.message import Message
+    from mailward.pipeline import Task
+
+    check = LanguageCheck.from_services(services)
+
+    async def symbols(sender: str, text: str) -> set[str]:
+        raw = (f"From: {sender}\r\nSubject: notice\r\n\r\n{text}\r\n").encode()
+        task = Task(Envelope(queue_id="brand"), services, Message(raw))
+        return {f.symbol for f in await check.check(task)}
+
+    lure = "Your PayPal account will be suspended. Verify your account today."
+    assert "LANG_BRAND_IMPERSONATION" in await symbols("PayPal <service@pay-secure.example>", lure)
+    # The brand's own domain, a brand named without a lever, a lever without a brand.
+    assert "LANG_BRAND_IMPERSONATION" not in await symbols("PayPal <service@paypal.com>", lure)
+    assert "LANG_BRAND_IMPERSONATION" not in await symbols(
+        "news@press.example", "PayPal reported its quarterly results on Monday.")
+    assert "LANG_BRAND_IMPERSONATION" not in await symbols(
+        "it@corp.example", "Your account will be suspended. Verify your account today.")
+    far = "Hello team. " * 40 + lure
+    assert "LANG_BRAND_IMPERSONATION" not in await symbols("x@pay-secure.example", far)
 
 
 @pytest.fixture(scope="module")

@@ -56,10 +56,10 @@ _IGNORED_HEADERS = ("x-spam", "x-mailward", "x-virus", "authentication-results",
 # the same at training time (``spam.content_findings``) as on the wire.
 FINDING_FAMILIES = ("HDR_", "MIME_", "LANG_", "CONTENT_", "URL_", "ATTACH_")
 # Not features: other classifiers' verdicts (trained apart), what depends on
-# intelligence, the sandbox, the clock or the gateway's memory (not the same
+# intelligence, the site's brand list, the sandbox, the clock or the gateway's memory (not the same
 # at training time), and the per-file listing (``at:`` strings say it).
 NOT_FEATURES = frozenset({
-    "LANG_PHISH_MODEL", "URL_BLOCKLISTED", "URL_DOMAIN_BLOCKLISTED", "URL_IP_BLOCKLISTED",
+    "LANG_PHISH_MODEL", "LANG_BRAND_IMPERSONATION", "URL_BLOCKLISTED", "URL_DOMAIN_BLOCKLISTED", "URL_IP_BLOCKLISTED",
     "URL_NEW_DOMAIN", "ATTACH_FILE", "ATTACH_ANALYSIS_INCOMPLETE", "ATTACH_SANDBOX_PENDING",
     "ATTACH_SANDBOX_MALICIOUS", "ATTACH_SANDBOX_SUSPICIOUS", "ATTACH_SANDBOX_CLEAN",
     "ATTACH_SANDBOX_ERROR", "ATTACH_SANDBOX_TIMEOUT"})

@@ -147,6 +147,15 @@ SYMBOLS = {f"LANG_{cue.upper()}": f"social-engineering cue: {cue.replace('_', ' 
            for cue in CUES}
 SYMBOLS["LANG_MANY_CUES"] = "three or more social-engineering cues together"
 SYMBOLS["LANG_PHISH_MODEL"] = "the language model finds the text likely phishing (weight: log-odds)"
+SYMBOLS["LANG_BRAND_IMPERSONATION"] = ("the message speaks as a known brand and asks for "
+                                       "credentials, from a domain the brand does not own")
+
+# A brand counts when it is named where a reader looks first, beside a request
+# for credentials in its name; a mention further down is news, not a costume
+# (a threat cue alone, "will be blocked", is too common in ordinary mail).
+BRAND_SPAN = 300
+BRAND_CUES = frozenset({"credential_request"})
+MIN_BRAND = 4
 
 
 def _compile(phrases: tuple[str, ...]) -> re.Pattern[str]:
@@ -309,6 +318,39 @@ def cue_findings(cues: list[Cue]) -> list[Finding]:
     return findings
 
 
+class Brands:
+    """The known brands (``urls.lists_file``) by name, and the domains each owns."""
+
+    def __init__(self, brands: dict[str, tuple[str, ...]]) -> None:
+        from mailward.urls.heuristics import registrable
+
+        self.owned = {name: frozenset(registrable(d) for d in domains)
+                      for name, domains in brands.items() if len(name) >= MIN_BRAND}
+        names = sorted(self.owned, key=len, reverse=True)
+        self.pattern = (re.compile(r"(?<!\w)(" + "|".join(map(re.escape, names)) + r")(?!\w)",
+                                   re.IGNORECASE) if names else None)
+
+    def impersonated(self, message: Message, cues: list[Cue]) -> Finding | None:
+        """impersonated - the finding when the message wears a brand it is not sent by."""
+        from mailward.urls.heuristics import registrable
+
+        if self.pattern is None or not BRAND_CUES & {cue.name for cue in cues}:
+            return None
+        senders = message.from_addresses
+        if len(senders) != 1 or not senders[0].domain:
+            return None
+        sender = senders[0]
+        shown = f"{sender.display_name}\n{message.subject[:200]}\n{message.text[:BRAND_SPAN]}"
+        domain = registrable(sender.domain.lower())
+        for match in self.pattern.finditer(shown):
+            name = match.group(1).lower()
+            if domain not in self.owned[name]:
+                return Finding("LANG_BRAND_IMPERSONATION", Category.PHISH,
+                               f"speaks as {name} ({match.group(1)!r}) from {domain}",
+                               data={"brand": name, "domain": domain})
+        return None
+
+
 def language_tokens(message: Message, cues: list[Cue] | None = None) -> list[str]:
     """language_tokens - what the language model sees: the words and the cues."""
     if cues is None:
@@ -355,21 +397,30 @@ class LanguageCheck:
     after: ClassVar[tuple[str, ...]] = ()
     symbols: ClassVar[dict[str, str]] = SYMBOLS
 
-    def __init__(self, cues: bool, model: LinearModel | None) -> None:
+    def __init__(self, cues: bool, model: LinearModel | None,
+                 brands: Brands | None = None) -> None:
         self.cues = cues
         self.model = model
+        self.brands = brands
 
     @classmethod
     def from_services(cls, services: Services) -> "LanguageCheck | None":
+        from mailward.urls.heuristics import load_lists
+
         model = load_language_model(services)
         if not services.settings.spam.language_cues and model is None:
             return None
-        return cls(services.settings.spam.language_cues, model)
+        brands = Brands(load_lists(services.settings.urls.lists_file).brands)
+        return cls(services.settings.spam.language_cues, model, brands)
 
     async def check(self, task: Task) -> list[Finding]:
         assert task.message is not None
         cues = find_cues(reader_text(task.message))
         findings = cue_findings(cues) if self.cues else []
+        if self.cues and self.brands is not None:
+            costume = self.brands.impersonated(task.message, cues)
+            if costume is not None:
+                findings.append(costume)
         if self.model is not None and _enough_words(task.message.text):
             raw = self.model.raw(language_tokens(task.message, cues))
             log_odds = min(MAX_LOG_ODDS, self.model.log_odds(raw))

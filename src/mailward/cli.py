@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections import Counter
@@ -273,17 +274,23 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
 
     counts: Counter = Counter()
     table = Table("file", "action", "score", "top symbols")
+    table.columns[0].overflow = "fold"  # a path cut short names no file
     with Progress(console=console, transient=True, disable=as_json or len(files) < 2) as bar:
         job = bar.add_task("scanning", total=len(files))
         for path in files:
             raw = path.read_bytes()[:gateway.settings.smtp.max_message_size]
             try:
                 _, verdict, _ = await gateway.judge(scan_envelope(raw), raw)
-            except PipelineError as error:
+            except Exception as error:  # one file's failure never hides the others'
+                if not isinstance(error, PipelineError):
+                    logging.getLogger("mailward.cli").exception("scan of %s failed", path)
+                    error = PipelineError(f"{type(error).__name__}: {error}")
                 counts["error"] += 1
                 if as_json:
                     click.echo(json.dumps({"file": str(path), "action": "error",
                                            "error": str(error)}))
+                elif len(table.rows) < 200:
+                    table.add_row(str(path), "error", "", str(error)[:200])
                 bar.advance(job)
                 continue
             counts[str(verdict.action)] += 1

@@ -1,0 +1,30 @@
+"""`mailward scan`: a verdict per file, named in full."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+
+def test_scan_names_every_file_in_full_and_judges_each(tmp_path, shared):
+    from mailward.cli import main
+
+    deep = tmp_path / ("a-rather-long-folder-name-" * 4) / "more"
+    deep.mkdir(parents=True)
+    files = []
+    for name, raw in (("plain.eml", b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"),
+                      ("nul-charset.eml", b"From: a@example.org\r\nContent-Type: text/plain;"
+                                          b" charset=\"a\x00b\"\r\n\r\nhello\r\n")):
+        path = deep / name
+        path.write_bytes(raw)
+        files.append(str(path))
+    files.append(str(shared / "cases" / "C26_zerofont.eml"))
+    config = tmp_path / "mailward.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    answer = CliRunner().invoke(main, ["-c", str(config), "scan", *files],
+                                env={"COLUMNS": "80"})
+    assert answer.exit_code == 0, answer.output
+    folded = "".join(line.split("│")[1].strip() for line in answer.output.splitlines()
+                     if line.count("│") >= 4)
+    for path in files:
+        assert path in folded, path
+    assert "Traceback" not in answer.output and "error 0" in answer.output

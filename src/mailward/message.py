@@ -50,11 +50,15 @@ _ADDR_SPEC = re.compile(
 
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 # What a reader's mail program shows as the address of a malformed From: an
-# angle-bracketed address, or a bare one.
-_LOOSE_ANGLED = re.compile(r"<\s*([^\s<>@\"]{1,64}@[^\s<>@\"]{1,253})\s*>")
-_LOOSE_BARE = re.compile(r"[^\s<>@\",;:()\[\]]{1,64}@[^\s<>@\",;:()\[\]]{1,253}")
-# Stray punctuation around a malformed display name: "Team ,_<a@b>".
+# angle-bracketed address (written quoted too: <"a@b">), or a bare one.
+_LOOSE_ADDRESS = re.compile(r"[^\s<>@\"]{1,64}@[^\s<>\"]{1,253}")
+_LOOSE_ANGLED = re.compile(r"<\s*(" + _LOOSE_ADDRESS.pattern + r'|"{3,320})\s*>')
+_LOOSE_BARE = re.compile(r"(?<![^\s<>\",;:()\[\]])[^\s<>@\",;:()\[\]]{1,64}"
+                         r"@[^\s<>\",;:()\[\]]{1,253}(?![^\s<>\",;:()\[\]])")
+# Stray punctuation around a malformed display name: "Team ,_<a@b>",
+# "Team,(<a@b>)".
 _NAME_STRAY = " \t,;:_\"'"
+_NAME_STRAY_END = _NAME_STRAY + "(<["
 
 
 def _quotes(text: str) -> tuple[str, str]:
@@ -91,26 +95,30 @@ def _quotes(text: str) -> tuple[str, str]:
 def _lenient_mailbox(value: str) -> Mailbox | None:
     """_lenient_mailbox - the one sender a malformed address header shows, or None.
 
-    The address is the last angle-bracketed one outside quoted strings, or,
-    with none, the only bare address; the display name is the text before
+    The address is the last angle-bracketed one outside quoted strings
+    (itself perhaps quoted), or, with none, the only bare address; the display name is the text before
     it, unquoted, encoded words decoded, stray punctuation trimmed. None when
     no address is found, or a bare address follows the angle-bracketed one
     or stands beside another (several senders: no guess).
     """
     masked, _ = _quotes(value)
-    angled = list(_LOOSE_ANGLED.finditer(masked))
+    angled = []
+    for found in _LOOSE_ANGLED.finditer(masked):
+        _, address = _quotes(value[found.start(1):found.end(1)])
+        if _LOOSE_ADDRESS.fullmatch(address):
+            angled.append((address, found))
     if angled:
-        found = angled[-1]
+        address, found = angled[-1]
         if _LOOSE_BARE.search(masked, found.end()):
             return None
-        address, start = found.group(1), found.start()
+        start = found.start()
     else:
         bare = list(_LOOSE_BARE.finditer(masked))
         if len(bare) != 1:
             return None
         address, start = bare[0].group(0).rstrip("."), bare[0].start()
     _, name = _quotes(value[:start])
-    name = mime.decode_words(name).strip(_NAME_STRAY)
+    name = mime.decode_words(name).lstrip(_NAME_STRAY).rstrip(_NAME_STRAY_END)
     return Mailbox(" ".join(name.split()), address)
 
 

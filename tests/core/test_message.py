@@ -51,6 +51,9 @@ def test_multiple_from_headers_are_a_defect():
     ("Jane Doe jd@x.example", "Jane Doe", "jd@x.example"),
     ("Jane Doe <a@x.example> <b@y.example>", "Jane Doe <a@x.example>", "b@y.example"),
     ("alice@example.org)<bob@example.com>", "alice@example.org)", "bob@example.com"),
+    ('"Netflix" <"info@members.netflix.com">', "Netflix", "info@members.netflix.com"),
+    ("Ihr Team,(<news@x.example>)", "Ihr Team", "news@x.example"),
+    ("Mcafee <support@pot@y.example>", "Mcafee", "support@pot@y.example"),
 ])
 def test_a_malformed_from_has_a_lenient_reading_but_no_strict_address(value, name, address):
     message = Message(f"From: {value}\r\nSubject: x\r\n\r\nhi\r\n".encode())
@@ -61,6 +64,7 @@ def test_a_malformed_from_has_a_lenient_reading_but_no_strict_address(value, nam
 
 @pytest.mark.parametrize("value", ["Jane <a@x.example> b@y.example", "a@x.example b@y.example",
                                    "Jane Doe", "<>", "undisclosed-recipients:;",
+                                   'Jane <"not an address">', "Shop <shop,example>",
                                    "Jane <a@x.example>, Bob <b@y.example>"])
 def test_no_lenient_reading_without_exactly_one_address(value):
     message = Message(f"From: {value}\r\n\r\nhi\r\n".encode())

@@ -96,10 +96,11 @@ def _lenient_mailbox(value: str) -> Mailbox | None:
     """_lenient_mailbox - the one sender a malformed address header shows, or None.
 
     The address is the last angle-bracketed one outside quoted strings
-    (itself perhaps quoted), or, with none, the only bare address; the display name is the text before
-    it, unquoted, encoded words decoded, stray punctuation trimmed. None when
-    no address is found, or a bare address follows the angle-bracketed one
-    or stands beside another (several senders: no guess).
+    (itself perhaps quoted), or, with none, the only bare address; the
+    display name is the text before it, unquoted, encoded words decoded,
+    stray punctuation trimmed. None when no address is found, or a bare
+    address follows the angle-bracketed one or stands beside another
+    (several senders: no guess).
     """
     masked, _ = _quotes(value)
     angled = []

@@ -49,6 +49,78 @@ _ADDR_SPEC = re.compile(
 
 
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+# What a reader's mail program shows as the address of a malformed From: an
+# angle-bracketed address (written quoted too: <"a@b">), or a bare one.
+_LOOSE_ADDRESS = re.compile(r"[^\s<>@\"]{1,64}@[^\s<>\"]{1,253}")
+_LOOSE_ANGLED = re.compile(r"<\s*(" + _LOOSE_ADDRESS.pattern + r'|"{3,320})\s*>')
+_LOOSE_BARE = re.compile(r"(?<![^\s<>\",;:()\[\]])[^\s<>@\",;:()\[\]]{1,64}"
+                         r"@[^\s<>\",;:()\[\]]{1,253}(?![^\s<>\",;:()\[\]])")
+# Stray punctuation around a malformed display name: "Team ,_<a@b>",
+# "Team,(<a@b>)".
+_NAME_STRAY = " \t,;:_\"'"
+_NAME_STRAY_END = _NAME_STRAY + "(<["
+
+
+def _quotes(text: str) -> tuple[str, str]:
+    """_quotes - (text with quoted strings masked by quote marks, text unquoted).
+
+    One pass, linear in the length: an attacker's run of escaped quotes
+    costs no more than plain text. An unclosed quote is an ordinary
+    character, as mail programs read it.
+    """
+    masked: list[str] = []
+    plain: list[str] = []
+    opened = None  # where the open quoted string starts: (in text, in plain)
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if opened and char == "\\" and index + 1 < len(text):
+            masked += '""'
+            plain.append(text[index + 1])
+            index += 2
+            continue
+        if char == '"':
+            opened = None if opened else (index, len(plain))
+            masked.append('"')
+        else:
+            masked.append('"' if opened else char)
+            plain.append(char)
+        index += 1
+    if opened:
+        masked[opened[0]:] = text[opened[0]:]
+        plain.insert(opened[1], '"')
+    return "".join(masked), "".join(plain)
+
+
+def _lenient_mailbox(value: str) -> Mailbox | None:
+    """_lenient_mailbox - the one sender a malformed address header shows, or None.
+
+    The address is the last angle-bracketed one outside quoted strings
+    (itself perhaps quoted), or, with none, the only bare address; the
+    display name is the text before it, unquoted, encoded words decoded,
+    stray punctuation trimmed. None when no address is found, or a bare
+    address follows the angle-bracketed one or stands beside another
+    (several senders: no guess).
+    """
+    masked, _ = _quotes(value)
+    angled = []
+    for found in _LOOSE_ANGLED.finditer(masked):
+        _, address = _quotes(value[found.start(1):found.end(1)])
+        if _LOOSE_ADDRESS.fullmatch(address):
+            angled.append((address, found))
+    if angled:
+        address, found = angled[-1]
+        if _LOOSE_BARE.search(masked, found.end()):
+            return None
+        start = found.start()
+    else:
+        bare = list(_LOOSE_BARE.finditer(masked))
+        if len(bare) != 1:
+            return None
+        address, start = bare[0].group(0).rstrip("."), bare[0].start()
+    _, name = _quotes(value[:start])
+    name = mime.decode_words(name).lstrip(_NAME_STRAY).rstrip(_NAME_STRAY_END)
+    return Mailbox(" ".join(name.split()), address)
 
 
 def _strict_mailboxes(header_value: object) -> list[Mailbox] | None:
@@ -151,6 +223,29 @@ class Message:
             self.defects.append("FROM_MALFORMED")
             return []
         return mailboxes
+
+    @cached_property
+    def from_lenient(self) -> Mailbox | None:
+        """from_lenient - the one From mailbox as a reader sees it; for scoring only.
+
+        A single From that parses strictly gives its one mailbox; a single
+        malformed From ("Jane Doe, CEO <x@example.net>", "Team ,_<x@example.net>")
+        gives the address a mail program would show and the text before it
+        as the display name, so checks that score a disguise are not blinded
+        by the malformation. None without exactly one From header, with
+        several mailboxes, or when no single address can be recovered.
+
+        SECURITY: never use this for trust (allow and block lists, DMARC,
+        anything that lets mail through): the address is a guess from
+        attacker-written text; those use ``from_addresses``.
+        """
+        mailboxes = self.from_addresses
+        if mailboxes:
+            return mailboxes[0] if len(mailboxes) == 1 else None
+        values = self.root.raw_values("from")
+        if len(values) != 1 or self.count_header("from") != 1:
+            return None
+        return _lenient_mailbox(values[0])
 
     @cached_property
     def from_domain(self) -> str | None:

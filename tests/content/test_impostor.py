@@ -264,6 +264,40 @@ def test_hostile_headers_are_bounded_and_malformed_from_is_skipped(tmp_path):
     assert not {f.symbol for f in results[1][1].findings if f.category == Category.IMPOSTOR}
 
 
+def test_a_malformed_from_still_shows_a_protected_name(tmp_path):
+    # An unquoted comma or a stray ",_" breaks the strict parse that DMARC and
+    # the sender lists need; the display name the reader sees is still judged.
+    people = PEOPLE_CSV + "Jane Doe,jane.doe@example.com,Chief Executive Officer,\n"
+    body = b"To: finance@example.com\r\nSubject: wire\r\n\r\nI need you to process " \
+        b"a wire transfer today.\r\n"
+    froms = [b"Jane Doe, CEO <jane.doe.ceo@gmail.com>",
+             b"Jane Doe ,_<jane.doe.ceo@gmail.com>",
+             b"Jane Doe <jane.doe.ceo@gmail.com>"]
+    messages = [(b"From: " + value + b"\r\n" + body, "jane.doe.ceo@gmail.com",
+                 "finance@example.com") for value in froms]
+    results = asyncio.run(judge_all(tmp_path, messages, people_csv=people))
+    for value, (score, verdict) in zip(froms, results):
+        found = {f.symbol: f for f in verdict.findings}
+        assert "IMPOSTOR_DISPLAY_NAME" in found, value
+        assert found["IMPOSTOR_DISPLAY_NAME"].data["address"] == "jane.doe.ceo@gmail.com"
+        assert found["IMPOSTOR_DISPLAY_NAME"].data["person"] == "Jane Doe"
+        assert score >= TAG, value
+    for _, verdict in results[:2]:
+        assert verdict.has("HDR_FROM_MALFORMED") and verdict.has("DMARC_BAD_FROM")
+    assert not results[2][1].has("HDR_FROM_MALFORMED")
+
+
+def test_several_from_headers_get_no_impostor_guess(tmp_path):
+    raw = (b"From: Helena Marchetti, CEO <helena.ceo@gmail.com>\r\n"
+           b"From: Billing <billing@example.net>\r\nTo: finance@example.com\r\n"
+           b"Subject: wire\r\n\r\nI need you to process a wire transfer today.\r\n")
+    [(score, verdict)] = asyncio.run(judge_all(tmp_path, [(raw, "helena.ceo@gmail.com",
+                                                           "finance@example.com")]))
+    assert verdict.has("HDR_FROM_MULTIPLE")
+    assert not [f for f in verdict.findings if f.category == Category.IMPOSTOR]
+    assert score == 0.0
+
+
 def test_another_suffix_is_a_weaker_lookalike():
     assert lookalike("example.net", PROTECTED).weak
     assert not lookalike("examp1e.com", PROTECTED).weak

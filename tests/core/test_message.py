@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from mailward.message import Message
+from mailward.message import Mailbox, Message
 from mailward.mime import Limits
 from tests.support.gateway import SHARED
 
@@ -39,6 +40,56 @@ def test_multiple_from_headers_are_a_defect():
     message = Message((SHARED / "cases/C11_multiple_from.eml").read_bytes())
     assert message.from_addresses == [] and message.from_domain is None
     assert "FROM_MULTIPLE" in message.defects
+
+
+@pytest.mark.parametrize("value, name, address", [
+    ("Jane Doe, CEO <jane.doe.ceo@gmail.com>", "Jane Doe, CEO", "jane.doe.ceo@gmail.com"),
+    ("Microsoft account team ,_<no-reply@x.example>", "Microsoft account team",
+     "no-reply@x.example"),
+    ('"Jane \\"JD\\" Doe" , <jd@x.example>', 'Jane "JD" Doe', "jd@x.example"),
+    ("=?utf-8?B?SmFuZSBEb2UsIENFTw==?= ,<jd@x.example>", "Jane Doe, CEO", "jd@x.example"),
+    ("Jane Doe jd@x.example", "Jane Doe", "jd@x.example"),
+    ("Jane Doe <a@x.example> <b@y.example>", "Jane Doe <a@x.example>", "b@y.example"),
+    ("alice@example.org)<bob@example.com>", "alice@example.org)", "bob@example.com"),
+    ('"Netflix" <"info@members.netflix.com">', "Netflix", "info@members.netflix.com"),
+    ("Ihr Team,(<news@x.example>)", "Ihr Team", "news@x.example"),
+    ("Mcafee <support@pot@y.example>", "Mcafee", "support@pot@y.example"),
+])
+def test_a_malformed_from_has_a_lenient_reading_but_no_strict_address(value, name, address):
+    message = Message(f"From: {value}\r\nSubject: x\r\n\r\nhi\r\n".encode())
+    assert message.from_lenient == Mailbox(name, address)
+    assert message.from_addresses == [] and message.from_domain is None
+    assert "FROM_MALFORMED" in message.defects
+
+
+@pytest.mark.parametrize("value", ["Jane <a@x.example> b@y.example", "a@x.example b@y.example",
+                                   "Jane Doe", "<>", "undisclosed-recipients:;",
+                                   'Jane <"not an address">', "Shop <shop,example>",
+                                   "Jane <a@x.example>, Bob <b@y.example>"])
+def test_no_lenient_reading_without_exactly_one_address(value):
+    message = Message(f"From: {value}\r\n\r\nhi\r\n".encode())
+    assert message.from_lenient is None
+
+
+def test_no_lenient_reading_of_several_from_headers():
+    message = Message((SHARED / "cases/C11_multiple_from.eml").read_bytes())
+    assert message.from_lenient is None
+    assert "FROM_MULTIPLE" in message.defects
+
+
+def test_the_lenient_reading_of_a_well_formed_from_is_its_mailbox():
+    message = Message(b"From: =?utf-8?q?Ren=C3=A9e?= <renee@Example.ORG>\r\n\r\nx\r\n")
+    assert message.from_lenient == message.from_addresses[0]
+
+
+def test_the_lenient_reading_of_a_hostile_from_is_linear():
+    # An unclosed quote before 200,000 escaped quotes: a backtracking reading
+    # of quoted strings takes minutes on it.
+    value = '"' + '\\"' * 200_000 + " <a@x.example>"
+    started = time.monotonic()
+    message = Message(f"From: {value}\r\n\r\nx\r\n".encode())
+    assert message.from_lenient.address == "a@x.example"
+    assert time.monotonic() - started < 5
 
 
 def test_well_formed_from_with_encoded_display_name():

@@ -25,6 +25,11 @@ newsletter asking to pay an invoice is not an impostor, a stranger wearing
 the CFO's name who asks for one is. Scores and the impostor category's
 thresholds are in the scores file.
 
+The sender is the lenient reading of From (``Message.from_lenient``): a
+single malformed From still shows its reader a name and an address, and
+breaking the header must not take the disguise out of view. Several From
+headers give no sender and no impostor findings.
+
 SECURITY: every input is attacker-written; texts are searched within
 ``impostor.max_text`` characters with linear-time patterns, and the index
 look-up is bounded.
@@ -307,10 +312,11 @@ class ImpostorCheck:
     async def check(self, task: Task) -> list[Finding]:
         message = task.message
         assert message is not None
-        senders = message.from_addresses
-        if len(senders) != 1:
+        # A malformed From is still read (the scoring view, never trusted):
+        # attackers break the header on purpose to slip past these checks.
+        sender = message.from_lenient
+        if sender is None:
             return []
-        sender = senders[0]
         findings = self.identity(sender, message, await self._people(task))
         findings += self.divergence(sender, message, task.envelope.mail_from)
         findings += self.unaligned(sender, task)

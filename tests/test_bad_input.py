@@ -23,6 +23,8 @@ BAD = {
                       b"Content-Type: text/plain; charset=\"a\x00b\"\r\n\r\nhello\r\n",
     "html_nul_in_charset": b"From: a@example.org\r\nContent-Type: text/html; "
                            b"charset=\"\x00\"\r\n\r\n<p>hello <b>there</b></p>\r\n",
+    "from_180kb": b"From: " + b"Jane, " * 30000 + b"<jane@example.org>\r\nTo: " +
+                  b"\"a\\\" " * 30000 + b"<b@example.com>\r\nSubject: long\r\n\r\nhi\r\n",
     "truncated_zip": b"Content-Type: multipart/mixed; boundary=z\r\n\r\n--z\r\n"
                      b"Content-Type: application/zip\r\nContent-Disposition: attachment; "
                      b"filename=a.zip\r\nContent-Transfer-Encoding: base64\r\n\r\n"

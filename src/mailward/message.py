@@ -243,7 +243,8 @@ class Message:
         if mailboxes:
             return mailboxes[0] if len(mailboxes) == 1 else None
         values = self.root.raw_values("from")
-        if len(values) != 1 or self.count_header("from") != 1:
+        if (len(values) != 1 or self.count_header("from") != 1
+                or len(values[0]) > mime.MAX_PARSED_HEADER):
             return None
         return _lenient_mailbox(values[0])
 

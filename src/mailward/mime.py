@@ -29,6 +29,10 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from functools import cached_property
 
+# Longest address header value parsed (a folded To of a hundred recipients is
+# about 4 KB); longer ones are defects, never parsed.
+MAX_PARSED_HEADER = 8192
+
 CRLF = b"\r\n"
 IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
@@ -113,9 +117,17 @@ class Entity:
         return list(self._values_by_name.get(name.lower(), ()))
 
     def header_objects(self, name: str) -> list[BaseHeader]:
-        """header_objects - the values parsed by ``policy.default`` (RFC 5322)."""
+        """header_objects - the values parsed by ``policy.default`` (RFC 5322).
+
+        A value longer than ``MAX_PARSED_HEADER`` is not parsed (the parser's
+        time grows faster than the length: 180 KB of a hostile From took half a
+        minute) and is recorded as a defect instead.
+        """
         found = []
         for value in self.raw_values(name):
+            if len(value) > MAX_PARSED_HEADER:
+                self.defects.append(f"HEADER_TOO_LONG:{name.lower()}")
+                continue
             try:
                 found.append(policy.default.header_factory(name, _unfold(value)))
             except Exception:

@@ -218,10 +218,26 @@ def config_check(context: Context, path: str | None) -> None:
             value = getattr(settings.smtp, key)
             if value and not Path(value).is_file():
                 raise ConfigError(f"smtp.{key}: {value} is not a readable file")
+        for key in ("model", "language_model"):
+            value = getattr(settings.spam, key)
+            if value:
+                _check_model(f"spam.{key}", Path(value))
     except ConfigError as error:
         console.print(f"[red]{error}[/red]")
         sys.exit(2)
     click.echo(f"configuration ok; {len(scores.symbols)} scored symbols from {scores.source}")
+
+
+def _check_model(key: str, path: Path) -> None:
+    """_check_model - ConfigError naming key unless path holds a model that loads."""
+    from mailward.content.model import LinearModel
+
+    if not path.exists():
+        raise ConfigError(f"{key}: {path} does not exist")
+    try:
+        LinearModel.load(path)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
 
 
 # scan

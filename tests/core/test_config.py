@@ -114,3 +114,37 @@ def test_a_missing_tls_certificate_is_named_by_check_and_serve(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr and "smtp.tls_cert" in result.stderr
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("model", "/nonexistent.npz", "spam.model: /nonexistent.npz does not exist"),
+    ("model", "/etc/passwd", "spam.model: /etc/passwd: not a model file"),
+    ("model", "{tmp}/empty.npz", "empty.npz: not a model file"),
+    ("language_model", "/nonexistent.npz",
+     "spam.language_model: /nonexistent.npz does not exist"),
+    ("language_model", "/etc/passwd", "spam.language_model: /etc/passwd: not a model file"),
+])
+def test_a_model_file_that_does_not_load_is_named_by_check_and_serve(tmp_path, key, value, says):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    path = write(tmp_path, f'[spam]\n{key} = "{value.format(tmp=tmp_path)}"\n'
+                           '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n'
+                           f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    for args in (["config", "check", str(path)], ["serve", "--config", str(path)]):
+        result = subprocess.run([sys.executable, "-m", "mailward", *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
+        if args[0] == "config":
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_model_files_that_load_pass_the_check(tmp_path):
+    from importlib import resources
+
+    model = resources.files("mailward").joinpath("data/spam-model.npz")
+    path = write(tmp_path, f'[spam]\nmodel = "{model}"\nlanguage_model = "{model}"\n'
+                           f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    result = subprocess.run([sys.executable, "-m", "mailward", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "configuration ok" in result.stdout

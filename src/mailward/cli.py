@@ -57,7 +57,7 @@ class Context:
             try:
                 self._settings = load_settings(self.config_path)
             except ConfigError as error:
-                console.print(f"[red]{error}[/red]")
+                console.print(f"[red]{escape(str(error))}[/red]")
                 sys.exit(2)
             path = _command_path(click.get_current_context(silent=True))
             if path and not any(path == name or path.startswith(name + " ")
@@ -89,7 +89,7 @@ def run(coroutine: Awaitable[Any]) -> Any:
     try:
         return asyncio.run(coroutine)
     except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
 
 
@@ -206,13 +206,13 @@ def config_defaults() -> None:
 @pass_context
 def config_check(context: Context, path: str | None) -> None:
     """Check a configuration file (and the scores file it names)."""
-    from mailward.policy import load_scores
+    from mailward.registry import load_site_scores
 
     if path:
         context.config_path = path
     settings = context.settings
     try:
-        scores = load_scores(settings.policy.scores_file)
+        scores = load_site_scores(settings)
         prepare_data_dir(settings, create=False)
         for key in ("tls_cert", "tls_key"):
             value = getattr(settings.smtp, key)
@@ -223,7 +223,7 @@ def config_check(context: Context, path: str | None) -> None:
             if value:
                 _check_model(f"spam.{key}", Path(value))
     except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
     click.echo(f"configuration ok; {len(scores.symbols)} scored symbols from {scores.source}")
 
@@ -450,7 +450,7 @@ def intel_add(context: Context, kind: str, value: str, source: str, category: st
     try:
         report = run(body())
     except IndicatorError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
     if report.refused:
         console.print(f"[red]refused {kind} {value}: {report.refused[0][1]}[/red]")
@@ -544,7 +544,7 @@ def quarantine_show(context: Context, item_id: str, raw: bool) -> None:
     try:
         data, original = run(_with_quarantine(context.settings, body))
     except QuarantineError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(1)
     if raw:
         sys.stdout.buffer.write(original)
@@ -566,7 +566,7 @@ def _quarantine_action(context: Context, item_id: str, action: str) -> None:
     try:
         item = run(_with_quarantine(context.settings, body))
     except QuarantineError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(1)
     click.echo(f"{item.id}: {item.status}")
 
@@ -638,7 +638,7 @@ def token_create(context: Context, name: str, scopes: tuple[str, ...],
     try:
         click.echo(run(_with_store(context.settings, body)))
     except ValueError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
 
 

@@ -322,6 +322,11 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
 
 # train
 
+# Fewest messages of each kind `mailward train` fits a model on. Below it the
+# held-out part is too small to measure (the quality table would be missing)
+# and a model learns a handful of messages' words rather than a kind of mail.
+MIN_MESSAGES = 20
+
 
 @main.command()
 @click.option("--ham", "ham", multiple=True, required=True, type=click.Path(exists=True),
@@ -340,10 +345,13 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
                                  "directory).")
 @click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
               help="Share held out to measure quality before the final fit.")
+@click.option("--min-messages", "min_messages", default=MIN_MESSAGES, show_default=True,
+              type=click.IntRange(1), help="Fewest messages of each class trained on "
+                                           "(lower it only for experiments).")
 @pass_context
 def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
           phishing: tuple[str, ...], feedback: bool, out: str | None,
-          language_out: str | None, holdout: float) -> None:
+          language_out: str | None, holdout: float, min_messages: int) -> None:
     """Train the spam model (and, with --phishing, the language model)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, \
         TimeElapsedColumn, TimeRemainingColumn
@@ -353,6 +361,10 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
     from mailward.content.train import message_files, train_models
     from mailward.services import Services
 
+    if not (spam or phishing):
+        console.print("[red]need spam (--spam) or phishing (--phishing) messages to train "
+                      "against the ham (--ham)[/red]")
+        sys.exit(1)
     settings = context.settings
     if out is None or (phishing and language_out is None):
         context.need_store()  # the models would go to a data directory made here
@@ -363,10 +375,14 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
         spam_paths += [judged / "spam"] if spam and (judged / "spam").is_dir() else []
     ham_files, spam_files = message_files(ham_paths), message_files(spam_paths)
     phishing_files = message_files(Path(p) for p in phishing)
-    if not ham_files or not (spam_files or phishing_files):
-        console.print("[red]need ham (--ham) and spam (--spam) or phishing (--phishing) "
-                      "messages; the folders given hold none[/red]")
-        sys.exit(1)
+    for option, given, files in (("--ham", ham, ham_files), ("--spam", spam, spam_files),
+                                 ("--phishing", phishing, phishing_files)):
+        if given and len(files) < min_messages:
+            what = f"only {len(files)}" if files else "no"
+            console.print(f"[red]{option} {escape(' '.join(given))}: {what} message files; "
+                          f"training needs at least {min_messages} of each kind "
+                          f"(--min-messages)[/red]")
+            sys.exit(1)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
@@ -384,6 +400,10 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
             for label, value in result.quality.rows():
                 table.add_row(label, value)
             Console().print(table)
+        else:
+            console.print(f"[yellow]warning: the {result.kind} model's quality was not "
+                          f"measured: the held-out share (--holdout {holdout:g}) holds no "
+                          f"message of one kind[/yellow]")
         if result.kind == "spam":
             target = Path(out) if out else model_path(services)
         else:

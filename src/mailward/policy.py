@@ -8,6 +8,10 @@ and thresholds; and the thresholds on the total. The policy adds, caps and
 compares, and records which step chose the action so that anyone can audit
 the sum. A symbol that forces ``deliver`` acts as the sender allow list:
 it clears every action except for malware.
+
+A site's scores file replaces the shipped one whole, so one that would stop
+filtering without a word is an error: no ``[actions]`` thresholds, an
+action's threshold not below a stricter one's, or a symbol no check emits.
 """
 
 from __future__ import annotations
@@ -131,13 +135,13 @@ def _check_order(limits: dict[Action, float], source: str, table: str) -> None:
 
 def check_symbols(scores: Scores, known: Iterable[str]) -> None:
     """check_symbols - ConfigError naming each scored symbol no check emits (a typo)."""
-    known = sorted(set(known))
-    unknown = [name for name in scores.symbols if name not in known]
+    names = set(known)
+    unknown = [name for name in scores.symbols if name not in names]
     if not unknown:
         return
     named = []
     for name in unknown:
-        close = difflib.get_close_matches(name, known, n=1)
+        close = difflib.get_close_matches(name, sorted(names), n=1)
         named.append(f"symbols.{name}" + (f" (did you mean {close[0]}?)" if close else ""))
     raise ConfigError(f"{scores.source}: {', '.join(named)}: no check emits "
                       f"{'this symbol' if len(unknown) == 1 else 'these symbols'}")

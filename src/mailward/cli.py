@@ -205,7 +205,7 @@ def config_defaults() -> None:
 @click.argument("path", type=click.Path(dir_okay=False), required=False)
 @pass_context
 def config_check(context: Context, path: str | None) -> None:
-    """Check a configuration file (and the scores file it names)."""
+    """Check a configuration file (and the scores and model files it names)."""
     from mailward.registry import load_site_scores
 
     if path:

@@ -154,7 +154,8 @@ def test_model_files_that_load_pass_the_check(tmp_path):
     ("[symbols]\nSPAM_MODEL = 3\n", "scores.toml: actions: no thresholds"),
     ("[actions]\ntag = 6\n[symbols]\nSPAM_MODLE = 3\n",
      "symbols.SPAM_MODLE (did you mean SPAM_MODEL?): no check emits this symbol"),
-    ("[actions]\ntag = 20\nquarantine = 10\n", "actions.tag = 20 is not below actions.quarantine = 10"),
+    ("[actions]\ntag = 20\nquarantine = 10\n",
+     "actions.tag = 20 is not below actions.quarantine = 10"),
 ])
 def test_a_scores_file_that_would_not_filter_is_refused_by_check_and_serve(tmp_path, scores,
                                                                           says):

@@ -58,7 +58,7 @@ class Context:
             try:
                 self._settings = load_settings(self.config_path)
             except ConfigError as error:
-                console.print(f"[red]{error}[/red]")
+                console.print(f"[red]{escape(str(error))}[/red]")
                 sys.exit(2)
             path = _command_path(click.get_current_context(silent=True))
             if path and not any(path == name or path.startswith(name + " ")
@@ -90,7 +90,7 @@ def run(coroutine: Awaitable[Any]) -> Any:
     try:
         return asyncio.run(coroutine)
     except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
 
 
@@ -206,23 +206,39 @@ def config_defaults() -> None:
 @click.argument("path", type=click.Path(dir_okay=False), required=False)
 @pass_context
 def config_check(context: Context, path: str | None) -> None:
-    """Check a configuration file (and the scores file it names)."""
-    from mailward.policy import load_scores
+    """Check a configuration file (and the scores and model files it names)."""
+    from mailward.registry import load_site_scores
 
     if path:
         context.config_path = path
     settings = context.settings
     try:
-        scores = load_scores(settings.policy.scores_file)
+        scores = load_site_scores(settings)
         prepare_data_dir(settings, create=False)
         for key in ("tls_cert", "tls_key"):
             value = getattr(settings.smtp, key)
             if value and not Path(value).is_file():
                 raise ConfigError(f"smtp.{key}: {value} is not a readable file")
+        for key in ("model", "language_model"):
+            value = getattr(settings.spam, key)
+            if value:
+                _check_model(f"spam.{key}", Path(value))
     except ConfigError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
     click.echo(f"configuration ok; {len(scores.symbols)} scored symbols from {scores.source}")
+
+
+def _check_model(key: str, path: Path) -> None:
+    """_check_model - ConfigError naming key unless path holds a model that loads."""
+    from mailward.content.model import LinearModel
+
+    if not path.exists():
+        raise ConfigError(f"{key}: {path} does not exist")
+    try:
+        LinearModel.load(path)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
 
 
 # scan
@@ -313,6 +329,11 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
 
 # train
 
+# Fewest messages of each kind `mailward train` fits a model on. Below it the
+# held-out part is too small to measure (the quality table would be missing)
+# and a model learns a handful of messages' words rather than a kind of mail.
+MIN_MESSAGES = 20
+
 
 @main.command()
 @click.option("--ham", "ham", multiple=True, required=True, type=click.Path(exists=True),
@@ -331,10 +352,13 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
                                  "directory).")
 @click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
               help="Share held out to measure quality before the final fit.")
+@click.option("--min-messages", "min_messages", default=MIN_MESSAGES, show_default=True,
+              type=click.IntRange(1), help="Fewest messages of each class trained on "
+                                           "(lower it only for experiments).")
 @pass_context
 def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
           phishing: tuple[str, ...], feedback: bool, out: str | None,
-          language_out: str | None, holdout: float) -> None:
+          language_out: str | None, holdout: float, min_messages: int) -> None:
     """Train the spam model (and, with --phishing, the language model)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, \
         TimeElapsedColumn, TimeRemainingColumn
@@ -344,6 +368,10 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
     from mailward.content.train import message_files, train_models
     from mailward.services import Services
 
+    if not (spam or phishing):
+        console.print("[red]need spam (--spam) or phishing (--phishing) messages to train "
+                      "against the ham (--ham)[/red]")
+        sys.exit(1)
     settings = context.settings
     if out is None or (phishing and language_out is None):
         context.need_store()  # the models would go to a data directory made here
@@ -354,10 +382,14 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
         spam_paths += [judged / "spam"] if spam and (judged / "spam").is_dir() else []
     ham_files, spam_files = message_files(ham_paths), message_files(spam_paths)
     phishing_files = message_files(Path(p) for p in phishing)
-    if not ham_files or not (spam_files or phishing_files):
-        console.print("[red]need ham (--ham) and spam (--spam) or phishing (--phishing) "
-                      "messages; the folders given hold none[/red]")
-        sys.exit(1)
+    for option, given, files in (("--ham", ham, ham_files), ("--spam", spam, spam_files),
+                                 ("--phishing", phishing, phishing_files)):
+        if given and len(files) < min_messages:
+            what = f"only {len(files)}" if files else "no"
+            console.print(f"[red]{option} {escape(' '.join(given))}: {what} message files; "
+                          f"training needs at least {min_messages} of each kind "
+                          f"(--min-messages)[/red]")
+            sys.exit(1)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
@@ -375,6 +407,10 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
             for label, value in result.quality.rows():
                 table.add_row(label, value)
             Console().print(table)
+        else:
+            console.print(f"[yellow]warning: the {result.kind} model's quality was not "
+                          f"measured: the held-out share (--holdout {holdout:g}) holds no "
+                          f"message of one kind[/yellow]")
         if result.kind == "spam":
             target = Path(out) if out else model_path(services)
         else:
@@ -441,7 +477,7 @@ def intel_add(context: Context, kind: str, value: str, source: str, category: st
     try:
         report = run(body())
     except IndicatorError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
     if report.refused:
         console.print(f"[red]refused {kind} {value}: {report.refused[0][1]}[/red]")
@@ -535,7 +571,7 @@ def quarantine_show(context: Context, item_id: str, raw: bool) -> None:
     try:
         data, original = run(_with_quarantine(context.settings, body))
     except QuarantineError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(1)
     if raw:
         sys.stdout.buffer.write(original)
@@ -557,7 +593,7 @@ def _quarantine_action(context: Context, item_id: str, action: str) -> None:
     try:
         item = run(_with_quarantine(context.settings, body))
     except QuarantineError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(1)
     click.echo(f"{item.id}: {item.status}")
 
@@ -629,7 +665,7 @@ def token_create(context: Context, name: str, scopes: tuple[str, ...],
     try:
         click.echo(run(_with_store(context.settings, body)))
     except ValueError as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
 
 

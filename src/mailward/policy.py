@@ -8,10 +8,15 @@ and thresholds; and the thresholds on the total. The policy adds, caps and
 compares, and records which step chose the action so that anyone can audit
 the sum. A symbol that forces ``deliver`` acts as the sender allow list:
 it clears every action except for malware.
+
+A site's scores file replaces the shipped one whole, so one that would stop
+filtering without a word is an error: no ``[actions]`` thresholds, an
+action's threshold not below a stricter one's, or a symbol no check emits.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import tomllib
 from dataclasses import dataclass, field
@@ -106,7 +111,40 @@ def parse_scores(text: str, source: str) -> Scores:
                                        str(value.get("description", "")))
         else:
             symbols[name] = SymbolRule(_number(value, where))
+    _check_order(totals, source, "actions")
+    for category, limits in thresholds.items():
+        _check_order(limits, source, f"categories.{category}")
+    if not totals:
+        # A site file replaces the shipped one whole: without [actions] no total
+        # score, however high, tags or quarantines, and spam has no category ones.
+        raise ConfigError(f"{source}: actions: no thresholds (tag, quarantine, reject), so "
+                          "mail is delivered whatever its total score; copy the [actions] "
+                          "table of the shipped scores.toml")
     return Scores(symbols, totals, caps, thresholds, source)
+
+
+def _check_order(limits: dict[Action, float], source: str, table: str) -> None:
+    """_check_order - ConfigError unless tag < quarantine < reject, where given."""
+    given = [action for action in reversed(_THRESHOLD_ACTIONS) if action in limits]
+    for milder, stricter in zip(given, given[1:]):
+        if limits[milder] >= limits[stricter]:
+            raise ConfigError(f"{source}: {table}.{milder} = {limits[milder]:g} is not below "
+                              f"{table}.{stricter} = {limits[stricter]:g}; a stricter action "
+                              "needs a higher threshold")
+
+
+def check_symbols(scores: Scores, known: Iterable[str]) -> None:
+    """check_symbols - ConfigError naming each scored symbol no check emits (a typo)."""
+    names = set(known)
+    unknown = [name for name in scores.symbols if name not in names]
+    if not unknown:
+        return
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(names), n=1)
+        named.append(f"symbols.{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    raise ConfigError(f"{scores.source}: {', '.join(named)}: no check emits "
+                      f"{'this symbol' if len(unknown) == 1 else 'these symbols'}")
 
 
 def load_scores(path: str = "") -> Scores:

@@ -13,9 +13,9 @@ import importlib
 import logging
 from importlib.metadata import entry_points
 
-from mailward.config import ConfigError
+from mailward.config import ConfigError, Settings
 from mailward.pipeline import Check, Pipeline
-from mailward.policy import Policy, load_scores
+from mailward.policy import Policy, Scores, check_symbols, load_scores
 from mailward.services import Services
 
 log = logging.getLogger("mailward.registry")
@@ -78,9 +78,16 @@ def build_checks(services: Services) -> list[Check]:
     return checks
 
 
+def load_site_scores(settings: Settings) -> Scores:
+    """load_site_scores - the configured scores file; a symbol no check emits is an error."""
+    scores = load_scores(settings.policy.scores_file)
+    check_symbols(scores, (symbol for cls in check_classes() for symbol in cls.symbols))
+    return scores
+
+
 def build_pipeline(services: Services) -> Pipeline:
     """build_pipeline - the checks, the policy and the deadline from settings."""
-    scores = load_scores(services.settings.policy.scores_file)
+    scores = load_site_scores(services.settings)
     checks = build_checks(services)
     for item in checks:
         missing = [s for s in item.symbols if s not in scores.symbols]

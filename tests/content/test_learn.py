@@ -103,6 +103,69 @@ def test_learn_and_unlearn_commands(tmp_path):
     assert answer.exit_code == 0 and "unlearnt" in answer.output
 
 
+def test_learn_refuses_both_labels_at_once(tmp_path):
+    from mailward.cli import main
+
+    message = tmp_path / "in.eml"
+    message.write_bytes(SPAMMY)
+    config = tmp_path / "mailward.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    answer = CliRunner().invoke(main, ["-c", str(config), "learn", "--spam", "--ham",
+                                       str(message)])
+    assert answer.exit_code == 2, answer.output
+    assert "--spam and --ham exclude each other" in answer.output
+    assert not (tmp_path / "data" / "spam-model.npz").exists()
+
+
+def test_learn_refuses_files_that_are_not_mail_and_learns_the_others(tmp_path, services):
+    from mailward.cli import main
+
+    config = tmp_path / "mailward.toml"
+    config.write_text(f'[storage]\ndata_dir = "{services.data_dir}"\n')
+    message, empty, text = tmp_path / "in.eml", tmp_path / "empty.eml", tmp_path / "passwd"
+    message.write_bytes(SPAMMY)
+    empty.write_bytes(b"")
+    text.write_bytes(b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/bin/sh\n")
+    original = spam_probability(services, SPAMMY)
+    for path in (empty, text):
+        answer = CliRunner().invoke(main, ["-c", str(config), "learn", "--ham", str(path)])
+        assert answer.exit_code == 1, answer.output
+        assert f"{path}: not learnt, not a mail message" in answer.output
+        assert not (services.data_dir / "spam-model.npz").exists()
+        assert spam_probability(services, SPAMMY) == pytest.approx(original)
+    answer = CliRunner().invoke(main, ["-c", str(config), "learn", "--ham", str(empty),
+                                       str(message), str(text)])
+    assert answer.exit_code == 1, answer.output
+    assert f"{message}: learnt as ham" in answer.output
+    assert "the file is empty" in answer.output and "2 of the files were refused" in answer.output
+    assert spam_probability(services, SPAMMY) < 0.2
+    assert len(list((services.data_dir / "feedback" / "ham").iterdir())) == 1
+
+
+@pytest.mark.parametrize("raw", [SPAMMY, SPAMMY.replace(b"\r\n", b"\n"),
+                                 b"From prize@lotto.example Thu Dec  3 09:00:00 2026\n" + SPAMMY,
+                                 b"X-Spam: yes\nReceived: from a\n  by b\nSubject: hi\n\nbody\n"])
+def test_a_mail_file_is_mail(raw):
+    import mailward.cli  # noqa: F401 (the sub-commands register with the main command)
+    from mailward.content.commands import not_mail
+
+    assert not_mail(raw) is None
+
+
+@pytest.mark.parametrize("raw, says", [
+    (b"", "empty"), (b"\r\n\r\n", "empty"),
+    (b"hello world\nSubject: no\n", "does not start with a mail header"),
+    (b" Subject: folded first\n\nbody", "does not start with a mail header"),
+    (b"root:x:0:0:root:/root:/bin/bash\n", "none of From, Subject"),
+    (b"Name: value\n\nFrom: in the body\n", "none of From, Subject"),
+])
+def test_a_file_that_is_not_mail_says_why(raw, says):
+    import mailward.cli  # noqa: F401 (the sub-commands register with the main command)
+    from mailward.content.commands import not_mail
+
+    assert says in not_mail(raw)
+
+
 
 def test_releasing_one_spam_as_ham_does_not_teach_that_its_relays_are_clean(services, corpus):
     from mailward.content.features import GROUPS, LEARNT_GROUPS, spam_tokens

@@ -114,3 +114,70 @@ def test_a_missing_tls_certificate_is_named_by_check_and_serve(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr and "smtp.tls_cert" in result.stderr
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("model", "/nonexistent.npz", "spam.model: /nonexistent.npz does not exist"),
+    ("model", "/etc/passwd", "spam.model: /etc/passwd: not a model file"),
+    ("model", "{tmp}/empty.npz", "empty.npz: not a model file"),
+    ("language_model", "/nonexistent.npz",
+     "spam.language_model: /nonexistent.npz does not exist"),
+    ("language_model", "/etc/passwd", "spam.language_model: /etc/passwd: not a model file"),
+])
+def test_a_model_file_that_does_not_load_is_named_by_check_and_serve(tmp_path, key, value, says):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    path = write(tmp_path, f'[spam]\n{key} = "{value.format(tmp=tmp_path)}"\n'
+                           '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n'
+                           f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    for args in (["config", "check", str(path)], ["serve", "--config", str(path)]):
+        result = subprocess.run([sys.executable, "-m", "mailward", *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
+        if args[0] == "config":
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_model_files_that_load_pass_the_check(tmp_path):
+    from importlib import resources
+
+    model = resources.files("mailward").joinpath("data/spam-model.npz")
+    path = write(tmp_path, f'[spam]\nmodel = "{model}"\nlanguage_model = "{model}"\n'
+                           f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    result = subprocess.run([sys.executable, "-m", "mailward", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "configuration ok" in result.stdout
+
+
+@pytest.mark.parametrize("scores, says", [
+    ("[symbols]\nSPAM_MODEL = 3\n", "scores.toml: actions: no thresholds"),
+    ("[actions]\ntag = 6\n[symbols]\nSPAM_MODLE = 3\n",
+     "symbols.SPAM_MODLE (did you mean SPAM_MODEL?): no check emits this symbol"),
+    ("[actions]\ntag = 20\nquarantine = 10\n",
+     "actions.tag = 20 is not below actions.quarantine = 10"),
+])
+def test_a_scores_file_that_would_not_filter_is_refused_by_check_and_serve(tmp_path, scores,
+                                                                          says):
+    (tmp_path / "scores.toml").write_text(scores)
+    path = write(tmp_path, f'[policy]\nscores_file = "{tmp_path / "scores.toml"}"\n'
+                           '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n'
+                           f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    for args in (["config", "check", str(path)], ["serve", "--config", str(path)]):
+        result = subprocess.run([sys.executable, "-m", "mailward", *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
+
+
+def test_a_copy_of_the_shipped_scores_with_other_thresholds_passes_the_check(tmp_path):
+    from importlib import resources
+
+    text = resources.files("mailward").joinpath("scores.toml").read_text(encoding="utf-8")
+    (tmp_path / "scores.toml").write_text(text.replace("tag = 6.0\n", "tag = 8.0\n", 1))
+    path = write(tmp_path, f'[policy]\nscores_file = "{tmp_path / "scores.toml"}"\n'
+                           f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    result = subprocess.run([sys.executable, "-m", "mailward", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"scored symbols from {tmp_path / 'scores.toml'}" in result.stdout

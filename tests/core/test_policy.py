@@ -79,6 +79,12 @@ def test_tag_external_senders():
     ("[bogus]", "unknown table"),
     ("[actions]\nquarantine = true", "actions.quarantine"),
     ("x = [", "not valid TOML"),
+    ("[symbols]\nSPAM_MODEL = 3", "actions: no thresholds"),
+    ("[actions]\ntag = 20\nquarantine = 10",
+     "actions.tag = 20 is not below actions.quarantine = 10"),
+    ("[actions]\nquarantine = 10\nreject = 10", "actions.quarantine = 10 is not below"),
+    ("[actions]\ntag = 5\n[categories.phish]\ntag = 4\nreject = 3",
+     "categories.phish.tag = 4 is not below categories.phish.reject = 3"),
 ])
 def test_a_bad_scores_file_names_what_to_fix(text, error):
     with pytest.raises(ConfigError, match=error.replace(".", r"\.")):
@@ -91,3 +97,15 @@ def test_the_shipped_scores_file_parses_and_scores_every_builtin_symbol():
     scores = load_scores()
     missing = [s for cls in check_classes() for s in cls.symbols if s not in scores.symbols]
     assert missing == []
+
+
+def test_a_scored_symbol_no_check_emits_is_named_with_the_closest_known_one():
+    from mailward.policy import check_symbols
+
+    scores = parse_scores("[actions]\ntag = 6\n[symbols]\nSPAM_MODLE = 3\nZZZQQQ = 1\n"
+                          "SPAM_MODEL = 2\n", "site.toml")
+    with pytest.raises(ConfigError) as error:
+        check_symbols(scores, ["SPAM_MODEL", "HAM_MODEL", "AV_EICAR"])
+    assert str(error.value) == ("site.toml: symbols.SPAM_MODLE (did you mean SPAM_MODEL?), "
+                                "symbols.ZZZQQQ: no check emits these symbols")
+    check_symbols(parse_scores(SCORES, "test"), ["SPAMMY", "VERY", "VIRUS", "FORCE_Q", "GOOD"])

@@ -14,11 +14,13 @@ directory; a running gateway picks the change up by itself.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from mailward.cli import Context, pass_context
 from mailward.content.vip import (
@@ -29,7 +31,7 @@ from mailward.content.vip import (
     remove_person,
 )
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 MAX_FILE = 64 * 1024 * 1024
 
 
@@ -43,25 +45,77 @@ def _files(paths: tuple[str, ...]) -> list[Path]:
     return found
 
 
+# Header lines a mail file starts with; /etc/passwd's "root:x:0:0:..." is
+# shaped like a header line too, so one of these must be among them.
+_MAIL_HEADERS = re.compile(rb"(?im)^(from|subject|received|date|message-id|to|return-path)"
+                           rb"[ \t]*:")
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
+
+
+def not_mail(raw: bytes) -> str | None:
+    """not_mail - why these bytes are not a mail message, or None if they are one.
+
+    A message starts with a block of ``Name: value`` header lines (an mbox
+    ``From `` line before it is allowed), up to the first empty line or the
+    first line of another shape, that names at least one of the headers
+    every message has.
+    """
+    if not raw.strip():
+        return "the file is empty"
+    lines = raw.replace(b"\r\n", b"\n").split(b"\n")
+    if lines[0].startswith(b"From "):
+        lines = lines[1:]
+    if not lines[0] or lines[0][:1] in (b" ", b"\t") or not _HEADER_LINE.match(lines[0]):
+        return "it does not start with a mail header (a Name: value line)"
+    head: list[bytes] = []
+    for line in lines:
+        if not line or not _HEADER_LINE.match(line):
+            break
+        head.append(line)
+    if not _MAIL_HEADERS.search(b"\n".join(head)):
+        return ("its header block has none of From, Subject, Received, Date, "
+                "Message-ID, To or Return-Path")
+    return None
+
+
 @click.command()
-@click.option("--spam", "label", flag_value="spam", help="The messages are spam.")
-@click.option("--ham", "label", flag_value="ham", help="The messages are legitimate.")
+@click.option("--spam", is_flag=True, help="The messages are spam.")
+@click.option("--ham", is_flag=True, help="The messages are legitimate.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @pass_context
-def learn(context: Context, label: str | None, paths: tuple[str, ...]) -> None:
-    """Teach the spam model that message files are spam or ham."""
+def learn(context: Context, spam: bool, ham: bool, paths: tuple[str, ...]) -> None:
+    """Teach the spam model that message files are spam or ham.
+
+    A file that is not a mail message is refused and nothing is learnt from
+    it; the others are learnt, and the exit status is 1.
+    """
     from mailward.content.learn import learn as teach
     from mailward.services import Services
 
-    if label is None:
+    if spam and ham:
+        raise click.UsageError("--spam and --ham exclude each other: the messages of one "
+                               "call are all spam or all ham")
+    if not (spam or ham):
         console.print("[red]say what the messages are: --spam or --ham[/red]")
         sys.exit(2)
+    label = "spam" if spam else "ham"
     services = Services.create(context.settings)
+    refused = 0
     for path in _files(paths):
         with path.open("rb") as handle:
-            result = teach(services, handle.read(MAX_FILE), label)  # type: ignore[arg-type]
+            raw = handle.read(MAX_FILE)
+        problem = not_mail(raw)
+        if problem:
+            console.print(f"[red]{escape(str(path))}: not learnt, not a mail message: "
+                          f"{problem}[/red]")
+            refused += 1
+            continue
+        result = teach(services, raw, label)  # type: ignore[arg-type]
         click.echo(f"{path}: {result.note} as {label}; spam probability "
                    f"{result.before:.4f} -> {result.after:.4f}")
+    if refused:
+        console.print(f"[red]{refused} of the files were refused[/red]")
+        sys.exit(1)
 
 
 @click.command()

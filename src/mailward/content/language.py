@@ -370,7 +370,12 @@ def load_language_model(services: Services) -> LinearModel | None:
     """load_language_model - the site's language model, or None (cues only)."""
     path = language_model_path(services)
     if path.exists():
-        return LinearModel.load(path)
+        try:
+            return LinearModel.load(path)
+        except ValueError as error:
+            if services.settings.spam.language_model:
+                raise ValueError(f"spam.language_model: {error}") from None
+            raise
     if services.settings.spam.language_model:
         raise ValueError(f"spam.language_model: {path} does not exist")
     return None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +243,9 @@ class LinearModel:
     def load(cls, path: Path | str) -> "LinearModel":
         """load - read a model file; a wrong shape is an error that names the file."""
         try:
+            with open(path, "rb") as handle:
+                if handle.read(4) != b"PK\x03\x04":
+                    raise ValueError("not an .npz archive")
             with np.load(path, allow_pickle=False) as data:
                 coef = data["coef"].astype(np.float32)
                 intercept = float(data["intercept"][0])
@@ -250,7 +254,7 @@ class LinearModel:
                 meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
                 groups = (tuple(float(v) for v in data["groups"])
                           if "groups" in data.files else None)
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path}: not a model file ({error})") from None
         if coef.shape != (N_FEATURES,):
             raise ValueError(f"{path}: model has {coef.shape} weights, expected {N_FEATURES}")

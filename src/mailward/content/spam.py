@@ -63,7 +63,12 @@ def load_model(services: Services) -> LinearModel:
     """load_model - the site's model if there is one, else the shipped one."""
     path = model_path(services)
     if path.exists():
-        return LinearModel.load(path)
+        try:
+            return LinearModel.load(path)
+        except ValueError as error:
+            if services.settings.spam.model:
+                raise ValueError(f"spam.model: {error}") from None
+            raise
     if services.settings.spam.model:
         raise ValueError(f"spam.model: {path} does not exist")
     return bundled_model()

@@ -217,7 +217,7 @@ class ConnectionSettings(Section):
 
 class RateLimitSettings(Section):
     backend: str = Field("memory", description="where counters live: memory, or redis://host:port/db to share them between nodes")
-    connections_per_ip: str = Field("60/60s", description="new connections per client IP (N/period)")
+    connections_per_ip: str = Field("60/60s", description="new connections per client IP (N/period); auth.trusted_networks have no rate limits")
     connections_per_network: str = Field("300/60s", description="new connections per /24 (IPv4) or /64 (IPv6)")
     messages_per_ip: str = Field("120/60s", description="messages per client IP (N/period)")
     messages_per_network: str = Field("600/60s", description="messages per /24 or /64 network")

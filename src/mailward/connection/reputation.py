@@ -36,6 +36,11 @@ class ReputationBook:
 
     Counts whose IP has had no mail counted within ``window`` seconds are
     stale: they read as none, and the next verdict starts them over.
+
+    TODO: The window runs from an IP's last counted message, not from each
+    message, so an IP that never pauses for a whole window keeps all its
+    history; an old burst of bad mail then weighs on a host that has since
+    been cleaned until its good mail outweighs it.
     """
 
     def __init__(self, store: Store, window: float) -> None:

@@ -208,6 +208,7 @@ class ConnectionSettings(Section):
     reputation: bool = Field(True, description="learn each client IP's reputation from the verdicts on its mail")
     reputation_min_messages: int = Field(10, ge=1, description="messages seen from an IP before its reputation counts")
     reputation_reject_ratio: float = Field(0.9, gt=0, le=1, description="share of bad mail from an IP above which it is refused at connect")
+    reputation_window: Duration = Field("3d", gt=0, description="an IP's counts are forgotten once none of its mail has been judged for this long, so a refusal lifts (auth.trusted_networks are never scored or refused)")
     dnsbl_zones: list[Domain] = Field(default_factory=list, description="DNS blocklist zones queried for each client IP")
     dnsbl_required: int = Field(1, ge=1, description="how many DNSBL zones must list an IP before it is refused")
     dnsbl_timeout: Duration = Field("2s", description="time allowed for the DNSBL look-ups of one connection")
@@ -216,7 +217,7 @@ class ConnectionSettings(Section):
 
 class RateLimitSettings(Section):
     backend: str = Field("memory", description="where counters live: memory, or redis://host:port/db to share them between nodes")
-    connections_per_ip: str = Field("60/60s", description="new connections per client IP (N/period)")
+    connections_per_ip: str = Field("60/60s", description="new connections per client IP (N/period); auth.trusted_networks have no rate limits")
     connections_per_network: str = Field("300/60s", description="new connections per /24 (IPv4) or /64 (IPv6)")
     messages_per_ip: str = Field("120/60s", description="messages per client IP (N/period)")
     messages_per_network: str = Field("600/60s", description="messages per /24 or /64 network")
@@ -246,7 +247,7 @@ _ACTIONS = Literal["deliver", "tag", "quarantine", "reject"]
 
 class AuthSettings(Section):
     authserv_id: str = Field("", description="authserv-id of our Authentication-Results (empty = the host name); incoming ones claiming it are removed")
-    trusted_networks: list[Network] = Field(["127.0.0.0/8", "::1/128"], description="client networks (internal relays) whose mail is not SPF, DKIM, DMARC or ARC checked")
+    trusted_networks: list[Network] = Field(["127.0.0.0/8", "::1/128"], description="client networks (internal relays; loopback by default) whose mail is not SPF, DKIM, DMARC or ARC checked, and that IP reputation and rate limits never score or refuse")
 
 
 class SpfSettings(Section):

@@ -71,7 +71,8 @@ class Gateway:
         self.services = services or Services.create(settings)
         self.spool = Spool(settings.data_dir)
         self.mailboxes = MaildirStore(settings.data_dir / "mailboxes")
-        self.reputation = ReputationBook(self.services.store)
+        self.reputation = ReputationBook(self.services.store,
+                                         settings.connection.reputation_window)
         self.services.extras["reputation"] = self.reputation
         self.services.extras["gateway"] = self
         self.pipeline: Pipeline | None = None

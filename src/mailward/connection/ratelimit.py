@@ -6,7 +6,9 @@ limit per client IP and per network (/24 for IPv4, /64 for IPv6), so a
 sender cannot dodge a limit by spreading over a subnet. Buckets live in
 memory, or in Redis when several gateway nodes must share them. Over a limit
 the SMTP server answers 421 4.7.0 and closes: a temporary refusal that a
-legitimate sender retries, never a silent drop.
+legitimate sender retries, never a silent drop. Trusted relays
+(``auth.trusted_networks``) carry everybody's mail and are never limited;
+the server's own ``smtp.max_sessions`` still bounds them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
+from mailward.auth import is_trusted_peer
 from mailward.config import RateLimitSettings, parse_rate
 
 log = logging.getLogger("mailward.connection")
@@ -106,8 +109,10 @@ class Refusal:
 class RateLimiter:
     """The gateway's limits on connections, messages and sessions."""
 
-    def __init__(self, settings: RateLimitSettings, buckets: Buckets | None = None) -> None:
+    def __init__(self, settings: RateLimitSettings, buckets: Buckets | None = None,
+                 exempt: list[str] | None = None) -> None:
         self.settings = settings
+        self.exempt = list(exempt or [])
         if buckets is None:
             buckets = (RedisBuckets(settings.backend)
                        if settings.backend.startswith("redis") else MemoryBuckets())
@@ -123,8 +128,13 @@ class RateLimiter:
             return True
         return await self.buckets.take(f"{name}:{key}", capacity, period)
 
+    def _exempt(self, ip: str) -> bool:
+        return is_trusted_peer(self.exempt, ip)
+
     async def connection(self, ip: str) -> Refusal | None:
         """connection - take a connection token and a session slot, or refuse."""
+        if self._exempt(ip):
+            return None
         network = network_of(ip)
         if self.sessions.get(ip, 0) >= self.settings.sessions_per_ip:
             return Refusal("simultaneous sessions", ip)
@@ -139,6 +149,8 @@ class RateLimiter:
         return None
 
     def disconnected(self, ip: str) -> None:
+        if self._exempt(ip):
+            return
         for key in (ip, network_of(ip)):
             left = self.sessions.get(key, 0) - 1
             if left > 0:
@@ -147,6 +159,9 @@ class RateLimiter:
                 self.sessions.pop(key, None)
 
     async def message(self, ip: str) -> Refusal | None:
+        """message - take a message token, or refuse."""
+        if self._exempt(ip):
+            return None
         if not await self._take("messages_per_ip", ip):
             return Refusal("messages", ip)
         network = network_of(ip)

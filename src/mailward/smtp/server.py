@@ -13,7 +13,8 @@ SECURITY:
   (aiosmtpd clears its buffer on the handshake).
 - Resources: message size (552 past it), recipients (452), command and DATA
   time-outs, error replies per session (421 and close), simultaneous
-  sessions, and the rate limits of ``connection.ratelimit``.
+  sessions, and the rate limits of ``connection.ratelimit`` (which spare
+  the trusted relays of ``auth.trusted_networks``).
 - Open relay: a recipient outside the accepted domains is refused at RCPT
   (550 5.7.1) unless the session is a trusted outbound connector.
 - XCLIENT: only a proxy in ``smtp.xclient_networks`` (judged by the socket's
@@ -61,6 +62,9 @@ class GatewaySMTP(SMTP):
         self.session_id = new_queue_id()
         self.connect_findings: list = []
         self.counted = False
+        # The address the rate limiter counted the session for: the socket's
+        # peer, which an XCLIENT does not change.
+        self.limited_ip = ""
         # Set by a hook that has logged the refusal it returns, with more
         # detail than push could; push then does not log it again.
         self.refusal_logged = False
@@ -213,7 +217,8 @@ class GatewayHandler:
         self.max_bad_commands = settings.smtp.max_bad_commands
         self.data_timeout = settings.smtp.data_timeout
         self.bare_lf = settings.smtp.bare_lf
-        self.limiter = RateLimiter(settings.ratelimit)
+        self.limiter = RateLimiter(settings.ratelimit,
+                                   exempt=list(settings.auth.trusted_networks))
         self.sessions = 0
         self.outbound = settings.outbound
 
@@ -280,6 +285,7 @@ class GatewayHandler:
             server.refusal_logged = True
             return refusal.reply
         server.counted = True
+        server.limited_ip = ip
         self.sessions += 1
         log.info("%s: connect from %s", server.session_id, ip)
         return await self._stage(server, Stage.CONNECT)
@@ -288,8 +294,7 @@ class GatewayHandler:
         if server.counted:
             server.counted = False
             self.sessions -= 1
-            peer = server.session.peer if server.session else None
-            self.limiter.disconnected(str(peer[0]) if peer else "")
+            self.limiter.disconnected(server.limited_ip)
 
     def xclient_allowed(self, server: GatewaySMTP) -> bool:
         """xclient_allowed - the socket's own peer is a trusted proxy."""

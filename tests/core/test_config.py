@@ -116,6 +116,17 @@ def test_a_missing_tls_certificate_is_named_by_check_and_serve(tmp_path):
         assert "Traceback" not in result.stderr and "smtp.tls_cert" in result.stderr
 
 
+def refused_by_check_and_serve(tmp_path, path, says: str, one_line: bool = False) -> None:
+    """Both `config check` and `serve` exit 2 saying `says`, without a traceback."""
+    for args in (["config", "check", str(path)], ["serve", "--config", str(path)]):
+        result = subprocess.run([sys.executable, "-m", "mailward", *args], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
+        if one_line and args[0] == "config":
+            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 @pytest.mark.parametrize("key, value, says", [
     ("model", "/nonexistent.npz", "spam.model: /nonexistent.npz does not exist"),
     ("model", "/etc/passwd", "spam.model: /etc/passwd: not a model file"),
@@ -129,13 +140,7 @@ def test_a_model_file_that_does_not_load_is_named_by_check_and_serve(tmp_path, k
     path = write(tmp_path, f'[spam]\n{key} = "{value.format(tmp=tmp_path)}"\n'
                            '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n'
                            f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
-    for args in (["config", "check", str(path)], ["serve", "--config", str(path)]):
-        result = subprocess.run([sys.executable, "-m", "mailward", *args], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2, (args, result.stderr)
-        assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
-        if args[0] == "config":
-            assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    refused_by_check_and_serve(tmp_path, path, says, one_line=True)
 
 
 def test_model_files_that_load_pass_the_check(tmp_path):
@@ -163,11 +168,7 @@ def test_a_scores_file_that_would_not_filter_is_refused_by_check_and_serve(tmp_p
     path = write(tmp_path, f'[policy]\nscores_file = "{tmp_path / "scores.toml"}"\n'
                            '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n'
                            f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
-    for args in (["config", "check", str(path)], ["serve", "--config", str(path)]):
-        result = subprocess.run([sys.executable, "-m", "mailward", *args], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2, (args, result.stderr)
-        assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
+    refused_by_check_and_serve(tmp_path, path, says)
 
 
 def test_a_copy_of_the_shipped_scores_with_other_thresholds_passes_the_check(tmp_path):

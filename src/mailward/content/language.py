@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from mailward.content.features import MAX_TEXT, text_tokens
-from mailward.content.model import LinearModel
+from mailward.content.model import LinearModel, load_configured
 from mailward.message import Message
 from mailward.pipeline import Stage, Task
 from mailward.services import Services
@@ -368,17 +368,8 @@ def language_model_path(services: Services) -> Path:
 
 def load_language_model(services: Services) -> LinearModel | None:
     """load_language_model - the site's language model, or None (cues only)."""
-    path = language_model_path(services)
-    if path.exists():
-        try:
-            return LinearModel.load(path)
-        except ValueError as error:
-            if services.settings.spam.language_model:
-                raise ValueError(f"spam.language_model: {error}") from None
-            raise
-    if services.settings.spam.language_model:
-        raise ValueError(f"spam.language_model: {path} does not exist")
-    return None
+    return load_configured(language_model_path(services), "spam.language_model",
+                           services.settings.spam.language_model)
 
 
 def _enough_words(text: str) -> bool:

@@ -263,3 +263,20 @@ class LinearModel:
             raise ValueError(f"{path}: group weights {groups} are not {len(GROUPS)} "
                              "finite weights >= 0")
         return cls(coef, intercept, (calibration[0], calibration[1]), meta, groups)
+
+
+def load_configured(path: Path, key: str, configured: str) -> LinearModel | None:
+    """load_configured - the model file at path; None when there is none and the
+    setting ``key`` (whose value is ``configured``) did not ask for one.
+
+    An error names the setting when the file was configured."""
+    if path.exists():
+        try:
+            return LinearModel.load(path)
+        except ValueError as error:
+            if configured:
+                raise ValueError(f"{key}: {error}") from None
+            raise
+    if configured:
+        raise ValueError(f"{key}: {path} does not exist")
+    return None

@@ -27,7 +27,7 @@ from typing import ClassVar
 from mailward.content.features import spam_tokens
 from mailward.content.hidden import hidden_findings
 from mailward.content.language import cue_findings, find_cues, reader_text
-from mailward.content.model import LinearModel
+from mailward.content.model import LinearModel, load_configured
 from mailward.content.structure import structure_findings
 from mailward.config import Settings, load_settings
 from mailward.message import Message
@@ -61,17 +61,8 @@ def model_path(services: Services) -> Path:
 
 def load_model(services: Services) -> LinearModel:
     """load_model - the site's model if there is one, else the shipped one."""
-    path = model_path(services)
-    if path.exists():
-        try:
-            return LinearModel.load(path)
-        except ValueError as error:
-            if services.settings.spam.model:
-                raise ValueError(f"spam.model: {error}") from None
-            raise
-    if services.settings.spam.model:
-        raise ValueError(f"spam.model: {path} does not exist")
-    return bundled_model()
+    site = load_configured(model_path(services), "spam.model", services.settings.spam.model)
+    return site if site is not None else bundled_model()
 
 
 class OfflineChecks:

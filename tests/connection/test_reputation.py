@@ -82,16 +82,20 @@ def test_good_mail_builds_a_good_reputation(gateway_factory, shared):
         assert sock.recv(1024).startswith(b"220")
 
 
+def bad_history(gateway, *ips: str) -> None:
+    """The same history for each: one harmless message, three viruses (75% bad)."""
+    for ip in ips:
+        assert send_as(gateway, ip, harmless(f"first from {ip}"))[0] == 250
+        for _ in range(3):
+            assert send_as(gateway, ip, attachment_message("x.com", EICAR))[0] == 550
+
+
 def test_a_trusted_relay_with_a_bad_history_is_neither_refused_nor_scored(gateway_factory,
                                                                           dns_server):
     gateway = gateway_factory(config=as_client(dns_server,
                                                reputation_min_messages=3,
                                                reputation_reject_ratio=0.7))
-    # The same history for both: one harmless message, three viruses (75% bad).
-    for ip in (RELAY, STRANGER):
-        assert send_as(gateway, ip, harmless(f"first from {ip}"))[0] == 250
-        for _ in range(3):
-            assert send_as(gateway, ip, attachment_message("x.com", EICAR))[0] == 550
+    bad_history(gateway, RELAY, STRANGER)
     code, text = greeting_as(gateway, STRANGER)
     assert code == 554 and b"3 of the last 4 messages from 192.0.2.7" in text
     assert greeting_as(gateway, RELAY)[0] == 220
@@ -103,10 +107,7 @@ def test_a_trusted_relay_is_not_scored_where_an_untrusted_host_is(gateway_factor
     gateway = gateway_factory(config=as_client(dns_server,
                                                reputation_min_messages=3,
                                                reputation_reject_ratio=0.9))
-    for ip in (RELAY, STRANGER):
-        assert send_as(gateway, ip, harmless(f"first from {ip}"))[0] == 250
-        for _ in range(3):
-            assert send_as(gateway, ip, attachment_message("x.com", EICAR))[0] == 550
+    bad_history(gateway, RELAY, STRANGER)
     for ip in (RELAY, STRANGER):
         assert send_as(gateway, ip, harmless(f"second from {ip}"))[0] == 250
     assert "IP_REPUTATION_POOR" in symbols(gateway.verdict(f"second from {STRANGER}"))

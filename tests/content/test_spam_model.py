@@ -96,20 +96,27 @@ def test_features_cover_text_ngrams_headers_structure_and_findings():
     assert "f:CONTENT_HIDDEN_TEXT" in tokens and "f:DKIM_NONE" not in tokens
 
 
+def training_folders(tmp_path, kinds):
+    """Folders of corpus files, (name, source, start, count, step) each, and a config."""
+    folders = {}
+    for name, source, start, count, step in kinds:
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for path in corpus_slice(source, start, count, step=step):
+            (folders[name] / path.name).write_bytes(path.read_bytes())
+    config = tmp_path / "mailward.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    return folders, config
+
+
 def test_train_command_writes_both_models_and_prints_their_quality(corpus, tmp_path):
     from click.testing import CliRunner
 
     from mailward.cli import main
 
-    folders = {}
-    for name, source, step in (("ham", "spam/ham", 40), ("spam", "spam/spam", 20),
-                               ("phishing", "phishing", 20)):
-        folders[name] = tmp_path / name
-        folders[name].mkdir()
-        for path in corpus_slice(source, 3, 30, step=step):
-            (folders[name] / path.name).write_bytes(path.read_bytes())
-    config = tmp_path / "mailward.toml"
-    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    folders, config = training_folders(tmp_path, (("ham", "spam/ham", 3, 30, 40),
+                                                  ("spam", "spam/spam", 3, 30, 20),
+                                                  ("phishing", "phishing", 3, 30, 20)))
     answer = CliRunner().invoke(main, ["-c", str(config), "train", "--ham", str(folders["ham"]),
                                        "--spam", str(folders["spam"]), "--phishing",
                                        str(folders["phishing"]), "--holdout", "0.3"])
@@ -127,15 +134,9 @@ def test_train_refuses_too_few_messages_of_a_kind(corpus, tmp_path):
 
     from mailward.cli import main
 
-    folders = {}
-    for name, source, count in (("ham", "spam/ham", 3), ("spam", "spam/spam", 2),
-                                ("empty", "spam/spam", 0)):
-        folders[name] = tmp_path / name
-        folders[name].mkdir()
-        for path in corpus_slice(source, 5, count, step=50):
-            (folders[name] / path.name).write_bytes(path.read_bytes())
-    config = tmp_path / "mailward.toml"
-    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    folders, config = training_folders(tmp_path, (("ham", "spam/ham", 5, 3, 50),
+                                                  ("spam", "spam/spam", 5, 2, 50),
+                                                  ("empty", "spam/spam", 5, 0, 50)))
     model = tmp_path / "data" / "spam-model.npz"
     base = ["-c", str(config), "train", "--ham", str(folders["ham"])]
     answer = CliRunner().invoke(main, base + ["--spam", str(folders["spam"])])

@@ -139,6 +139,9 @@ async def test_a_brand_counts_only_as_a_costume(services):
 
     lure = "Your PayPal account will be suspended. Verify your account today."
     assert "LANG_BRAND_IMPERSONATION" in await symbols("PayPal <service@pay-secure.example>", lure)
+    # A malformed From ("PayPal, Inc." unquoted) is read as a reader sees it.
+    assert "LANG_BRAND_IMPERSONATION" in await symbols(
+        "PayPal, Inc. <service@pay-secure.example>", lure)
     # The brand's own domain, a brand named without a lever, a lever without a brand.
     assert "LANG_BRAND_IMPERSONATION" not in await symbols("PayPal <service@paypal.com>", lure)
     assert "LANG_BRAND_IMPERSONATION" not in await symbols(

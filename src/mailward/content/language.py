@@ -336,10 +336,9 @@ class Brands:
 
         if self.pattern is None or not BRAND_CUES & {cue.name for cue in cues}:
             return None
-        senders = message.from_addresses
-        if len(senders) != 1 or not senders[0].domain:
+        sender = message.from_lenient  # a score, never trust: a malformed From counts
+        if sender is None or not sender.domain:
             return None
-        sender = senders[0]
         shown = f"{sender.display_name}\n{message.subject[:200]}\n{message.text[:BRAND_SPAN]}"
         domain = registrable(sender.domain.lower())
         for match in self.pattern.finditer(shown):

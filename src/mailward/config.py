@@ -163,6 +163,7 @@ class WebSettings(Section):
     digest_from: str = Field("", description="From address of quarantine digests (empty = quarantine@<hostname>)")
     digest_link_lifetime: Duration = Field("72h", description="how long the one-click links in a digest work")
     digest_max_items: int = Field(50, ge=1, description="items listed in one digest; more are summarised with a link to the console")
+    user_release: list[Literal["spam", "phish", "impostor", "policy", "auth"]] = Field(default_factory=lambda: ["spam", "policy", "auth"], description="categories of held mail end users may release themselves (console and digest links); the others they can only ask staff to release. Malware is always staff-only")
 
 
 class StorageSettings(Section):

@@ -50,6 +50,23 @@ def _is_page(request: Request) -> bool:
     return request.url.path.startswith(_PAGES)
 
 
+def warn_phishing_release(gateway: "Gateway") -> None:
+    """warn_phishing_release - say so when end users can release phishing as spam.
+
+    Without a language model the site trained, the phishing evidence is cues and
+    URL findings, which seldom reach the phish thresholds: most phishing is held
+    for its total score, with category spam, which users may release themselves.
+    """
+    from mailward.content.language import language_model_path
+
+    if ("spam" in gateway.settings.web.user_release
+            and not language_model_path(gateway.services).exists()):
+        log.warning("no language model is trained, so most phishing is held as spam, "
+                    "which web.user_release lets end users release themselves; train "
+                    "one (mailward train --phishing DIR ...) or take spam out of "
+                    "web.user_release")
+
+
 def create_app(gateway: "Gateway") -> FastAPI:
     """create_app - the FastAPI application of one gateway."""
     from mailward.web.console import LoginRequired, login_redirect
@@ -60,6 +77,7 @@ def create_app(gateway: "Gateway") -> FastAPI:
                   description="REST API of the mailward email security gateway")
     app.state.gateway = gateway
     app.state.metrics = ProcessMetrics()
+    warn_phishing_release(gateway)
     gateway.observers.append(app.state.metrics.observe)
 
     @app.get("/healthz", tags=["health"])

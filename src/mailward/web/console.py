@@ -24,7 +24,7 @@ from mailward.web.admin import update_account
 from mailward.web.deps import COOKIE, Principal, authenticate, check_csrf, get_gateway
 from mailward.web.digest import LABELS, Digests, LinkError
 from mailward.web.pages import render
-from mailward.web.review import ACTIONS, CATEGORIES, Review, ReviewError
+from mailward.web.review import ACTIONS, CATEGORIES, Review, ReviewError, user_may_release
 from mailward.web.security import client_ip, security_headers
 from mailward.web.senders import rules_of
 
@@ -137,8 +137,8 @@ async def quarantine_item_page(request: Request, item_id: str,
     except ReviewError as error:
         return render(request, "error.html", status=error.status, message=str(error))
     return render(request, "quarantine_item.html", view=view, notice=NOTICES.get(done, ""),
-                  staff_only=view.item["category"] in ("malware", "phish")
-                  and not principal.staff)
+                  staff_only=not principal.staff and not user_may_release(
+                      get_gateway(request).settings, view.item["category"]))
 
 
 @router.post("/console/quarantine/bulk")

@@ -37,7 +37,7 @@ from mailward.store.models import Delivery, DigestLink, MessageRecord, Quarantin
 from mailward.verdict import Action, Verdict
 from mailward.web import audit
 from mailward.web.deps import Principal
-from mailward.web.review import STAFF_RELEASE, Review, ReviewError
+from mailward.web.review import Review, ReviewError, user_may_release
 from mailward.web.security import load_secret, sign, signature_ok, visible
 
 if TYPE_CHECKING:
@@ -188,7 +188,8 @@ class Digests:
         return queue_id
 
     async def _item_lines(self, user: User, item: QuarantineItem, now: datetime) -> list[str]:
-        release = "request" if item.category in STAFF_RELEASE else "release"
+        release = ("release" if user_may_release(self.gateway.settings, item.category)
+                   else "request")
         lines = [f"* {item.created_at:%Y-%m-%d %H:%M} UTC  [{item.category}]",
                  f"  From:    {_line(item.sender)}",
                  f"  Subject: {_line(item.subject)}"]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from mailward.config import Settings
 from mailward.quarantine import Filters, Quarantine, QuarantineError, item_dict
 from mailward.store.models import QuarantineItem, ReleaseRequest, User
 from mailward.web import audit
@@ -38,12 +39,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailward.web")
 
 CATEGORIES = ("spam", "phish", "malware", "impostor", "policy", "auth")
-# Categories a user may only ask staff to release.
-# TODO: without a language model trained by the site, most phishing is held for
-# its total score with category spam (its cues and URL findings rarely reach the
-# phish thresholds), so end users can release phishing themselves; the category a
-# release rule reads should weigh the phishing evidence, not only the larger sum.
-STAFF_RELEASE = ("malware", "phish")
+
+
+# TODO: without a language model trained by the site, most phishing is held for its
+# total score with category spam, which end users may release under the default
+# web.user_release; the web service warns at start, but the category itself does not
+# yet weigh phishing evidence apart from the larger sum, so such phishing can be
+# released by the user it targets.
+def user_may_release(settings: Settings, category: str) -> bool:
+    """user_may_release - whether an end user may release held mail of this category
+    themselves (``web.user_release``); otherwise they can only ask staff."""
+    return category != "malware" and category in settings.web.user_release
+
+
 ACTIONS = ("release", "release_allow", "not_spam", "allow_sender", "block_sender",
            "delete", "request_release")
 MAX_BODY_CHARS = 200_000
@@ -179,7 +187,8 @@ class Review:
         """release - deliver the item (users: not malware or phishing)."""
         item = await self.get(item_id)
         action = "not_spam" if not_spam else "release_allow" if allow_sender else "release"
-        if not self.principal.staff and item.category in STAFF_RELEASE:
+        if not self.principal.staff and not user_may_release(self.gateway.settings,
+                                                             item.category):
             await self._audit(f"quarantine.{action}", item.id, "refused",
                               why=f"{item.category} needs staff approval")
             raise ReviewError(403, f"a {item.category} message can only be released by an "

@@ -134,7 +134,7 @@ class Entity:
                     parsed.append(f"HEADER_TOO_LONG:{name.lower()}")
                     continue
                 try:
-                    parsed.append(policy.default.header_factory(name, _unfold(value)))
+                    parsed.append(_header_class(name)(name, _unfold(value)))
                 except Exception:
                     parsed.append(f"HEADER_UNPARSEABLE:{name.lower()}")
             self._parsed_headers[name] = parsed
@@ -339,10 +339,20 @@ def decode_words(value: str) -> str:
     value = _clean(_unfold(value))
     if "=?" in value:
         try:
-            value = str(policy.default.header_factory("x-unstructured", value))
+            value = str(_header_class("x-unstructured")("x-unstructured", value))
         except Exception:
             pass
     return value
+
+
+@functools.lru_cache(maxsize=64)
+def _header_class(name: str) -> type[BaseHeader]:
+    """_header_class - the ``policy.default`` class of a header name, built once.
+
+    ``policy.default.header_factory(name, value)`` builds a new class at every
+    call and then instantiates it; the class depends on the name alone.
+    """
+    return policy.default.header_factory[name]
 
 
 def _clean(text: str) -> str:

@@ -18,6 +18,7 @@ under the configured time-out.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ class Resolver:
         self.queries += 1
         qtype = dns.rdatatype.from_text(rdtype)
         try:
-            qname = dns.name.from_text(name)
+            qname = _name(name)
         except (dns.exception.DNSException, UnicodeError):
             raise DnsError(DnsFailure.BADNAME, name, rdtype) from None
         if self._zone is not None:
@@ -171,6 +172,12 @@ class Resolver:
     async def ptr(self, name: str) -> list[str]:
         """ptr - the host names a PTR name points to."""
         return [record.text.rstrip(".").lower() for record in await self.lookup(name, "PTR")]
+
+
+@functools.lru_cache(maxsize=4096)
+def _name(text: str) -> dns.name.Name:
+    """_name - a query name from text (names are immutable; checks ask the same ones)."""
+    return dns.name.from_text(text)
 
 
 def _text(rdata: object) -> str:

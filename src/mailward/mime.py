@@ -260,7 +260,7 @@ class Entity:
 def parse_header_block(block: bytes) -> Message:
     """parse_header_block - the header block as ``BytesHeaderParser(compat32)`` reads it.
 
-    A plain block (ASCII, one kind of line end, every line a field or its
+    A plain block (one kind of line end, every line a field or its
     continuation up to the empty line, no envelope ``From `` line past the
     first) is split here directly, into the same Message the standard
     library's feed parser builds, at a fraction of its cost; any other block
@@ -281,9 +281,7 @@ def parse_header_block(block: bytes) -> Message:
 
 def _simple_header_block(block: bytes) -> tuple[str | None, list[tuple[str, str]], str] | None:
     """_simple_header_block - (unix-from, fields, rest) of a plain block, or None."""
-    if not block.isascii():
-        return None
-    text = block.decode("ascii")
+    text = block.decode("ascii", "surrogateescape")  # as the feed parser reads bytes
     if "\r" not in text:
         ending = "\n"
     elif text.count("\r") == text.count("\n") == text.count("\r\n"):

@@ -258,7 +258,7 @@ def test_normalize_text_agrees_with_its_plain_form(shared):
     b"Subject: x\r\nnot a header line\r\nTo: y\r\n\r\n",
     b":no name\r\nSubject: x\r\n\r\n",
     b"Subject: x\rTo: y\n\r\n",  # mixed line ends
-    b"Subject: caf\xc3\xa9\r\n\r\n",  # 8-bit
+    b"Subject: caf\xc3\xa9\r\n\xff: x\r\n\r\n",  # 8-bit
     b"Subject: x\r\nTo: y",  # no empty line, no final line end
     b"", b"\r\n", b"Subject:\r\n\r\n",
 ])

@@ -134,7 +134,7 @@ class Entity:
                     parsed.append(f"HEADER_TOO_LONG:{name.lower()}")
                     continue
                 try:
-                    parsed.append(_header_class(name)(name, _unfold(value)))
+                    parsed.append(_header_class(name)(name, unfold(value)))
                 except Exception:
                     parsed.append(f"HEADER_UNPARSEABLE:{name.lower()}")
             self._parsed_headers[name] = parsed
@@ -328,13 +328,14 @@ def _field(lines: list[str]) -> tuple[str, str]:
     return name, value.rstrip("\r\n")
 
 
-def _unfold(value: str) -> str:
+def unfold(value: str) -> str:
+    """unfold - a header value with its folding line ends taken out."""
     return re.sub(r"\r?\n(?=[ \t])", "", value)
 
 
 def decode_words(value: str) -> str:
     """decode_words - a header value as text: unfolded, RFC 2047 words decoded."""
-    value = _clean(_unfold(value))
+    value = _clean(unfold(value))
     if "=?" in value:
         try:
             value = str(_header_class("x-unstructured")("x-unstructured", value))

@@ -282,3 +282,22 @@ def test_a_header_parsed_once_still_counts_its_defect_at_each_reading():
     assert message.addresses("to") == [] and message.addresses("to") == []
     assert message.root.defects.count("HEADER_TOO_LONG:to") == 2
     assert message.addresses("from") == message.addresses("from") != []
+
+
+@pytest.mark.parametrize("value", [
+    "alice@example.org", "Alice Smith <alice@example.org>", '"Smith, Alice" <a.s@mail-1.example.org>',
+    '"" <a@example.org>', '"  two  spaces " <a+tag@example.org>',
+    "a@example.org,b@example.org, Bob <b_2@example.net>",
+    "Alice  Smith <alice@example.org>", "a..b@example.org", "a@-example.org", "a@example.org ",
+    "Alice <alice@example.org", "Dr. Alice <alice@example.org>", "=?utf-8?q?Al?= <a@example.org>",
+    "a@example.org,, b@example.org", "undisclosed-recipients:;",
+])
+def test_plain_address_lists_read_as_the_strict_parser_reads_them(value):
+    from email import policy
+
+    from mailward.message import _strict_mailboxes
+
+    message = Message(f"From: {value}\r\nTo: {value}\r\n\r\nhi\r\n".encode())
+    parsed = _strict_mailboxes(policy.default.header_factory("to", value))
+    assert message.addresses("to") == (parsed or [])
+    assert message.from_addresses == (parsed or [])

@@ -15,6 +15,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 TEST_SHARE = 0.4
+# The hosts that received and stored the corpus's mail: the collectors' MX,
+# relays and mailbox servers (SpamAssassin's public corpus; the Microsoft 365
+# mailbox of the phishing honeypot). Their Received headers top every file of
+# a folder and never reach a gateway; the benchmarks pass them to mailward as
+# ``spam.internal_hosts``, as a site names its own servers. (Read without
+# them, the spam model learns which collector gathered a file: the held-out
+# figures rose by about four points.)
+INTERNAL_HOSTS = ["localhost", "localdomain", "slashnull.org", "netnoteinc.com",
+                  "jmason.org", "webnote.net", "taint.org", "zzzzason.org", "outlook.com"]
 CLASSES = ("ham", "spam", "phishing")
 
 

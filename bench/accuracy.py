@@ -7,7 +7,9 @@ Splits ``corpus/spam`` (ham, spam) and ``corpus/phishing`` deterministically
 phishing) and the language model (phishing against ham and spam) on the training
 part as ``mailward train`` does, then judges every held-out message with
 the whole offline pipeline of the embedded defaults (the gateway's
-``judge``, as ``mailward scan``), pinned to one CPU. It prints, per class,
+``judge``, as ``mailward scan``), pinned to one CPU. Training and judging
+both name the corpus collectors' servers as ``spam.internal_hosts``
+(``corpus_split.INTERNAL_HOSTS``), as a site names its own. It prints, per class,
 the share caught at the total-score threshold that keeps ham flagged at or
 below 0.1%, the shares at the shipped policy thresholds (tag, quarantine),
 the AUC against ham, and messages per second; then the same for the spam
@@ -34,15 +36,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus_split import split  # noqa: E402
+from corpus_split import INTERNAL_HOSTS, split  # noqa: E402
 from figures import Result, print_results  # noqa: E402
 
 
 def train(data_dir: Path, parts: dict[str, list[Path]]) -> None:
     """train - both models into data_dir, as `mailward train` writes them."""
+    from mailward.config import load_settings
     from mailward.content.train import train_models
 
-    for result in train_models(parts["ham"], parts["spam"], parts["phishing"], holdout=0):
+    settings = load_settings(overrides={"spam.internal_hosts": INTERNAL_HOSTS})
+    for result in train_models(parts["ham"], parts["spam"], parts["phishing"], holdout=0,
+                               settings=settings):
         name = "spam-model.npz" if result.kind == "spam" else "language-model.npz"
         result.model.save(data_dir / name)
 
@@ -55,7 +60,8 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
     from mailward.gateway import Gateway
     from mailward.verdict import Action
 
-    gateway = Gateway(load_settings(overrides={"storage.data_dir": str(data_dir)}))
+    gateway = Gateway(load_settings(overrides={"storage.data_dir": str(data_dir),
+                                               "spam.internal_hosts": INTERNAL_HOSTS}))
     await gateway.start()
     blobs = {name: [p.read_bytes() for p in files] for name, files in parts.items()}
     for raw in blobs["ham"][:10]:  # warm caches

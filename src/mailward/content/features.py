@@ -9,7 +9,9 @@ stored). The strings are:
 - character 4-grams of each distinct word, which survive the letter swaps
   and inserted digits of obfuscated spam;
 - header features: which headers are present, the mailer, the shape of the
-  From, Reply-To and Message-ID, the number of Received hops;
+  From, Reply-To and Message-ID, the number of Received hops, and the words
+  of the headers that tell the sender's path, less the hops the site's own
+  servers added (``internal_hops``);
 - structure: MIME types, charsets, attachments, link counts, length;
 - the findings of the checks that ran before and that a message alone
   decides (``f:`` strings): structure, hidden text, language cues, the URL
@@ -121,15 +123,50 @@ def text_tokens(text: str, prefix: str = "") -> list[str]:
     return found
 
 
-def header_tokens(message: Message) -> list[str]:
-    """header_tokens - the presence and shape of the top-level headers."""
+_BY_HOST = re.compile(r"\bby\s+\[?([a-z0-9][a-z0-9.:_-]{0,253})\]?(\s+\(mailward\))?")
+
+
+def _internal(host: str, hosts: Iterable[str]) -> bool:
+    return any(host == name or host.endswith("." + name) for name in hosts)
+
+
+def internal_hops(message: Message, hosts: Iterable[str] = ()) -> int:
+    """internal_hops - how many Received headers at the top the receiving side added.
+
+    A hop is the site's own when its ``by`` host is one of ``hosts`` (names or
+    domains, ``spam.internal_hosts``) or mailward's own trace header; counting
+    stops at the first hop that is not. Those hops say how the site's mail
+    reached its mailboxes, never where it came from: on the wire mailward's
+    own is on every message, and in a corpus of delivered mail the
+    collector's relays and mailbox servers are, different for each folder
+    the corpus was gathered from. A model that read them would learn how its
+    training mail was collected.
+    """
+    hosts = tuple(name.lower().strip(".") for name in hosts)
+    count = 0
+    for name, value in message.raw_headers[:100]:
+        if name.lower() != "received":
+            continue
+        by = _BY_HOST.search(value[:1000].lower())
+        if by is None or not (by.group(2) or _internal(by.group(1).rstrip("."), hosts)):
+            break
+        count += 1
+    return count
+
+
+def header_tokens(message: Message, internal: int = 0) -> list[str]:
+    """header_tokens - the presence and shape of the top-level headers.
+
+    ``internal`` is the count of the site's own Received hops at the top
+    (``internal_hops``), left out of the hop count.
+    """
     found: list[str] = []
     names = {name.lower()[:40] for name, _ in message.raw_headers[:200]}
     found.extend("hn:" + name for name in names if not name.startswith(_IGNORED_HEADERS))
     mailer = (message.header("x-mailer") or message.header("user-agent") or "")[:100].split()
     if mailer:
         found.append("hx:" + mailer[0].lower()[:30])
-    found.append("hr:" + _bucket(message.count_header("received")))
+    found.append("hr:" + _bucket(max(0, message.count_header("received") - internal)))
     senders = message.from_addresses
     if len(senders) == 1:
         sender = senders[0]
@@ -184,11 +221,17 @@ def _routing_word(word: str) -> bool:
     return not word.isdigit() and word not in _TIME_WORDS
 
 
-def header_value_tokens(message: Message) -> list[str]:
-    """header_value_tokens - words of the headers that say where mail came from."""
+def header_value_tokens(message: Message, internal: int = 0) -> list[str]:
+    """header_value_tokens - words of the headers that say where mail came from.
+
+    The first ``internal`` Received headers (the site's own hops) are skipped.
+    """
     found: list[str] = []
     for name, value in message.raw_headers[:100]:
         name = name.lower()
+        if name == "received" and internal > 0:
+            internal -= 1
+            continue
         if name in _VALUE_HEADERS:
             words = [w for w in _HEADER_WORD.findall(value[:400].lower())[:60]
                      if _routing_word(w)]
@@ -238,13 +281,19 @@ def finding_tokens(findings: Iterable[Finding]) -> list[str]:
             and f.symbol not in NOT_FEATURES]
 
 
-def spam_tokens(message: Message, findings: Iterable[Finding] = ()) -> list[str]:
-    """spam_tokens - everything the spam model sees of a message."""
+def spam_tokens(message: Message, findings: Iterable[Finding] = (),
+                internal_hosts: Iterable[str] = ()) -> list[str]:
+    """spam_tokens - everything the spam model sees of a message.
+
+    ``internal_hosts`` are the site's own mail hosts (``spam.internal_hosts``):
+    the Received headers they added are not read (``internal_hops``).
+    """
     text = message.text
+    internal = internal_hops(message, internal_hosts)
     found = text_tokens(message.subject[:500], "s:")
     found.extend(text_tokens(text))
-    found.extend(header_tokens(message))
-    found.extend(header_value_tokens(message))
+    found.extend(header_tokens(message, internal))
+    found.extend(header_value_tokens(message, internal))
     found.extend(html_tokens(message))
     found.extend(structure_tokens(message, text))
     found.extend(finding_tokens(findings))

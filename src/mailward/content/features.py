@@ -171,9 +171,9 @@ _HEADER_WORD = re.compile(r"[a-z0-9][a-z0-9_.-]{1,40}")
 _TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]{0,10})([^>]{0,300})>")
 _ATTRIBUTE = re.compile(r"([a-zA-Z-]{1,20})\s*=\s*[\"']?([#\w.-]{0,20})")
 _VALUE_HEADERS = frozenset((
-    "received", "from", "return-path", "reply-to", "message-id", "x-mailer", "user-agent",
-    "content-type", "list-id", "list-unsubscribe", "sender", "x-mimeole", "precedence",
-    "organization", "x-originating-ip", "to", "cc"))
+    "received", "from", "return-path", "reply-to", "message-id", "x-mailer",
+    "user-agent", "content-type", "list-id", "list-unsubscribe", "sender", "x-mimeole",
+    "precedence", "organization", "x-originating-ip", "to", "cc"))
 
 
 # Words of dates and times, and numbers: when a message passed a relay says
@@ -192,7 +192,8 @@ def header_value_tokens(message: Message) -> list[str]:
         name = name.lower()
         if name in _VALUE_HEADERS:
             head = f"hv:{name[:12]}:"
-            found.extend([head + w for w in _HEADER_WORD.findall(value[:400].lower())[:60]
+            words = _HEADER_WORD.findall(value[:400].lower())[:60]
+            found.extend([head + w for w in words
                           if w not in _TIME_WORDS and not w.isdigit()])
     return found
 

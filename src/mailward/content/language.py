@@ -202,11 +202,6 @@ class Heads:
     words: frozenset[str]
     whole: frozenset[str]
 
-    def possible(self, folded: str, windows: set[str], words: set[str]) -> bool:
-        """possible - whether a text (folded, its windows and words) can match."""
-        return (not (self.windows.isdisjoint(windows) and self.words.isdisjoint(words))
-                or any(phrase in folded for phrase in self.whole))
-
 
 class _Starts:
     """Where in a folded text a match of a pattern can start, from its Heads.

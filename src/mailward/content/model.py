@@ -51,6 +51,8 @@ _HASHER = FeatureHasher(n_features=N_FEATURES, input_type="pair", alternate_sign
 _CODES: dict[str, int] = {}
 _CODES_MAX = 1 << 18
 _GROUP_BITS = 3
+# sklearn's bucket of the one int32 that abs() cannot make positive.
+_MIN_INT32_BUCKET = (2**31 - 1 - (N_FEATURES - 1)) % N_FEATURES
 assert len(GROUPS) <= 1 << _GROUP_BITS
 
 Weights = Sequence[float] | None
@@ -64,11 +66,11 @@ def _codes(keys: list[str]) -> np.ndarray:
     if len(missing):
         fresh = [keys[i] for i in missing.tolist()]
         signed = np.fromiter(map(murmurhash3_32, fresh), np.int64, len(fresh))
-        # As sklearn's hasher: abs() of the int32, with -2**31 mapped as it maps it.
-        buckets = np.where(signed == -2**31, (2**31 - 1 - (N_FEATURES - 1)) % N_FEATURES,
-                           np.abs(signed) % N_FEATURES)
-        made = buckets << _GROUP_BITS | np.fromiter(map(token_group, fresh), np.int64,
-                                                    len(fresh))
+        # As sklearn's hasher: abs() of the int32, -2**31 mapped as it maps it.
+        buckets = np.abs(signed) % N_FEATURES
+        buckets[signed == -(2**31)] = _MIN_INT32_BUCKET
+        group = np.fromiter(map(token_group, fresh), np.int64, len(fresh))
+        made = buckets << _GROUP_BITS | group
         codes[missing] = made
         if len(_CODES) + len(fresh) > _CODES_MAX:
             _CODES.clear()

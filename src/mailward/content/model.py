@@ -31,7 +31,6 @@ import math
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -60,22 +59,21 @@ Weights = Sequence[float] | None
 
 def _codes(keys: list[str]) -> np.ndarray:
     """_codes - bucket and group of each string; the bucket is FeatureHasher's."""
-    count = len(keys)
-    codes = np.fromiter(map(_CODES.get, keys, repeat(-1, count)), np.int64, count)
-    missing = np.flatnonzero(codes < 0)
-    if len(missing):
-        fresh = [keys[i] for i in missing.tolist()]
+    known = list(map(_CODES.get, keys))
+    if None in known:
+        fresh = [key for key, code in zip(keys, known) if code is None]
         signed = np.fromiter(map(murmurhash3_32, fresh), np.int64, len(fresh))
         # As sklearn's hasher: abs() of the int32, -2**31 mapped as it maps it.
         buckets = np.abs(signed) % N_FEATURES
         buckets[signed == -(2**31)] = _MIN_INT32_BUCKET
         group = np.fromiter(map(token_group, fresh), np.int64, len(fresh))
-        made = buckets << _GROUP_BITS | group
-        codes[missing] = made
+        made = (buckets << _GROUP_BITS | group).tolist()
         if len(_CODES) + len(fresh) > _CODES_MAX:
             _CODES.clear()
-        _CODES.update(zip(fresh, made.tolist()))
-    return codes
+        _CODES.update(zip(fresh, made))
+        new = iter(made)
+        known = [next(new) if code is None else code for code in known]
+    return np.fromiter(known, np.int64, len(known))
 
 
 def weighted(tokens: Iterable[str], groups: Weights = None

@@ -116,10 +116,13 @@ def text_tokens(text: str, prefix: str = "") -> list[str]:
     words = _WORD.findall(text[:MAX_TEXT].lower())
     found = [prefix + w for w in words] if prefix else list(words)
     pair = prefix + "b:"
-    found.extend([pair + a + "_" + b for a, b in zip(words, words[1:])])
-    distinct = list(dict.fromkeys([w for w in words if len(w) > NGRAM]))
-    for word in distinct[:MAX_NGRAM_WORDS]:
-        found.extend(_grams(prefix + word, word))
+    found.extend([f"{pair}{a}_{b}" for a, b in zip(words, words[1:])])
+    distinct = [w for w in dict.fromkeys(words) if len(w) > NGRAM][:MAX_NGRAM_WORDS]
+    known = _GRAMS.get
+    for word in distinct:
+        key = prefix + word if prefix else word
+        grams = known(key)
+        found.extend(_grams(key, word) if grams is None else grams)
     return found
 
 
@@ -204,21 +207,19 @@ def header_tokens(message: Message, internal: int = 0) -> list[str]:
 _HEADER_WORD = re.compile(r"[a-z0-9][a-z0-9_.-]{1,40}")
 _TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]{0,10})([^>]{0,300})>")
 _ATTRIBUTE = re.compile(r"([a-zA-Z-]{1,20})\s*=\s*[\"']?([#\w.-]{0,20})")
-_VALUE_HEADERS = ("received", "from", "return-path", "reply-to", "message-id", "x-mailer",
-                  "user-agent", "content-type", "list-id", "list-unsubscribe", "sender",
-                  "x-mimeole", "precedence", "organization", "x-originating-ip", "to", "cc")
+_VALUE_HEADERS = frozenset((
+    "received", "from", "return-path", "reply-to", "message-id", "x-mailer",
+    "user-agent", "content-type", "list-id", "list-unsubscribe", "sender", "x-mimeole",
+    "precedence", "organization", "x-originating-ip", "to", "cc"))
 
 
-# Words of dates and times: when a message passed a relay says nothing of
-# who sent it, and a model that learns them learns when its corpus was made.
+# Words of dates and times, and numbers: when a message passed a relay says
+# nothing of who sent it, and a model that learns them learns when its corpus
+# was made.
 _TIME_WORDS = frozenset(
     "mon tue wed thu fri sat sun jan feb mar apr may jun jul aug sep oct nov dec "
     "gmt utc ut est edt cst cdt mst mdt pst pdt bst ist cet cest eet eest met mest "
     "jst kst hkt sgt aest aedt".split())
-
-
-def _routing_word(word: str) -> bool:
-    return not word.isdigit() and word not in _TIME_WORDS
 
 
 def header_value_tokens(message: Message, internal: int = 0) -> list[str]:
@@ -233,9 +234,10 @@ def header_value_tokens(message: Message, internal: int = 0) -> list[str]:
             internal -= 1
             continue
         if name in _VALUE_HEADERS:
-            words = [w for w in _HEADER_WORD.findall(value[:400].lower())[:60]
-                     if _routing_word(w)]
-            found.extend(f"hv:{name[:12]}:{w}" for w in words)
+            head = f"hv:{name[:12]}:"
+            words = _HEADER_WORD.findall(value[:400].lower())[:60]
+            found.extend([head + w for w in words
+                          if w not in _TIME_WORDS and not w.isdigit()])
     return found
 
 
@@ -246,8 +248,9 @@ def html_tokens(message: Message) -> list[str]:
         for tag, rest in _TAG.findall(part.text[:MAX_TEXT * 2])[:2000]:
             tag = tag.lower()
             found.append("ht:" + tag)
-            found.extend(f"ha:{tag}:{a.lower()}={v.lower()}" for a, v in
-                         _ATTRIBUTE.findall(rest)[:10])
+            if "=" in rest:  # else no attribute matches
+                found.extend([f"ha:{tag}:{a.lower()}={v.lower()}" for a, v in
+                              _ATTRIBUTE.findall(rest)[:10]])
     return found
 
 

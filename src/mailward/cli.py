@@ -312,6 +312,9 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
             counts[str(verdict.action)] += 1
             if as_json:
                 click.echo(json.dumps({"file": str(path), "action": str(verdict.action),
+                                       "category": (str(verdict.category)
+                                                    if verdict.category else None),
+                                       "reason": verdict.reason,
                                        "score": round(verdict.score, 3),
                                        "categories": {k: round(v, 3) for k, v in
                                                       verdict.categories.items()},

@@ -3,7 +3,8 @@
 Usage: .venv/bin/python bench/accuracy.py [--misses]
 
 Splits ``corpus/spam`` (ham, spam) and ``corpus/phishing`` deterministically
-(``bench/corpus_split.py``), trains the spam model (ham against spam and
+(``bench/corpus_split.py``; every message read as the MX received it, without
+the Received headers the corpus collectors' servers added on top), trains the spam model (ham against spam and
 phishing) and the language model (phishing against ham and spam) on the training
 part as ``mailward train`` does, then judges every held-out message with
 the whole offline pipeline of the embedded defaults (the gateway's

@@ -220,9 +220,12 @@ class Policy:
             candidates.append((Action.REJECT, Category.POLICY,
                                f"sender {sender} is on the block list ({blocked})"))
 
+        # Of rules reaching the same action, the most dangerous category names the
+        # verdict: it decides who may release the message and what the reply says.
         action, category, reason = Action.DELIVER, None, "no rule reached"
         for candidate in candidates:
-            if candidate[0].rank > action.rank:
+            if (candidate[0].rank, _SEVERITY.get(candidate[1], 0)) > (
+                    action.rank, _SEVERITY.get(category, 0)):
                 action, category, reason = candidate
         if (self.settings.tag_external and action == Action.DELIVER
                 and any(f.symbol == "EXTERNAL_SENDER" for f in scored)):
@@ -238,6 +241,10 @@ class Policy:
         return Verdict(action=action, score=total, reason=reason, findings=scored,
                        categories=categories, category=category,
                        reject_text=_reject_text(category, scored))
+
+
+_SEVERITY = {Category.MALWARE: 5, Category.PHISH: 4, Category.IMPOSTOR: 3, Category.SPAM: 2,
+             Category.AUTH: 1, Category.POLICY: 1}
 
 
 def _main_category(categories: dict[str, float]) -> Category | None:

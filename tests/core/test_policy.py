@@ -109,3 +109,13 @@ def test_a_scored_symbol_no_check_emits_is_named_with_the_closest_known_one():
     assert str(error.value) == ("site.toml: symbols.SPAM_MODLE (did you mean SPAM_MODEL?), "
                                 "symbols.ZZZQQQ: no check emits these symbols")
     check_symbols(parse_scores(SCORES, "test"), ["SPAMMY", "VERY", "VIRUS", "FORCE_Q", "GOOD"])
+
+
+def test_of_rules_reaching_one_action_the_most_dangerous_category_names_the_verdict():
+    scores = parse_scores("[actions]\nquarantine = 15.0\n[categories.spam]\nquarantine = 3.0\n"
+                          "[categories.impostor]\nquarantine = 10.0\n[symbols]\nSPAMMY = 4.0\n"
+                          "BEC = 11.0\n", "test")
+    verdict = Policy(scores, PolicySettings()).decide(
+        [Finding("SPAMMY", Category.SPAM), Finding("BEC", Category.IMPOSTOR)])
+    assert verdict.action == Action.QUARANTINE and verdict.category == Category.IMPOSTOR
+    assert verdict.reason == "impostor score 11.00 >= quarantine threshold 10"

@@ -357,7 +357,8 @@ MIN_MESSAGES = 20
               help="File or folder of spam (repeatable); trains the spam model.")
 @click.option("--phishing", "phishing", multiple=True, type=click.Path(exists=True),
               help="File or folder of phishing (repeatable); trains the language model "
-                   "and counts as spam for the spam model.")
+                   "(and the embedding model, with the embeddings extra) and counts "
+                   "as spam for the spam model.")
 @click.option("--feedback/--no-feedback", default=True, show_default=True,
               help="Also read the mail people judged (feedback/ham, feedback/spam).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
@@ -419,10 +420,12 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
                                step=lambda what: bar.update(job, description=what),
                                settings=settings)
         if embed:
-            job = bar.add_task("embedding", total=len(ham_files) + len(phishing_files))
+            job = bar.add_task("embedding", total=len(ham_files) + len(spam_files)
+                               + len(phishing_files))
             results.append(embedding.train_embedding(
-                ham_files, phishing_files, holdout=holdout,
-                sources=", ".join(ham + phishing), progress=lambda n: bar.advance(job, n),
+                ham_files, phishing_files, spam_files, holdout=holdout,
+                sources=", ".join(ham + spam + phishing),
+                progress=lambda n: bar.advance(job, n),
                 step=lambda what: bar.update(job, description=what)))
     if phishing and not embed:
         click.echo("embedding model skipped: the embeddings extra is not installed "

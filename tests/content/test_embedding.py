@@ -150,14 +150,22 @@ def test_train_writes_the_embedding_model_and_config_check_loads_it(corpus, extr
     from mailward.cli import main
 
     folders, config = training_folders(tmp_path, (("ham", "spam/ham", 3, 30, 40),
+                                                  ("spam", "spam/spam", 3, 30, 20),
                                                   ("phishing", "phishing", 3, 30, 20)))
     answer = CliRunner().invoke(main, ["-c", str(config), "train", "--ham", str(folders["ham"]),
+                                       "--spam", str(folders["spam"]),
                                        "--phishing", str(folders["phishing"]),
                                        "--holdout", "0.3"])
     assert answer.exit_code == 0, answer.output
     model = tmp_path / "data" / "embedding-model.npz"
     assert f"embedding model written to {model}" in answer.output.replace("\n", "")
     assert "embedding model" in answer.output and "held-out quality" in answer.output
+    # Phishing against ham and the spam, as the language model.
+    from mailward.content.embedding import EmbeddingModel
+
+    meta = EmbeddingModel.load(model).meta
+    assert (meta["ham"], meta["spam"], meta["phishing"]) == (30, 30, 30)
+    assert "ham and spam" in meta["held_out"]["held-out messages"]
 
     def config_check(value: Path) -> subprocess.CompletedProcess:
         config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'

@@ -7,7 +7,7 @@ bounded prefix of the text) as one WordLlama sentence embedding (its 256
 dimension L2 "supercat" weights ship inside the ``wordllama`` wheel and run
 on the CPU, about a millisecond a message), and a logistic regression the
 site trains on its own mail (``mailward train --phishing DIR``, phishing
-against ham) turns it into calibrated log-odds. The LANG_EMBED_PHISH
+against ham and spam) turns it into calibrated log-odds. The LANG_EMBED_PHISH
 finding carries them as its weight, both signs: mail unlike phishing is
 pushed down as mail like it is pushed up.
 
@@ -16,7 +16,8 @@ file is there to use, and without the extra the check is off (a configured
 ``spam.embedding_model`` then stops the gateway with the reason).
 
 SECURITY: the text is hostile; only the bounded reader text is embedded
-(WordLlama also truncates its tokens), and the model file is a NumPy ``.npz``
+(WordLlama does not truncate, and its cost is linear in the tokens of that
+prefix: a mean of token vectors), and the model file is a NumPy ``.npz``
 read with ``allow_pickle=False``: it cannot run code.
 """
 
@@ -31,7 +32,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 
@@ -200,11 +201,10 @@ def _calibrate(vectors: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 
 def fit_model(vectors: np.ndarray, labels: np.ndarray, meta: dict) -> EmbeddingModel:
-    """fit_model - fit on all rows (1 phishing, 0 ham) and calibrate out of fold."""
+    """fit_model - fit on all rows (1 phishing, 0 not) and calibrate out of fold."""
     coef, intercept = _fit(vectors, labels)
     meta = dict(meta, embedder=EMBEDDER, kind="embedding",
-                trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                ham=int((labels == 0).sum()), phishing=int((labels == 1).sum()))
+                trained_at=datetime.now(UTC).isoformat(timespec="seconds"))
     return EmbeddingModel(coef, intercept, _calibrate(vectors, labels), meta)
 
 
@@ -222,20 +222,25 @@ def embed_files(files: list[Path], progress: Callable[[int], None] = lambda n: N
     return np.vstack(rows) if rows else np.zeros((0, DIMENSIONS))
 
 
-def train_embedding(ham: list[Path], phishing: list[Path], *, holdout: float = 0.2,
-                    sources: str = "", progress: Callable[[int], None] = lambda n: None,
+def train_embedding(ham: list[Path], phishing: list[Path], spam: Sequence[Path] = (), *,
+                    holdout: float = 0.2, sources: str = "",
+                    progress: Callable[[int], None] = lambda n: None,
                     step: Callable[[str], None] = lambda what: None):
-    """train_embedding - the embedding model, phishing against ham, measured first
-    on the held-out share (as ``train.train_models`` measures its models).
+    """train_embedding - the embedding model, phishing against ham and the spam
+    given, measured first on the held-out share (as ``train.train_models``
+    measures its models).
 
-    Spam is on neither side: the model names phishing, and the spam model
-    weighs advertisements already.
+    The spam is a negative, as for the language model: the model names
+    phishing, and the spam model weighs advertisements already. Measured
+    (``bench/embeddings.py``), this raised the pipeline's cross-validated spam
+    recall at the same share of ham flagged a little more than ham alone did.
     """
     from mailward.content.train import Quality, Trained, held_out, tpr_at_fpr
     from sklearn.metrics import roc_auc_score
 
-    files = list(ham) + list(phishing)
-    labels = np.array([0] * len(ham) + [1] * len(phishing))
+    files = list(ham) + list(spam) + list(phishing)
+    labels = np.array([0] * (len(ham) + len(spam)) + [1] * len(phishing))
+    negative_name = "ham and spam" if spam else "ham"
     step("embedding the texts")
     vectors = embed_files(files, progress)
     quality = None
@@ -249,9 +254,11 @@ def train_embedding(ham: list[Path], phishing: list[Path], *, holdout: float = 0
         quality = Quality(len(negative), len(positive),
                           float(roc_auc_score(labels[test], scores)),
                           float(np.mean(positive > 0)), float(np.mean(negative > 0)),
-                          tpr_at_fpr(negative, positive, 0.001)[0], "phishing")
+                          tpr_at_fpr(negative, positive, 0.001)[0], "phishing",
+                          negative_name)
     step("fitting the embedding model on all messages")
-    model = fit_model(vectors, labels, {"sources": sources})
+    model = fit_model(vectors, labels, {"sources": sources, "ham": len(ham),
+                                        "spam": len(spam), "phishing": len(phishing)})
     if quality is not None:
         model.meta["held_out"] = dict(quality.rows())
     return Trained("embedding", model, quality)  # type: ignore[arg-type]
@@ -260,6 +267,10 @@ def train_embedding(ham: list[Path], phishing: list[Path], *, holdout: float = 0
 # The check
 
 
+# TODO: the action thresholds were not tuned with this symbol; its negative side lowers
+# spam's total as well as ham's (spam is a negative in training), so on the held-out
+# part of the shared corpus the shipped tag threshold caught 96.6% of spam with it
+# against 98.7% without, and some spam a site used to see tagged is delivered untagged.
 class EmbeddingCheck:
     """Phishing likeness of the reader text, by the site's embedding model."""
 

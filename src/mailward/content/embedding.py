@@ -269,8 +269,9 @@ def train_embedding(ham: list[Path], phishing: list[Path], spam: Sequence[Path] 
 
 # TODO: the action thresholds were not tuned with this symbol; its negative side lowers
 # spam's total as well as ham's (spam is a negative in training), so on the held-out
-# part of the shared corpus the shipped tag threshold caught 96.6% of spam with it
-# against 98.7% without, and some spam a site used to see tagged is delivered untagged.
+# part of the shared corpus the shipped tag threshold caught 96.6% of spam (0.09% of
+# ham tagged) with it against 98.7% (0.37% of ham) without, so some spam a site used
+# to see tagged is delivered untagged.
 class EmbeddingCheck:
     """Phishing likeness of the reader text, by the site's embedding model."""
 

@@ -7,7 +7,8 @@ Reads every n-th message of ``corpus/spam`` and ``corpus/phishing`` (about
 reads (``spam.content_findings``, outside the timing: other checks pay for
 them, and they warm the message's lazy views), then times, pinned to one
 CPU, what the spam check itself does per message: ``spam_tokens`` and the
-model's score of them. ``--profile`` prints the functions that cost most.
+model's score of them, and apart what the language check does without a
+model: ``find_cues``. ``--profile`` prints the functions that cost most.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
     from mailward.content.features import spam_tokens
+    from mailward.content.language import find_cues, reader_text
     from mailward.content.spam import bundled_model, content_findings
     from mailward.content.train import read_message
 
@@ -64,12 +66,20 @@ def main() -> None:
             score_cpu += time.process_time() - middle
         return tokens_cpu, score_cpu
 
+    def cues() -> float:
+        started = time.process_time()
+        for message, _ in parsed:
+            find_cues(reader_text(message))
+        return time.process_time() - started
+
     stage()  # warm caches
     best = min((stage() for _ in range(options.rounds)), key=sum)
+    cues_cpu = min(cues() for _ in range(options.rounds))
     count = len(parsed)
     print(f"{count} messages; CPU per message (best of {options.rounds} rounds): "
           f"spam_tokens {best[0] / count * 1000:.2f} ms, score {best[1] / count * 1000:.2f} ms, "
-          f"content stage {sum(best) / count * 1000:.2f} ms")
+          f"content stage {sum(best) / count * 1000:.2f} ms; "
+          f"language cues {cues_cpu / count * 1000:.2f} ms")
     if options.profile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -287,14 +287,14 @@ def scan(context: Context, paths: tuple[str, ...], as_json: bool) -> None:
 
 def scan_envelope(raw: bytes) -> Any:
     """scan_envelope - an envelope for a message read from a file."""
-    from email.parser import BytesHeaderParser
     from email.utils import getaddresses, parseaddr
 
     from mailward.envelope import Envelope, new_queue_id
+    from mailward.mime import parse_header_block
 
     end = raw.find(b"\n\n")
     end = raw.find(b"\r\n\r\n") if end < 0 else end
-    head = BytesHeaderParser().parsebytes(raw[:end if 0 < end < 65536 else 65536])
+    head = parse_header_block(raw[:end if 0 < end < 65536 else 65536])
     mail_from = parseaddr(str(head.get("return-path", "")))[1]
     rcpts = [a for _, a in getaddresses([str(v) for v in head.get_all("to", [])]) if "@" in a]
     return Envelope(queue_id=new_queue_id(), mail_from=mail_from, rcpt_to=rcpts[:100])
@@ -327,6 +327,9 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
             counts[str(verdict.action)] += 1
             if as_json:
                 click.echo(json.dumps({"file": str(path), "action": str(verdict.action),
+                                       "category": (str(verdict.category)
+                                                    if verdict.category else None),
+                                       "reason": verdict.reason,
                                        "score": round(verdict.score, 3),
                                        "categories": {k: round(v, 3) for k, v in
                                                       verdict.categories.items()},

@@ -153,6 +153,34 @@ def _strict_mailboxes(header_value: object) -> list[Mailbox] | None:
     return result
 
 
+# The plainest address lists: bare addresses, or a name of plain words or a
+# quoted name of plain characters before an angle-bracketed address, joined
+# by commas. The standard library parses these without a defect into the
+# very names and addresses written, so they are read here without it.
+_PLAIN_SPEC = (r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+               r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+               r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_PLAIN_MAILBOX = re.compile(
+    r"(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <(?P<named>" + _PLAIN_SPEC + r")>"
+    r"|\"(?P<quoted>[A-Za-z0-9 ,.'()_-]*)\" <(?P<quoted_spec>" + _PLAIN_SPEC + r")>"
+    r"|(?P<bare>" + _PLAIN_SPEC + r")")
+_PLAIN_ONE = re.sub(r"\?P<\w+>", "?:", _PLAIN_MAILBOX.pattern)
+_PLAIN_LIST = re.compile(f"(?:{_PLAIN_ONE})(?:, ?(?:{_PLAIN_ONE}))*")
+
+
+def _plain_mailboxes(value: str) -> list[Mailbox] | None:
+    """_plain_mailboxes - the mailboxes of a plain address list, or None for any other.
+
+    For the forms of ``_PLAIN_LIST`` the same as ``_strict_mailboxes`` of the
+    parsed header, at a small part of the cost.
+    """
+    if len(value) > mime.MAX_PARSED_HEADER or not _PLAIN_LIST.fullmatch(value):
+        return None
+    return [Mailbox(found["name"] or found["quoted"] or "",
+                    found["named"] or found["quoted_spec"] or found["bare"])
+            for found in _PLAIN_MAILBOX.finditer(value)]
+
+
 class Message:
     """The parsed form of one message's raw bytes."""
 
@@ -217,8 +245,11 @@ class Message:
         if count > 1:
             self.defects.append("FROM_MULTIPLE")
             return []
-        values = self.root.header_objects("from")
-        mailboxes = _strict_mailboxes(values[0]) if values else None
+        raw = self.root.raw_values("from")
+        mailboxes = _plain_mailboxes(mime.unfold(raw[0])) if len(raw) == 1 else None
+        if mailboxes is None:
+            values = self.root.header_objects("from")
+            mailboxes = _strict_mailboxes(values[0]) if values else None
         if not mailboxes:
             self.defects.append("FROM_MALFORMED")
             return []
@@ -257,9 +288,22 @@ class Message:
 
     def addresses(self, name: str) -> list[Mailbox]:
         """addresses - strictly parsed mailboxes of an address header (To, Cc...)."""
+        plain = self._plain(name)
+        if plain is not None:
+            return plain
         found: list[Mailbox] = []
         for value in self.root.header_objects(name):
             found.extend(_strict_mailboxes(value) or [])
+        return found
+
+    def _plain(self, name: str) -> list[Mailbox] | None:
+        """_plain - the mailboxes of a header whose every value is a plain list, or None."""
+        found: list[Mailbox] = []
+        for value in self.root.raw_values(name):
+            mailboxes = _plain_mailboxes(mime.unfold(value))
+            if mailboxes is None:
+                return None
+            found.extend(mailboxes)
         return found
 
     # Parts.

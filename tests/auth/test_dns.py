@@ -65,6 +65,30 @@ def test_answers_are_cached_for_their_ttl(dns_server):
     assert [n for n, _ in dns_server.queries].count("c.example.org") == 1
 
 
+def test_cached_answers_are_told_apart_as_fresh_ones(dns_server):
+    dns_server.set({"a.example.org": {"A": ["192.0.2.1"]},
+                    "alias.example.org": {"CNAME": ["a.example.org"]},
+                    "odd.example.org": {"A": ["192.0.2.7"], "WRONG": {"TXT": "A"}}})
+    dns = resolver(dns_server)
+    asked = [("missing.example.org", "A"), ("a.example.org", "TXT"), ("a.example.org", "A"),
+             ("alias.example.org", "A"), ("odd.example.org", "TXT")]
+
+    async def outcome(name: str, rdtype: str):
+        try:
+            return await dns.lookup(name, rdtype)
+        except DnsError as error:
+            return error.kind
+
+    async def rounds():
+        return [[await outcome(*query) for query in asked] for _ in range(3)]
+
+    first, second, third = asyncio.run(rounds())
+    assert first == second == third
+    assert first[:2] == [DnsFailure.NXDOMAIN, DnsFailure.NODATA]
+    assert [record.text for record in first[3]] == ["192.0.2.1"]
+    assert len(dns_server.queries) == len(set(dns_server.queries)) <= len(asked) + 1
+
+
 def test_mx_and_ptr_helpers(dns_server):
     dns_server.set({"m.example.org": {"MX": ["20 b.example.org", "10 a.example.org"]},
                     "1.2.0.192.in-addr.arpa": {"PTR": ["host.example.org"]}})

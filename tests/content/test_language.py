@@ -76,6 +76,7 @@ def test_every_cue_pattern_has_a_prefilter():
     "LA\u212aE ACT NOW, \u212aeep this between us",  # Kelvin sign
     "FINAL  NOTICE final notice TIME-SENSITIVE time sensitive don't tell",
     "payé urgente, suspendidas, ÚLTIMO AVISO, rückerstattung, ΣΟΦΟΡΤ",
+    "insurgent URGENT urgently,urgent nonurgent refunded refund; police-police",
 ])
 def test_the_prefilter_agrees_on_case_tricks(text):
     from mailward.content.language import find_cues

@@ -240,3 +240,54 @@ def test_headers_a_mailbox_adds_and_relay_times_are_not_features():
     assert {"hv:received:mx.example.net", "hv:received:esmtp", "hn:received"} <= tokens
     assert not {"hv:received:aug", "hv:received:2002", "hv:received:ist", "hv:received:0100",
                 "hn:status", "hn:x-keywords", "hn:delivered-to"} & tokens
+
+
+COLLECTED = (b"Received: from localhost (localhost [127.0.0.1]) by store.example.org (Postfix)"
+             b" with ESMTP id 9F1; Tue, 6 Aug 2002 16:48:54 +0100\r\n"
+             b"Received: from mx.example.org [127.0.0.1] by localhost with IMAP (fetchmail)\r\n"
+             b"Received: from relay.sender.example (relay.sender.example [192.0.2.7]) by"
+             b" mx.example.org (8.11.6) with ESMTP id g76F; Tue, 6 Aug 2002 16:40:01 +0100\r\n"
+             b"Received: from pc.sender.example by relay.sender.example (8.9.3) with SMTP\r\n"
+             b"Received: from elsewhere.example by mx.example.org with SMTP\r\n"
+             b"From: a@sender.example\r\nSubject: hello\r\n\r\nhello there\r\n")
+
+
+def test_the_hops_the_site_added_are_not_features():
+    from mailward.content.features import internal_hops, spam_tokens
+    from mailward.message import Message
+
+    message = Message(COLLECTED)
+    # Counting stops at the first hop a host outside the site added.
+    assert internal_hops(message, ["example.org", "localhost"]) == 3
+    assert internal_hops(message, ["localhost"]) == 0
+    tokens = set(spam_tokens(message, (), ["example.org", "localhost"]))
+    assert {"hv:received:pc.sender.example", "hv:received:relay.sender.example",
+            "hv:received:elsewhere.example", "hr:2"} <= tokens
+    assert not {"hv:received:store.example.org", "hv:received:fetchmail",
+                "hv:received:imap", "hv:received:postfix", "hv:received:g76f"} & tokens
+    assert "hv:received:fetchmail" in set(spam_tokens(message))
+
+
+def test_the_gateways_own_received_does_not_move_the_spam_score(gateway_factory):
+    # Over SMTP, mailward writes its own Received on top before judging; the
+    # same bytes judged offline (``mailward scan``) have none. The model reads both alike.
+    import json
+    import subprocess
+    import sys
+
+    raw = (b"Received: from pc.sender.example by relay.sender.example with SMTP\r\n"
+           b"From: Deals <deals@sender.example>\r\nTo: user@example.com\r\n"
+           b"Subject: own-hop check\r\nMessage-ID: <own-hop@sender.example>\r\n\r\n"
+           b"Cheap meds and a free gift for you, order today at our online pharmacy.\r\n")
+    gateway = gateway_factory()
+    gateway.send(raw)
+    wire = [f for f in gateway.verdict("own-hop check")["findings"]
+            if f["symbol"] in ("SPAM_MODEL", "HAM_MODEL")]
+    path = gateway.data_dir.parent / "same.eml"
+    path.write_bytes(raw)
+    scanned = subprocess.run([sys.executable, "-m", "mailward", "scan", "--json", str(path)],
+                             capture_output=True, text=True, check=True, timeout=300)
+    offline = [f for f in json.loads(scanned.stdout)["findings"]
+               if f["symbol"] in ("SPAM_MODEL", "HAM_MODEL")]
+    assert len(wire) == 1 and [(f["symbol"], f["detail"]) for f in wire] == [
+        (f["symbol"], f["detail"]) for f in offline]

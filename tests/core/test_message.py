@@ -247,3 +247,57 @@ def test_normalize_text_agrees_with_its_plain_form(shared):
         message = Message(path.read_bytes())
         for part in message.text_parts + message.html_parts:
             assert normalize_text(part.text) == _plain_normalize_text(part.text)
+
+
+@pytest.mark.parametrize("block", [
+    b"From: a@example.org\r\nTo: b@example.org,\r\n c@example.org\r\n\r\n",
+    b"From: a@example.org\nSubject:  hi \n\tthere\n\nbody\nmore",
+    b"From someone@example.org Wed Aug 21 16:18:52 2002\nFrom: a@example.org\n",
+    b"Subject: x\r\nFrom someone Wed\r\nTo: y\r\n\r\n",  # a misplaced envelope line
+    b" leading continuation\r\nFrom: a@example.org\r\n\r\n",
+    b"Subject: x\r\nnot a header line\r\nTo: y\r\n\r\n",
+    b":no name\r\nSubject: x\r\n\r\n",
+    b"Subject: x\rTo: y\n\r\n",  # mixed line ends
+    b"Subject: caf\xc3\xa9\r\n\xff: x\r\n\r\n",  # 8-bit
+    b"Subject: x\r\nTo: y",  # no empty line, no final line end
+    b"", b"\r\n", b"Subject:\r\n\r\n",
+])
+def test_header_blocks_are_read_as_the_standard_library_reads_them(block):
+    from email import policy
+    from email.parser import BytesHeaderParser
+
+    from mailward.mime import parse_header_block
+
+    expected = BytesHeaderParser(policy=policy.compat32).parsebytes(block)
+    parsed = parse_header_block(block)
+    assert list(parsed.raw_items()) == list(expected.raw_items())
+    assert parsed.get_payload() == expected.get_payload()
+    assert parsed.get_unixfrom() == expected.get_unixfrom()
+    assert [type(d) for d in parsed.defects] == [type(d) for d in expected.defects]
+
+
+def test_a_header_parsed_once_still_counts_its_defect_at_each_reading():
+    long_to = "To: " + ",".join(f"r{n}@example.org" for n in range(900))
+    message = Message(f"From: a@example.org\r\n{long_to}\r\n\r\nhi\r\n".encode())
+    assert message.addresses("to") == [] and message.addresses("to") == []
+    assert message.root.defects.count("HEADER_TOO_LONG:to") == 2
+    assert message.addresses("from") == message.addresses("from") != []
+
+
+@pytest.mark.parametrize("value", [
+    "alice@example.org", "Alice Smith <alice@example.org>", '"Smith, Alice" <a.s@mail-1.example.org>',
+    '"" <a@example.org>', '"  two  spaces " <a+tag@example.org>',
+    "a@example.org,b@example.org, Bob <b_2@example.net>",
+    "Alice  Smith <alice@example.org>", "a..b@example.org", "a@-example.org", "a@example.org ",
+    "Alice <alice@example.org", "Dr. Alice <alice@example.org>", "=?utf-8?q?Al?= <a@example.org>",
+    "a@example.org,, b@example.org", "undisclosed-recipients:;",
+])
+def test_plain_address_lists_read_as_the_strict_parser_reads_them(value):
+    from email import policy
+
+    from mailward.message import _strict_mailboxes
+
+    message = Message(f"From: {value}\r\nTo: {value}\r\n\r\nhi\r\n".encode())
+    parsed = _strict_mailboxes(policy.default.header_factory("to", value))
+    assert message.addresses("to") == (parsed or [])
+    assert message.from_addresses == (parsed or [])

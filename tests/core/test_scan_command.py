@@ -28,3 +28,18 @@ def test_scan_names_every_file_in_full_and_judges_each(tmp_path, shared):
     for path in files:
         assert path in folded, path
     assert "Traceback" not in answer.output and "error 0" in answer.output
+
+
+def test_scan_json_names_the_category_and_the_reason(tmp_path, shared):
+    import json
+
+    from mailward.cli import main
+
+    config = tmp_path / "mailward.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    spam = sorted((shared / "corpus" / "spam" / "spam").iterdir())[4]
+    answer = CliRunner().invoke(main, ["-c", str(config), "scan", "--json", str(spam)])
+    assert answer.exit_code == 0, answer.output
+    [row] = [json.loads(line) for line in answer.output.splitlines() if line.startswith("{")]
+    assert row["action"] in ("tag", "quarantine") and row["category"] == "spam"
+    assert "threshold" in row["reason"]

@@ -202,6 +202,8 @@ class AttachmentCheck:
     async def check(self, task: Task) -> list[Finding]:
         assert task.message is not None
         files = task.message.files
+        if not files:
+            return []
         findings, submit = await asyncio.to_thread(self.analyse, files)
         if submit and self.sandbox is not None:
             items = [self.sandbox.item_for(node) for node in submit]

@@ -207,3 +207,10 @@ def shared_pool(size: int, file_seconds: float, memory: int) -> AnalyserPool:
         if key not in _SHARED:
             _SHARED[key] = AnalyserPool(size, file_seconds, memory)
         return _SHARED[key]
+
+
+def shared_cpu_seconds() -> float:
+    """shared_cpu_seconds - CPU time used so far by the workers of every shared pool."""
+    with _SHARED_LOCK:
+        pools = list(_SHARED.values())
+    return sum(pool.cpu_seconds() for pool in pools)

@@ -18,6 +18,7 @@ under the configured time-out.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.nameserver
+import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
@@ -114,14 +116,18 @@ class Resolver:
         self.queries += 1
         qtype = dns.rdatatype.from_text(rdtype)
         try:
-            qname = dns.name.from_text(name)
+            qname = _name(name)
         except (dns.exception.DNSException, UnicodeError):
             raise DnsError(DnsFailure.BADNAME, name, rdtype) from None
         if self._zone is not None:
             return self._from_zone(name, qtype, rdtype)
+        answer = self._cached(qname, qtype)
+        if isinstance(answer, DnsFailure):
+            raise DnsError(answer, name, rdtype)
         try:
-            answer = await self._resolver.resolve(qname, qtype, raise_on_no_answer=True,
-                                                  search=False)
+            if answer is None:
+                answer = await self._resolver.resolve(qname, qtype, raise_on_no_answer=True,
+                                                      search=False)
         except dns.resolver.NXDOMAIN:
             raise DnsError(DnsFailure.NXDOMAIN, name, rdtype) from None
         except dns.resolver.NoAnswer:
@@ -134,6 +140,25 @@ class Resolver:
         if rrset is None or rrset.rdtype != qtype:
             raise DnsError(DnsFailure.NODATA, name, rdtype)
         return [Record(_text(rdata), rrset.ttl) for rdata in rrset]
+
+    def _cached(self, qname: dns.name.Name,
+                qtype: int) -> dns.resolver.Answer | DnsFailure | None:
+        """_cached - the cache's answer or void, read as dnspython's resolve() reads it.
+
+        The same look-ups in the same order as the resolver makes before it
+        sends a query (an NXDOMAIN is cached under the type ANY), without the
+        cost of setting up a resolution for an answer already at hand.
+        """
+        cache = self._resolver.cache
+        if not cache:
+            return None
+        answer = cache.get((qname, qtype, dns.rdataclass.IN))
+        if answer is not None:
+            return DnsFailure.NODATA if answer.rrset is None else answer
+        answer = cache.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+        if answer is not None and answer.response.rcode() == dns.rcode.NXDOMAIN:
+            return DnsFailure.NXDOMAIN
+        return None
 
     def _from_zone(self, name: str, qtype: int, rdtype: str) -> list[Record]:
         """_from_zone - answer from the loaded master file, following CNAMEs."""
@@ -171,6 +196,12 @@ class Resolver:
     async def ptr(self, name: str) -> list[str]:
         """ptr - the host names a PTR name points to."""
         return [record.text.rstrip(".").lower() for record in await self.lookup(name, "PTR")]
+
+
+@functools.lru_cache(maxsize=4096)
+def _name(text: str) -> dns.name.Name:
+    """_name - a query name from text (names are immutable; checks ask the same ones)."""
+    return dns.name.from_text(text)
 
 
 def _text(rdata: object) -> str:

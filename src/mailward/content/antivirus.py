@@ -282,6 +282,8 @@ def scan_targets(message) -> list[FileNode]:
 
 def _finding(engine: Engine, node: FileNode, result: EngineResult) -> Finding | None:
     """_finding - the finding one engine's result on one file makes, if any."""
+    if result is CLEAN:
+        return None
     data = {"sha256": node.sha256, "path": node.path, "engine": engine.name,
             "signature": result.signature}
     if result.error:

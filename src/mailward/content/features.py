@@ -9,7 +9,9 @@ stored). The strings are:
 - character 4-grams of each distinct word, which survive the letter swaps
   and inserted digits of obfuscated spam;
 - header features: which headers are present, the mailer, the shape of the
-  From, Reply-To and Message-ID, the number of Received hops;
+  From, Reply-To and Message-ID, the number of Received hops, and the words
+  of the headers that tell the sender's path, less the hops the site's own
+  servers added (``internal_hops``);
 - structure: MIME types, charsets, attachments, link counts, length;
 - the findings of the checks that ran before and that a message alone
   decides (``f:`` strings): structure, hidden text, language cues, the URL
@@ -115,22 +117,60 @@ def text_tokens(text: str, prefix: str = "") -> list[str]:
     words = _WORD.findall(text[:MAX_TEXT].lower())
     found = [prefix + w for w in words] if prefix else list(words)
     pair = prefix + "b:"
-    found.extend([pair + a + "_" + b for a, b in zip(words, words[1:])])
-    distinct = list(dict.fromkeys([w for w in words if len(w) > NGRAM]))
-    for word in distinct[:MAX_NGRAM_WORDS]:
-        found.extend(_grams(prefix + word, word))
+    found.extend([f"{pair}{a}_{b}" for a, b in zip(words, words[1:])])
+    distinct = [w for w in dict.fromkeys(words) if len(w) > NGRAM][:MAX_NGRAM_WORDS]
+    known = _GRAMS.get
+    for word in distinct:
+        key = prefix + word if prefix else word
+        grams = known(key)
+        found.extend(_grams(key, word) if grams is None else grams)
     return found
 
 
-def header_tokens(message: Message) -> list[str]:
-    """header_tokens - the presence and shape of the top-level headers."""
+_BY_HOST = re.compile(r"\bby\s+\[?([a-z0-9][a-z0-9.:_-]{0,253})\]?(\s+\(mailward\))?")
+
+
+def _internal(host: str, hosts: Iterable[str]) -> bool:
+    return any(host == name or host.endswith("." + name) for name in hosts)
+
+
+def internal_hops(message: Message, hosts: Iterable[str] = ()) -> int:
+    """internal_hops - how many Received headers at the top the receiving side added.
+
+    A hop is the site's own when its ``by`` host is one of ``hosts`` (names or
+    domains, ``spam.internal_hosts``) or mailward's own trace header; counting
+    stops at the first hop that is not. Those hops say how the site's mail
+    reached its mailboxes, never where it came from: on the wire mailward's
+    own is on every message, and in a corpus of delivered mail the
+    collector's relays and mailbox servers are, different for each folder
+    the corpus was gathered from. A model that read them would learn how its
+    training mail was collected.
+    """
+    hosts = tuple(name.lower().strip(".") for name in hosts)
+    count = 0
+    for name, value in message.raw_headers[:100]:
+        if name.lower() != "received":
+            continue
+        by = _BY_HOST.search(value[:1000].lower())
+        if by is None or not (by.group(2) or _internal(by.group(1).rstrip("."), hosts)):
+            break
+        count += 1
+    return count
+
+
+def header_tokens(message: Message, internal: int = 0) -> list[str]:
+    """header_tokens - the presence and shape of the top-level headers.
+
+    ``internal`` is the count of the site's own Received hops at the top
+    (``internal_hops``), left out of the hop count.
+    """
     found: list[str] = []
     names = {name.lower()[:40] for name, _ in message.raw_headers[:200]}
     found.extend("hn:" + name for name in names if not name.startswith(_IGNORED_HEADERS))
     mailer = (message.header("x-mailer") or message.header("user-agent") or "")[:100].split()
     if mailer:
         found.append("hx:" + mailer[0].lower()[:30])
-    found.append("hr:" + _bucket(message.count_header("received")))
+    found.append("hr:" + _bucket(max(0, message.count_header("received") - internal)))
     senders = message.from_addresses
     if len(senders) == 1:
         sender = senders[0]
@@ -168,32 +208,37 @@ def header_tokens(message: Message) -> list[str]:
 _HEADER_WORD = re.compile(r"[a-z0-9][a-z0-9_.-]{1,40}")
 _TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]{0,10})([^>]{0,300})>")
 _ATTRIBUTE = re.compile(r"([a-zA-Z-]{1,20})\s*=\s*[\"']?([#\w.-]{0,20})")
-_VALUE_HEADERS = ("received", "from", "return-path", "reply-to", "message-id", "x-mailer",
-                  "user-agent", "content-type", "list-id", "list-unsubscribe", "sender",
-                  "x-mimeole", "precedence", "organization", "x-originating-ip", "to", "cc")
+_VALUE_HEADERS = frozenset((
+    "received", "from", "return-path", "reply-to", "message-id", "x-mailer",
+    "user-agent", "content-type", "list-id", "list-unsubscribe", "sender", "x-mimeole",
+    "precedence", "organization", "x-originating-ip", "to", "cc"))
 
 
-# Words of dates and times: when a message passed a relay says nothing of
-# who sent it, and a model that learns them learns when its corpus was made.
+# Words of dates and times, and numbers: when a message passed a relay says
+# nothing of who sent it, and a model that learns them learns when its corpus
+# was made.
 _TIME_WORDS = frozenset(
     "mon tue wed thu fri sat sun jan feb mar apr may jun jul aug sep oct nov dec "
     "gmt utc ut est edt cst cdt mst mdt pst pdt bst ist cet cest eet eest met mest "
     "jst kst hkt sgt aest aedt".split())
 
 
-def _routing_word(word: str) -> bool:
-    return not word.isdigit() and word not in _TIME_WORDS
+def header_value_tokens(message: Message, internal: int = 0) -> list[str]:
+    """header_value_tokens - words of the headers that say where mail came from.
 
-
-def header_value_tokens(message: Message) -> list[str]:
-    """header_value_tokens - words of the headers that say where mail came from."""
+    The first ``internal`` Received headers (the site's own hops) are skipped.
+    """
     found: list[str] = []
     for name, value in message.raw_headers[:100]:
         name = name.lower()
+        if name == "received" and internal > 0:
+            internal -= 1
+            continue
         if name in _VALUE_HEADERS:
-            words = [w for w in _HEADER_WORD.findall(value[:400].lower())[:60]
-                     if _routing_word(w)]
-            found.extend(f"hv:{name[:12]}:{w}" for w in words)
+            head = f"hv:{name[:12]}:"
+            words = _HEADER_WORD.findall(value[:400].lower())[:60]
+            found.extend([head + w for w in words
+                          if w not in _TIME_WORDS and not w.isdigit()])
     return found
 
 
@@ -204,8 +249,9 @@ def html_tokens(message: Message) -> list[str]:
         for tag, rest in _TAG.findall(part.text[:MAX_TEXT * 2])[:2000]:
             tag = tag.lower()
             found.append("ht:" + tag)
-            found.extend(f"ha:{tag}:{a.lower()}={v.lower()}" for a, v in
-                         _ATTRIBUTE.findall(rest)[:10])
+            if "=" in rest:  # else no attribute matches
+                found.extend([f"ha:{tag}:{a.lower()}={v.lower()}" for a, v in
+                              _ATTRIBUTE.findall(rest)[:10]])
     return found
 
 
@@ -239,13 +285,19 @@ def finding_tokens(findings: Iterable[Finding]) -> list[str]:
             and f.symbol not in NOT_FEATURES]
 
 
-def spam_tokens(message: Message, findings: Iterable[Finding] = ()) -> list[str]:
-    """spam_tokens - everything the spam model sees of a message."""
+def spam_tokens(message: Message, findings: Iterable[Finding] = (),
+                internal_hosts: Iterable[str] = ()) -> list[str]:
+    """spam_tokens - everything the spam model sees of a message.
+
+    ``internal_hosts`` are the site's own mail hosts (``spam.internal_hosts``):
+    the Received headers they added are not read (``internal_hops``).
+    """
     text = message.text
+    internal = internal_hops(message, internal_hosts)
     found = text_tokens(message.subject[:500], "s:")
     found.extend(text_tokens(text))
-    found.extend(header_tokens(message))
-    found.extend(header_value_tokens(message))
+    found.extend(header_tokens(message, internal))
+    found.extend(header_value_tokens(message, internal))
     found.extend(html_tokens(message))
     found.extend(structure_tokens(message, text))
     found.extend(finding_tokens(findings))

@@ -18,7 +18,8 @@ phrases are kept per cue.
 Speed: every phrase begins a word, so a pattern can only match where a word
 of the text begins with one of the few beginnings its phrases allow. Those
 beginnings are worked out once from the patterns; a text is split into the
-beginnings of its words once, and only the patterns that could match run.
+beginnings of its words once, only the patterns that could match run, and
+each runs only where one of its beginnings occurs, not along the whole text.
 """
 
 from __future__ import annotations
@@ -167,11 +168,9 @@ _PATTERNS = {cue: {language: _compile(phrases) for language, phrases in by_langu
 
 # How many characters from the start of a word the prefilter compares.
 HEAD = 8
-# At the start of each word: the HEAD characters from there on (across the
-# spaces between words; none near the end of the text), and the first HEAD
-# characters of the word.
-_STARTS = re.compile(r"(?<!\w)(?=(\w.{%d})|)(\w{1,%d})" % (HEAD - 1, HEAD), re.DOTALL)
 _WORD_CHAR = re.compile(r"\w")
+# The first HEAD characters of each word.
+_WORD_HEAD = re.compile(r"(\w{1,%d})\w*" % HEAD)
 _LEADING_WORD = re.compile(r"\w*")
 # re.IGNORECASE compares the one-character lower case of both sides and holds
 # dotless i and long s equal to i and s; str.lower() agrees except that it
@@ -203,10 +202,44 @@ class Heads:
     words: frozenset[str]
     whole: frozenset[str]
 
-    def possible(self, folded: str, windows: set[str], words: set[str]) -> bool:
-        """possible - whether a text (folded, its windows and words) can match."""
-        return (not (self.windows.isdisjoint(windows) and self.words.isdisjoint(words))
-                or any(phrase in folded for phrase in self.whole))
+
+class _Starts:
+    """Where in a folded text a match of a pattern can start, from its Heads.
+
+    A text's words are known by their first HEAD characters (``heads``). A
+    window made of word characters only is the beginning of a word, so it
+    can start a match only if it is one of those; a word of ``words`` too.
+    A window or whole match that goes past its first word needs that word
+    whole, so only when that word is there is the text searched for it.
+    """
+
+    __slots__ = ("known", "led")
+
+    def __init__(self, heads: Heads) -> None:
+        known = set(heads.words)
+        led: dict[str, list[str]] = {}
+        for text in sorted(heads.windows | heads.whole):
+            word = _LEADING_WORD.match(text).group(0)
+            if word == text:
+                known.add(text)
+            else:
+                led.setdefault(word, []).append(text)
+        self.known = frozenset(known)
+        self.led = {word: tuple(texts) for word, texts in led.items()}
+
+    def positions(self, folded: str, heads: set[str]) -> list[int]:
+        """positions - where a match may start, in order: a superset, maybe empty."""
+        wanted = list(self.known.intersection(heads))
+        for word, texts in self.led.items():
+            if word in heads:
+                wanted.extend(texts)
+        found: set[int] = set()
+        for text in wanted:
+            at = folded.find(text)
+            while at >= 0:
+                found.add(at)
+                at = folded.find(text, at + 1)
+        return sorted(found)
 
 
 def _cut(head: str, at_end: bool) -> tuple[str, str]:
@@ -263,6 +296,9 @@ def phrase_heads(phrases: tuple[str, ...]) -> Heads | None:
 _PREFILTER = {cue: {language: phrase_heads(phrases)
                     for language, phrases in by_language.items()}
               for cue, by_language in CUES.items()}
+_POSITIONS = {cue: {language: None if heads is None else _Starts(heads)
+                    for language, heads in by_language.items()}
+              for cue, by_language in _PREFILTER.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,25 +315,36 @@ def reader_text(message: Message) -> str:
     return message.subject[:500] + "\n" + message.text[:MAX_TEXT]
 
 
+def _matches(pattern: re.Pattern[str], text: str, positions: list[int]) -> list[str]:
+    """_matches - what ``finditer`` finds, tried only at positions (in order)."""
+    hits: list[str] = []
+    end = 0
+    for at in positions:
+        if at >= end:
+            match = pattern.match(text, at)
+            if match is not None:
+                hits.append(match.group(0).lower())
+                end = match.end()
+    return hits
+
+
 def find_cues(text: str, prefilter: bool = True) -> list[Cue]:
     """find_cues - the social-engineering levers in a text, with their phrases.
 
     ``prefilter=False`` runs every pattern; the result is the same, slower.
     """
     folded = fold(text) if prefilter else ""
-    starts = _STARTS.findall(folded)
-    windows, words = {window for window, _ in starts}, {word for _, word in starts}
-    windows.discard("")
+    heads = set(_WORD_HEAD.findall(folded))
     found: list[Cue] = []
     for cue, by_language in _PATTERNS.items():
         phrases: dict[str, None] = {}
         languages: list[str] = []
         for language, pattern in by_language.items():
-            heads = _PREFILTER[cue][language]
-            if (prefilter and heads is not None
-                    and not heads.possible(folded, windows, words)):
-                continue
-            hits = [m.group(0).lower() for m in pattern.finditer(text)]
+            starts = _POSITIONS[cue][language]
+            if prefilter and starts is not None:
+                hits = _matches(pattern, text, starts.positions(folded, heads))
+            else:
+                hits = [m.group(0).lower() for m in pattern.finditer(text)]
             if hits:
                 languages.append(language)
                 phrases.update(dict.fromkeys(hits))

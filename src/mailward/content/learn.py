@@ -84,7 +84,8 @@ def learn(services: Services, raw: bytes, label: Label, *, name: str | None = No
     if label not in ("spam", "ham"):
         raise ValueError(f"label must be 'spam' or 'ham', not {label!r}")
     message = Message(raw)
-    tokens = spam_tokens(message, content_findings(message, services.settings))
+    tokens = spam_tokens(message, content_findings(message, services.settings),
+                         services.settings.spam.internal_hosts)
     with _locked(services):
         model = load_model(services)
         previous = _journal_entry(services, message.sha256)
@@ -117,7 +118,8 @@ def learn(services: Services, raw: bytes, label: Label, *, name: str | None = No
 def unlearn(services: Services, raw: bytes) -> Learnt:
     """unlearn - take back exactly what learning this message changed."""
     message = Message(raw)
-    tokens = spam_tokens(message, content_findings(message, services.settings))
+    tokens = spam_tokens(message, content_findings(message, services.settings),
+                         services.settings.spam.internal_hosts)
     with _locked(services):
         model = load_model(services)
         before = sigmoid(model.log_odds(model.raw(tokens)))

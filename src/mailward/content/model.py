@@ -44,29 +44,36 @@ from mailward.content.features import GROUPS, token_group
 
 N_FEATURES = 2**20
 _HASHER = FeatureHasher(n_features=N_FEATURES, input_type="pair", alternate_sign=False)
-# Strings already hashed: bucket << 3 | group. Bounded: emptied when full, so
+# Strings already hashed: bucket << 3 | group. Bounded: emptied when the
+# strings of a message would overfill it (one message's are far fewer), so
 # hostile mail full of fresh strings costs time, never memory.
 _CODES: dict[str, int] = {}
 _CODES_MAX = 1 << 18
 _GROUP_BITS = 3
+# sklearn's bucket of the one int32 that abs() cannot make positive.
+_MIN_INT32_BUCKET = (2**31 - 1 - (N_FEATURES - 1)) % N_FEATURES
 assert len(GROUPS) <= 1 << _GROUP_BITS
 
 Weights = Sequence[float] | None
 
 
-def _code(token: str) -> int:
-    """_code - bucket and group of one string; the bucket is FeatureHasher's."""
-    code = _CODES.get(token)
-    if code is None:
-        signed = murmurhash3_32(token, seed=0)
-        # As sklearn's hasher: abs() of the int32, with -2**31 mapped as it maps it.
-        bucket = ((2**31 - 1 - (N_FEATURES - 1)) % N_FEATURES if signed == -2**31
-                  else abs(signed) % N_FEATURES)
-        code = bucket << _GROUP_BITS | token_group(token)
-        if len(_CODES) >= _CODES_MAX:
+def _codes(keys: list[str]) -> np.ndarray:
+    """_codes - bucket and group of each string; the bucket is FeatureHasher's."""
+    known = list(map(_CODES.get, keys))
+    if None in known:
+        fresh = [key for key, code in zip(keys, known) if code is None]
+        signed = np.fromiter(map(murmurhash3_32, fresh), np.int64, len(fresh))
+        # As sklearn's hasher: abs() of the int32, -2**31 mapped as it maps it.
+        buckets = np.abs(signed) % N_FEATURES
+        buckets[signed == -(2**31)] = _MIN_INT32_BUCKET
+        group = np.fromiter(map(token_group, fresh), np.int64, len(fresh))
+        made = (buckets << _GROUP_BITS | group).tolist()
+        if len(_CODES) + len(fresh) > _CODES_MAX:
             _CODES.clear()
-        _CODES[token] = code
-    return code
+        _CODES.update(zip(fresh, made))
+        new = iter(made)
+        known = [next(new) if code is None else code for code in known]
+    return np.fromiter(known, np.int64, len(known))
 
 
 def weighted(tokens: Iterable[str], groups: Weights = None
@@ -86,10 +93,7 @@ def _weighted_codes(tokens: Iterable[str], groups: Weights
     """_weighted_codes - ``weighted`` with each string's bucket and group code."""
     counts = Counter(tokens)
     keys = list(counts)
-    known = list(map(_CODES.get, keys))
-    if None in known:
-        known = [_code(k) if c is None else c for k, c in zip(keys, known)]
-    codes = np.array(known, np.int64)
+    codes = _codes(keys)
     values = np.log1p(np.fromiter(counts.values(), np.float64, len(keys)))
     if groups is not None and len(keys):
         group = codes & ((1 << _GROUP_BITS) - 1)

@@ -180,8 +180,10 @@ class SpamModelCheck:
         "HAM_MODEL": "the spam model finds the message likely legitimate (weight: log-odds)",
     }
 
-    def __init__(self, model: LinearModel | ModelFile) -> None:
+    def __init__(self, model: LinearModel | ModelFile,
+                 internal_hosts: tuple[str, ...] = ()) -> None:
         self.source = model if isinstance(model, ModelFile) else ModelFile(None, model)
+        self.internal_hosts = internal_hosts
 
     @property
     def model(self) -> LinearModel:
@@ -190,12 +192,14 @@ class SpamModelCheck:
     @classmethod
     def from_services(cls, services: Services) -> "SpamModelCheck":
         path = model_path(services)
-        return cls(ModelFile(path, load_model(services)))
+        return cls(ModelFile(path, load_model(services)),
+                   tuple(services.settings.spam.internal_hosts))
 
     async def check(self, task: Task) -> list[Finding]:
         assert task.message is not None
         model = self.model
-        log_odds = model.log_odds(model.raw(spam_tokens(task.message, task.findings)))
+        tokens = spam_tokens(task.message, task.findings, self.internal_hosts)
+        log_odds = model.log_odds(model.raw(tokens))
         log_odds = max(-MAX_LOG_ODDS, min(MAX_LOG_ODDS, log_odds))
         probability = 1.0 / (1.0 + math.exp(-log_odds))
         task.scratch["spam_probability"] = probability

@@ -24,7 +24,7 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from mailward.config import Settings
+from mailward.config import Settings, load_settings
 from mailward.content.model import LinearModel, N_FEATURES, vectorize
 from mailward.message import Message
 
@@ -205,13 +205,14 @@ def train_models(ham: list[Path], spam: list[Path], phishing: list[Path], *,
     from mailward.content.language import find_cues, language_tokens, reader_text
     from mailward.content.spam import content_findings
 
+    internal_hosts = (settings or load_settings()).spam.internal_hosts
     files = [(p, 0) for p in ham] + [(p, 1) for p in spam] + [(p, 2) for p in phishing]
     spam_rows: list[list[str]] = []
     language_rows: list[list[str]] = []
     for path, _ in files:
         message = read_message(path)
         findings = content_findings(message, settings)
-        spam_rows.append(spam_tokens(message, findings))
+        spam_rows.append(spam_tokens(message, findings, internal_hosts))
         if phishing:
             language_rows.append(language_tokens(message, find_cues(reader_text(message))))
         progress(1)

@@ -16,8 +16,11 @@ stored compressed, so the macro rules match only OLE documents whose
 project names the identifiers in clear; a dropper in a docm is left to the
 attachment stage's macro analysis.
 
-SECURITY: matching runs off the event loop under yara's own time limit,
-and files over ``yara.max_size`` are reported as too big, never as clean.
+SECURITY: matching runs under yara's own time limit, off the event loop for
+every file over ``INLINE_BYTES``; a smaller file (most body parts) is
+matched on the loop, which it holds for a fraction of a millisecond, sparing
+the hand-off to a thread (about 60 microseconds of CPU of its own). Files
+over ``yara.max_size`` are reported as too big, never as clean.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from mailward.content.antivirus import CLEAN, EngineResult
 from mailward.verdict import Category
 
 _SEVERITIES = ("malicious", "suspicious")
+# Files up to this size are matched on the event loop rather than in a thread.
+INLINE_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,10 @@ class YaraEngine:
         if not node.data:
             return CLEAN
         try:
-            matches = await asyncio.to_thread(self._match, node.data)
+            if node.size <= INLINE_BYTES:
+                matches = self._match(node.data)
+            else:
+                matches = await asyncio.to_thread(self._match, node.data)
         except yara.TimeoutError:
             return EngineResult(error=f"matching took over {self.timeout}s")
         except yara.Error as error:

@@ -58,12 +58,12 @@ def pipeline_scores(files: list[Path], labels: np.ndarray, folds: np.ndarray,
     """pipeline_scores - each file's whole-pipeline score from models trained without its fold.
 
     The pipeline is the one without the embedding model (it is added here,
-    at each weight). They are kept in CACHE, by salt and file names, so a
+    at each weight). They are kept in CACHE, by salt and file paths, so a
     second run reuses them; delete CACHE when the pipeline changed.
     """
     import accuracy
 
-    digest = hashlib.sha256("\n".join([salt] + [p.name for p in files]).encode())
+    digest = hashlib.sha256("\n".join([salt] + [str(p) for p in files]).encode())
     cached = CACHE / f"pipeline-{digest.hexdigest()[:16]}.npy"
     if cached.exists():
         print(f"  pipeline scores from {cached}", flush=True)
@@ -95,7 +95,7 @@ def embeddings(files: list[Path]) -> tuple[np.ndarray, float]:
     from mailward.content.embedding import Embedder, message_text
     from mailward.content.train import read_message
 
-    digest = hashlib.sha256("\n".join(p.name for p in files).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join(str(p) for p in files).encode()).hexdigest()[:16]
     cached = CACHE / f"vectors-{digest}.npz"
     if cached.exists():
         print(f"  embeddings from {cached}", flush=True)

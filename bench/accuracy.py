@@ -6,8 +6,8 @@ Splits ``corpus/spam`` (ham, spam) and ``corpus/phishing`` deterministically
 (``bench/corpus_split.py``; every message read as the MX received it, without
 the Received headers the corpus collectors' servers added on top), trains the spam model (ham against spam and
 phishing) and the language model (phishing against ham and spam) on the training
-part as ``mailward train`` does (and the embedding model, phishing against ham
-and spam, when the embeddings extra is installed), then judges every held-out message with
+part as ``mailward train`` does (and the embedding model, phishing against ham,
+when the embeddings extra is installed), then judges every held-out message with
 the whole offline pipeline of the embedded defaults (the gateway's
 ``judge``, as ``mailward scan``), pinned to one CPU. Training and judging
 both name the corpus collectors' servers as ``spam.internal_hosts``
@@ -62,7 +62,7 @@ def train(data_dir: Path, parts: dict[str, list[Path]], embedding: bool = True) 
     if available():
         print("training the embedding model too (the embeddings extra is installed)",
               flush=True)
-        result = train_embedding(parts["ham"], parts["phishing"], parts["spam"], holdout=0)
+        result = train_embedding(parts["ham"], parts["phishing"], holdout=0)
         result.model.save(data_dir / "embedding-model.npz")
     else:
         print(f"no embedding model: the embeddings extra is not installed ({EXTRA})",

@@ -423,11 +423,10 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
                                step=lambda what: bar.update(job, description=what),
                                settings=settings)
         if embed:
-            job = bar.add_task("embedding", total=len(ham_files) + len(spam_files)
-                               + len(phishing_files))
+            job = bar.add_task("embedding", total=len(ham_files) + len(phishing_files))
             results.append(embedding.train_embedding(
-                ham_files, phishing_files, spam_files, holdout=holdout,
-                sources=", ".join(ham + spam + phishing),
+                ham_files, phishing_files, holdout=holdout,
+                sources=", ".join(ham + phishing),
                 progress=lambda n: bar.advance(job, n),
                 step=lambda what: bar.update(job, description=what)))
     if phishing and not embed:

@@ -6,7 +6,8 @@ Splits ``corpus/spam`` (ham, spam) and ``corpus/phishing`` deterministically
 (``bench/corpus_split.py``; every message read as the MX received it, without
 the Received headers the corpus collectors' servers added on top), trains the spam model (ham against spam and
 phishing) and the language model (phishing against ham and spam) on the training
-part as ``mailward train`` does, then judges every held-out message with
+part as ``mailward train`` does (and the embedding model, phishing against ham,
+when the embeddings extra is installed), then judges every held-out message with
 the whole offline pipeline of the embedded defaults (the gateway's
 ``judge``, as ``mailward scan``), pinned to one CPU. Training and judging
 both name the corpus collectors' servers as ``spam.internal_hosts``
@@ -41,8 +42,11 @@ from corpus_split import INTERNAL_HOSTS, split  # noqa: E402
 from figures import Result, print_results  # noqa: E402
 
 
-def train(data_dir: Path, parts: dict[str, list[Path]]) -> None:
-    """train - both models into data_dir, as `mailward train` writes them."""
+def train(data_dir: Path, parts: dict[str, list[Path]], embedding: bool = True) -> None:
+    """train - the models into data_dir, as `mailward train` writes them.
+
+    The embedding model too when ``embedding`` and the extra is installed.
+    """
     from mailward.config import load_settings
     from mailward.content.train import train_models
 
@@ -51,6 +55,18 @@ def train(data_dir: Path, parts: dict[str, list[Path]]) -> None:
                                settings=settings):
         name = "spam-model.npz" if result.kind == "spam" else "language-model.npz"
         result.model.save(data_dir / name)
+    if not embedding:
+        return
+    from mailward.content.embedding import EXTRA, available, train_embedding
+
+    if available():
+        print("training the embedding model too (the embeddings extra is installed)",
+              flush=True)
+        result = train_embedding(parts["ham"], parts["phishing"], holdout=0)
+        result.model.save(data_dir / "embedding-model.npz")
+    else:
+        print(f"no embedding model: the embeddings extra is not installed ({EXTRA})",
+              flush=True)
 
 
 async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result]:
@@ -69,6 +85,7 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
         await gateway.judge(scan_envelope(raw), raw)
     scores: dict[str, list[float]] = {name: [] for name in blobs}
     model: dict[str, list[float]] = {name: [] for name in blobs}
+    plain: dict[str, list[float]] = {name: [] for name in blobs}
     tagged: dict[str, list[bool]] = {name: [] for name in blobs}
     held: dict[str, list[bool]] = {name: [] for name in blobs}
     MISSES.clear()
@@ -80,6 +97,8 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
             scores[name].append(verdict.score)
             model[name].append(sum(f.score for f in verdict.findings
                                    if f.symbol in ("SPAM_MODEL", "HAM_MODEL")))
+            plain[name].append(verdict.score - sum(f.score for f in verdict.findings
+                                                   if f.symbol == "LANG_EMBED_PHISH"))
             tagged[name].append(verdict.action.rank >= Action.TAG.rank)
             held[name].append(verdict.action.rank >= Action.QUARANTINE.rank)
             MISSES.append((name, len(scores[name]) - 1, verdict.score, model[name][-1],
@@ -93,7 +112,10 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
                     "shipped policy: quarantine or stricter": as_array(held)},
                    wall, cpu, "(whole offline pipeline, one core)"),
             Result("mailward spam model alone", as_array(model),
-                   note="(the SPAM_MODEL/HAM_MODEL score of the same verdicts)")]
+                   note="(the SPAM_MODEL/HAM_MODEL score of the same verdicts)")] + (
+            [Result("mailward less LANG_EMBED_PHISH", as_array(plain),
+                    note="(the same verdicts' scores without the embedding model's)")]
+            if any(s != p for k in scores for s, p in zip(scores[k], plain[k])) else [])
 
 
 MISSES: list[tuple[str, int, float, float, list[str]]] = []

@@ -223,6 +223,8 @@ def config_check(context: Context, path: str | None) -> None:
             value = getattr(settings.spam, key)
             if value:
                 _check_model(f"spam.{key}", Path(value))
+        if settings.spam.embedding_model:
+            _check_embedding_model(Path(settings.spam.embedding_model))
     except ConfigError as error:
         console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
@@ -239,6 +241,19 @@ def _check_model(key: str, path: Path) -> None:
         LinearModel.load(path)
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from None
+
+
+def _check_embedding_model(path: Path) -> None:
+    """_check_embedding_model - ConfigError unless the extra is there and path loads."""
+    from mailward.content.embedding import EXTRA, available, load_embedding_model
+
+    if not available():
+        raise ConfigError(f"spam.embedding_model: reading {path} needs the embeddings "
+                          f"extra ({EXTRA})")
+    try:
+        load_embedding_model(path, str(path))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 # scan
@@ -345,7 +360,8 @@ MIN_MESSAGES = 20
               help="File or folder of spam (repeatable); trains the spam model.")
 @click.option("--phishing", "phishing", multiple=True, type=click.Path(exists=True),
               help="File or folder of phishing (repeatable); trains the language model "
-                   "and counts as spam for the spam model.")
+                   "(and the embedding model, with the embeddings extra) and counts "
+                   "as spam for the spam model.")
 @click.option("--feedback/--no-feedback", default=True, show_default=True,
               help="Also read the mail people judged (feedback/ham, feedback/spam).")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
@@ -362,10 +378,12 @@ MIN_MESSAGES = 20
 def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
           phishing: tuple[str, ...], feedback: bool, out: str | None,
           language_out: str | None, holdout: float, min_messages: int) -> None:
-    """Train the spam model (and, with --phishing, the language model)."""
+    """Train the spam model (and, with --phishing, the language model, and the
+    embedding model when the embeddings extra is installed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, \
         TimeElapsedColumn, TimeRemainingColumn
 
+    from mailward.content import embedding
     from mailward.content.language import language_model_path
     from mailward.content.spam import model_path
     from mailward.content.train import message_files, train_models
@@ -376,7 +394,8 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
                       "against the ham (--ham)[/red]")
         sys.exit(1)
     settings = context.settings
-    if out is None or (phishing and language_out is None):
+    embed = bool(phishing) and embedding.available()
+    if out is None or (phishing and language_out is None) or embed:
         context.need_store()  # the models would go to a data directory made here
     ham_paths, spam_paths = [Path(p) for p in ham], [Path(p) for p in spam]
     if feedback:
@@ -403,6 +422,16 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
                                progress=lambda n: bar.advance(job, n),
                                step=lambda what: bar.update(job, description=what),
                                settings=settings)
+        if embed:
+            job = bar.add_task("embedding", total=len(ham_files) + len(phishing_files))
+            results.append(embedding.train_embedding(
+                ham_files, phishing_files, holdout=holdout,
+                sources=", ".join(ham + phishing),
+                progress=lambda n: bar.advance(job, n),
+                step=lambda what: bar.update(job, description=what)))
+    if phishing and not embed:
+        click.echo("embedding model skipped: the embeddings extra is not installed "
+                   f"({embedding.EXTRA})")
     services = Services.create(settings)
     for result in results:
         if result.quality:
@@ -416,6 +445,8 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
                           f"message of one kind[/yellow]")
         if result.kind == "spam":
             target = Path(out) if out else model_path(services)
+        elif result.kind == "embedding":
+            target = embedding.embedding_model_path(services)
         else:
             target = Path(language_out) if language_out else language_model_path(services)
         result.model.save(target)

@@ -289,6 +289,7 @@ class ArcSettings(Section):
 class SpamSettings(Section):
     model: str = Field("", description="spam model file (empty = the model in the data directory if trained there, else the shipped one)")
     language_model: str = Field("", description="social-engineering language model file (empty = language-model.npz in the data directory if trained there, else cues only)")
+    embedding_model: str = Field("", description="sentence-embedding phishing model file, read with the embeddings extra (empty = embedding-model.npz in the data directory if trained there, else none)")
     language_cues: bool = Field(True, description="find social-engineering cues (urgency, threats, credential or payment requests...) in the text")
     learn_margin: float = Field(2.0, gt=0, le=10, description="how far past the decision line (in log-odds) a learnt message is moved")
     internal_hosts: list[str] = Field(default_factory=lambda: ["localhost"], description="host names or domains of the site's own mail servers (MX, relays, mailbox servers): the Received headers they added at the top of a message are not spam-model features, so a model trained on exported mail learns the senders' paths, not how that mail was collected; mailward's own Received is always left out")

@@ -36,6 +36,7 @@ BUILTIN_CHECKS = [
     "mailward.urls.reputation:UrlReputationCheck",
     "mailward.content.hidden:HiddenTextCheck",
     "mailward.content.language:LanguageCheck",
+    "mailward.content.embedding:EmbeddingCheck",
     "mailward.content.spam:SpamModelCheck",
     "mailward.content.impostor:ImpostorCheck",
     "mailward.web.senders:SenderRuleCheck",

@@ -61,6 +61,7 @@ FINDING_FAMILIES = ("HDR_", "MIME_", "LANG_", "CONTENT_", "URL_", "ATTACH_")
 # intelligence, the site's brand list, the sandbox, the clock or the gateway's memory (not the same
 # at training time), and the per-file listing (``at:`` strings say it).
 NOT_FEATURES = frozenset({
+    "LANG_EMBED_PHISH",
     "LANG_PHISH_MODEL", "LANG_BRAND_IMPERSONATION", "URL_BLOCKLISTED", "URL_DOMAIN_BLOCKLISTED", "URL_IP_BLOCKLISTED",
     "URL_NEW_DOMAIN", "ATTACH_FILE", "ATTACH_ANALYSIS_INCOMPLETE", "ATTACH_SANDBOX_PENDING",
     "ATTACH_SANDBOX_MALICIOUS", "ATTACH_SANDBOX_SUSPICIOUS", "ATTACH_SANDBOX_CLEAN",

@@ -37,8 +37,8 @@ from mailward.pipeline import Stage, Task
 from mailward.services import Services
 from mailward.verdict import Category, Finding
 
-# TODO: the optional sentence-embedding model (a CPU extra) is not built; the hashed
-# text model misses paraphrased lures written in words it never saw in training.
+# TODO: without the embeddings extra (content.embedding) the hashed text model alone
+# judges the words, and misses paraphrased lures written in words it never saw.
 MAX_PHRASES = 5
 MAX_LOG_ODDS = 10.0
 # Below this many words a text gives the model too little to judge: a few

@@ -176,7 +176,7 @@ def test_releasing_one_spam_as_ham_does_not_teach_that_its_relays_are_clean(serv
 
     # Spam of the same collection shares its Received chain with the released one.
     released, *others = [p.read_bytes() for p in corpus_slice("spam/spam", 2, 6)]
-    assert all(spam_probability(services, raw) > 0.95 for raw in others)
+    assert all(spam_probability(services, raw) > 0.99 for raw in others)
     before = load_model(services).coef.copy()
     assert learn(services, released, "ham").after < 0.5
     changed = load_model(services).coef != before

@@ -16,6 +16,14 @@ from tests.content.conftest import corpus_slice
 from tests.content.test_spam_model import training_folders
 
 
+def python(code: str, timeout: float) -> subprocess.CompletedProcess:
+    """python - run code in a fresh interpreter; it must exit 0."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 @pytest.fixture(scope="module")
 def extra():
     from mailward.content.embedding import EXTRA, available
@@ -122,9 +130,8 @@ def test_loading_the_embedder_leaves_the_root_logger_alone(extra):
             "Embedder.shared()\n"
             "assert (list(root.handlers), root.level) == before, (root.handlers, root.level)\n"
             "print('ok')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+    result = python(code, 120)
+    assert "ok" in result.stdout
     assert result.stderr == ""
 
 
@@ -139,9 +146,8 @@ def test_without_a_model_the_gateway_never_imports_wordllama(tmp_path):
             "assert 'embedding' not in names and 'language' in names, names\n"
             "assert 'wordllama' not in sys.modules\n"
             "print('ok')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+    result = python(code, 120)
+    assert "ok" in result.stdout
 
 
 def test_train_writes_the_embedding_model_and_config_check_loads_it(corpus, extra, tmp_path):
@@ -199,9 +205,7 @@ def test_without_the_extra_training_says_it_skipped_the_model(corpus, tmp_path):
             "from mailward.cli import main\n"
             f"main(['-c', {str(config)!r}, 'train', '--ham', {str(folders['ham'])!r},"
             f" '--phishing', {str(folders['phishing'])!r}, '--min-messages', '20'])\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
+    result = python(code, 300)
     assert ("embedding model skipped: the embeddings extra is not installed "
             "(pip install 'mailward[embeddings]')") in result.stdout
     assert "language model written to" in result.stdout
@@ -226,9 +230,7 @@ def test_without_the_extra_a_trained_model_is_left_unused_and_a_configured_one_r
             "    EmbeddingCheck.from_services(Services.create(load_settings(overrides=data)))\n"
             "except ValueError as error:\n"
             "    print(error)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = python(code, 120)
     assert "the embeddings extra is not installed" in result.stderr  # the warning
     assert (f"spam.embedding_model: reading {model} needs the embeddings extra "
             "(pip install 'mailward[embeddings]')") in result.stdout

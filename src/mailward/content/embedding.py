@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import threading
-import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Callable, ClassVar, Sequence
 import numpy as np
 
 from mailward.content.language import reader_text
+from mailward.content.model import calibrated_arrays, read_arrays, write_arrays
 from mailward.message import Message
 from mailward.pipeline import Stage, Task
 from mailward.services import Services
@@ -122,28 +122,19 @@ class EmbeddingModel:
 
     def save(self, path: Path) -> None:
         """save - write atomically (a reader never sees half a model)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(temporary, coef=self.coef.astype(np.float64),
-                            intercept=np.array([self.intercept]),
-                            calibration=np.array(self.calibration, np.float64),
-                            meta=np.array(json.dumps(self.meta)))
-        temporary.replace(path)
+        write_arrays(path, coef=self.coef.astype(np.float64),
+                     **calibrated_arrays(self.intercept, self.calibration, self.meta))
 
     @classmethod
     def load(cls, path: Path | str) -> "EmbeddingModel":
         """load - read a model file; what is wrong with it is an error naming it."""
         try:
-            with open(path, "rb") as handle:
-                if handle.read(4) != b"PK\x03\x04":
-                    raise ValueError("not an .npz archive")
-            with np.load(path, allow_pickle=False) as data:
-                coef = data["coef"].astype(np.float64)
-                intercept = float(data["intercept"][0])
-                calibration = tuple(float(v) for v in data["calibration"])
-                meta = json.loads(str(data["meta"]))
-        except (OSError, KeyError, IndexError, ValueError, EOFError,
-                zipfile.BadZipFile) as error:
+            data = read_arrays(path)
+            coef = data["coef"].astype(np.float64)
+            intercept = float(data["intercept"][0])
+            calibration = tuple(float(v) for v in data["calibration"])
+            meta = json.loads(str(data["meta"]))
+        except (KeyError, IndexError, ValueError) as error:
             raise ValueError(f"{path}: not an embedding model file ({error})") from None
         if coef.shape != (DIMENSIONS,) or meta.get("embedder") != EMBEDDER:
             raise ValueError(f"{path}: not a model of the {EMBEDDER} embedding "

@@ -166,6 +166,34 @@ class Update:
     after: float
 
 
+def calibrated_arrays(intercept: float, calibration: tuple[float, float],
+                      meta: dict) -> dict[str, np.ndarray]:
+    """calibrated_arrays - the arrays every model file holds besides its weights."""
+    return {"intercept": np.array([intercept]),
+            "calibration": np.array(calibration, dtype=np.float64),
+            "meta": np.array(json.dumps(meta))}
+
+
+def write_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """write_arrays - a model file, written atomically (a reader never sees half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(temporary, **arrays)
+    temporary.replace(path)
+
+
+def read_arrays(path: Path | str) -> dict[str, np.ndarray]:
+    """read_arrays - the arrays of a model file, without pickle; ValueError if it is none."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                raise ValueError("not an .npz archive")
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(str(error)) from None
+
+
 @dataclass
 class LinearModel:
     """Weights over hashed features, an intercept, a calibration and group weights."""
@@ -234,31 +262,22 @@ class LinearModel:
 
     def save(self, path: Path) -> None:
         """save - write atomically (a reader never sees half a model)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp.npz")
         extra = {} if self.groups is None else {"groups": np.array(self.groups, np.float64)}
-        np.savez_compressed(temporary, coef=self.coef.astype(np.float32),
-                            intercept=np.array([self.intercept]),
-                            calibration=np.array(self.calibration, dtype=np.float64),
-                            meta=np.array(json.dumps(self.meta)), **extra)
-        temporary.replace(path)
+        write_arrays(path, coef=self.coef.astype(np.float32), **extra,
+                     **calibrated_arrays(self.intercept, self.calibration, self.meta))
 
     @classmethod
     def load(cls, path: Path | str) -> "LinearModel":
         """load - read a model file; a wrong shape is an error that names the file."""
         try:
-            with open(path, "rb") as handle:
-                if handle.read(4) != b"PK\x03\x04":
-                    raise ValueError("not an .npz archive")
-            with np.load(path, allow_pickle=False) as data:
-                coef = data["coef"].astype(np.float32)
-                intercept = float(data["intercept"][0])
-                calibration = (tuple(float(v) for v in data["calibration"])
-                               if "calibration" in data.files else (1.0, 0.0))
-                meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-                groups = (tuple(float(v) for v in data["groups"])
-                          if "groups" in data.files else None)
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            data = read_arrays(path)
+            coef = data["coef"].astype(np.float32)
+            intercept = float(data["intercept"][0])
+            calibration = (tuple(float(v) for v in data["calibration"])
+                           if "calibration" in data else (1.0, 0.0))
+            meta = json.loads(str(data["meta"])) if "meta" in data else {}
+            groups = (tuple(float(v) for v in data["groups"]) if "groups" in data else None)
+        except (KeyError, IndexError, ValueError) as error:
             raise ValueError(f"{path}: not a model file ({error})") from None
         if coef.shape != (N_FEATURES,):
             raise ValueError(f"{path}: model has {coef.shape} weights, expected {N_FEATURES}")

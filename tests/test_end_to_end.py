@@ -198,6 +198,17 @@ def test_relaying_to_a_foreign_domain_is_denied(gateway_factory):
         assert client.rcpt("user@sub.example.com")[0] == 250
 
 
+def test_control_characters_in_addresses_are_refused(gateway_factory):
+    gateway = gateway_factory(config={"smtp": {"accepted_domains": ["example.com"]}})
+    with gateway.smtp() as client:
+        code, text = client.docmd("MAIL FROM:<a\x00b@example.org>")
+        assert code == 501 and b"5.1.7" in text
+        assert client.mail("sender@example.org")[0] == 250
+        code, text = client.docmd("RCPT TO:<ali\x00ce@example.com>")
+        assert code == 501 and b"5.1.3" in text
+        assert client.rcpt("alice@example.com")[0] == 250
+
+
 def test_too_many_recipients_get_452(gateway_factory):
     gateway = gateway_factory(config={"smtp": {"max_recipients": 3}})
     with gateway.smtp() as client:

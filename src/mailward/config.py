@@ -135,7 +135,7 @@ class SmtpSettings(Section):
     listen: Listen = Field("127.0.0.1:2525", description="address and port the SMTP server listens on")
     hostname: str = Field("", description="name in the banner, EHLO and Received (empty = this host's FQDN)")
     accepted_domains: list[Domain] = Field(default_factory=list, description="recipient domains we accept mail for (empty = any, allowed only on loopback)")
-    max_message_size: Size = Field("25MiB", description="largest message accepted (SIZE); larger gets 552")
+    max_message_size: Size = Field("25MiB", ge=1024, description="largest message accepted (SIZE); larger gets 552")
     max_recipients: int = Field(100, ge=1, description="recipients per message; more get 452")
     command_timeout: Duration = Field("300s", description="idle time allowed between client commands")
     data_timeout: Duration = Field("600s", description="time allowed to send the whole DATA section")

@@ -211,7 +211,8 @@ class Policy:
                     break
         for action in _THRESHOLD_ACTIONS:
             if action in self.scores.totals and total >= self.scores.totals[action]:
-                candidates.append((action, _main_category(categories),
+                candidates.append((action, _main_category(categories,
+                                                          self.scores.category_thresholds),
                                    f"total score {total:.2f} >= {action} "
                                    f"threshold {self.scores.totals[action]:g}"))
                 break
@@ -247,7 +248,19 @@ _SEVERITY = {Category.MALWARE: 5, Category.PHISH: 4, Category.IMPOSTOR: 3, Categ
              Category.AUTH: 1, Category.POLICY: 1}
 
 
-def _main_category(categories: dict[str, float]) -> Category | None:
+def _main_category(categories: dict[str, float],
+                   thresholds: dict[Category, dict[Action, float]]) -> Category | None:
+    """_main_category - what a verdict reached by its total score is held as.
+
+    A dangerous category (malware, phish, impostor) whose own score reaches
+    its lowest threshold names it, even when the spam score is larger: a
+    phishing message also reads as spam to the spam model, and what it is
+    held as decides who may release it. Otherwise the largest score does.
+    """
+    for category in (Category.MALWARE, Category.PHISH, Category.IMPOSTOR):
+        limits = thresholds.get(category)
+        if limits and categories.get(category, 0.0) >= min(limits.values()):
+            return category
     positive = {k: v for k, v in categories.items() if v > 0 and k != Category.AUTH}
     if not positive:
         return None

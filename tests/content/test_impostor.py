@@ -303,3 +303,10 @@ def test_another_suffix_is_a_weaker_lookalike():
     assert not lookalike("examp1e.com", PROTECTED).weak
     assert SCORES.symbols["IMPOSTOR_LOOKALIKE_SUFFIX"].score < \
         SCORES.symbols["IMPOSTOR_LOOKALIKE_DOMAIN"].score
+
+
+def test_an_alias_written_as_an_address_never_matches_a_missing_display_name():
+    person = Person.make("Jane Doe", ["jane.doe@example.com"], "CEO", ["jd@example.com"])
+    assert matches(person, "") is None
+    assert matches(person, "jd@example.com") is None
+    assert matches(person, "Jane Doe") == "full name"

@@ -39,6 +39,7 @@ def test_a_file_overrides_only_what_it_names(tmp_path):
 @pytest.mark.parametrize("text, key", [
     ('[smtp]\nlisten = "nonsense"', "smtp.listen"),
     ('[smtp]\nmax_message_size = "lots"', "smtp.max_message_size"),
+    ('[smtp]\nmax_message_size = -1', "smtp.max_message_size"),
     ('[smtp]\nlisen = "127.0.0.1:25"', "smtp.lisen: unknown key"),
     ('[delivery]\nmax_age = "forever"', "delivery.max_age"),
     ('[connection]\nallow = ["10.0.0.300/8"]', "connection.allow.0"),

@@ -119,3 +119,14 @@ def test_of_rules_reaching_one_action_the_most_dangerous_category_names_the_verd
         [Finding("SPAMMY", Category.SPAM), Finding("BEC", Category.IMPOSTOR)])
     assert verdict.action == Action.QUARANTINE and verdict.category == Category.IMPOSTOR
     assert verdict.reason == "impostor score 11.00 >= quarantine threshold 10"
+
+
+def test_a_total_score_verdict_is_held_as_phishing_when_its_phish_score_reaches_a_threshold():
+    scores = parse_scores("[actions]\nquarantine = 15.0\n[categories.phish]\ntag = 4.0\n"
+                          "quarantine = 10.0\n[symbols]\nSPAMMY = 20.0\nLURE = 5.0\nCUE = 1.0\n",
+                          "test")
+    judged = Policy(scores, PolicySettings()).decide
+    lure = judged([Finding("SPAMMY", Category.SPAM), Finding("LURE", Category.PHISH)])
+    assert lure.action == Action.QUARANTINE and lure.category == Category.PHISH
+    cue = judged([Finding("SPAMMY", Category.SPAM), Finding("CUE", Category.PHISH)])
+    assert cue.action == Action.QUARANTINE and cue.category == Category.SPAM

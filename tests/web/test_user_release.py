@@ -47,6 +47,9 @@ def test_users_release_only_the_categories_the_site_allows(site, sink):
     assert fake["category"] == "impostor"
     refused = jill.post(f"/api/v1/quarantine/{fake['id']}/release")
     assert refused.status_code == 403 and "request" in refused.json()["detail"]
+    # Nor may she let its sender through for herself.
+    allow = jill.post(f"/api/v1/quarantine/{fake['id']}/allow-sender")
+    assert allow.status_code == 403 and "administrator" in allow.json()["detail"]
     page = jill.get(f"/console/quarantine/{fake['id']}")
     assert page.status_code == 200 and 'data-action="request_release"' in page.text
     assert 'data-action="release"' not in page.text

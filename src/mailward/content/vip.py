@@ -128,10 +128,12 @@ def given_name_forms(given: str) -> frozenset[str]:
 
 def matches(person: Person, display_name: str) -> str | None:
     """matches - how a display name names this person ("initial", ...), or None."""
-    for alias in person.aliases:
-        if name_tokens(alias) == name_tokens(display_name):
-            return "alias"
     tokens = name_tokens(display_name)
+    if not tokens:
+        return None  # no name, or an address alone, names nobody
+    for alias in person.aliases:
+        if name_tokens(alias) == tokens:
+            return "alias"
     if not person.family or len(person.family) < 2 or not tokens:
         return None
     if len(tokens) > len(person.tokens) + 2:

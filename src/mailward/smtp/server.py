@@ -340,6 +340,8 @@ class GatewayHandler:
     async def handle_MAIL(self, server: GatewaySMTP, session: Session,
                           envelope: SmtpEnvelope, address: str,
                           mail_options: list[str]) -> str:
+        if _CONTROL.search(address):
+            return "501 5.1.7 Bad sender address syntax (control character)"
         ip = str(session.peer[0]) if session.peer else ""
         refusal = await self.limiter.message(ip)
         if refusal:
@@ -377,6 +379,8 @@ class GatewayHandler:
                           rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
+        if _CONTROL.search(address):
+            return "501 5.1.3 Bad recipient address syntax (control character)"
         domain = address.rpartition("@")[2].lower()
         if "@" not in address or not domain:
             return "550 5.1.3 Recipient address has no domain"
@@ -455,6 +459,9 @@ class GatewayHandler:
 
 
 _XTEXT = re.compile(r"\+([0-9A-F]{2})")
+# No address of RFC 5321 holds a control character; a NUL would reach the
+# mailbox store's file names and every log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def parse_xclient(arg: str) -> dict[str, str]:

@@ -41,11 +41,10 @@ log = logging.getLogger("mailward.web")
 CATEGORIES = ("spam", "phish", "malware", "impostor", "policy", "auth")
 
 
-# TODO: without a language model trained by the site, most phishing is held for its
-# total score with category spam, which end users may release under the default
-# web.user_release; the web service warns at start, but the category itself does not
-# yet weigh phishing evidence apart from the larger sum, so such phishing can be
-# released by the user it targets.
+# TODO: without a language model trained by the site, phishing seldom reaches the
+# phish tag threshold and is held as spam, which end users may release under the
+# default web.user_release; the web service warns at start, but such phishing can
+# still be released by the user it targets.
 def user_may_release(settings: Settings, category: str) -> bool:
     """user_may_release - whether an end user may release held mail of this category
     themselves (``web.user_release``); otherwise they can only ask staff."""
@@ -230,8 +229,15 @@ class Review:
         return targets
 
     async def sender_rule(self, item_id: str, kind: str) -> dict[str, Any]:
-        """sender_rule - allow or block the sender of an item."""
+        """sender_rule - allow or block the sender of an item (users: allow only
+        where they may release the item themselves)."""
         item = await self.get(item_id)
+        if (kind == "allow" and not self.principal.staff
+                and not user_may_release(self.gateway.settings, item.category)):
+            await self._audit("sender.allow", item.sender, "refused", item=item.id,
+                              why=f"{item.category} needs staff approval")
+            raise ReviewError(403, f"the sender of a {item.category} message can only be "
+                              "allowed by an administrator")
         targets = await self._rule(kind, item)
         return {"sender": item.sender, "kind": kind,
                 "recipients": [t or "*" for t in targets]}

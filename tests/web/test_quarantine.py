@@ -16,7 +16,7 @@ def held(console):
     sent = {
         "alice_spam": console.send(corpus_spam(1), rcpts=["alice@example.com"]),
         "alice_spam2": console.send(corpus_spam(2), rcpts=["a.smith@example.com"]),
-        "alice_spam3": console.send(corpus_spam(3), rcpts=["alice@example.com"]),
+        "alice_spam3": console.send(corpus_spam(12), rcpts=["alice@example.com"]),
         "alice_phish": console.send(phish("alice phish"), rcpts=["alice@example.com"]),
         "bob_spam": console.send(corpus_spam(4), rcpts=["bob@example.com"]),
         "shared": console.send(corpus_spam(5), rcpts=["alice@example.com",
@@ -179,7 +179,7 @@ def test_user_allow_sender_delivers_the_next_message_to_them(console, held, as_u
     rules = as_user("admin").get("/api/v1/senders").json()["items"]
     assert any(r["kind"] == "allow" and r["recipient"] == "alice@example.com" for r in rules)
     time.sleep(2.5)
-    reply = console.send(corpus_spam(3), rcpts=["alice@example.com"])
+    reply = console.send(corpus_spam(12), rcpts=["alice@example.com"])
     qid = queue_id(reply)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not any(

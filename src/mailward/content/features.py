@@ -285,17 +285,40 @@ def finding_tokens(findings: Iterable[Finding]) -> list[str]:
             and f.symbol not in NOT_FEATURES]
 
 
+def reading_tokens(message: Message) -> list[str]:
+    """reading_tokens - the strings of what a reader sees: subject, then text.
+
+    Both content classifiers start from these.
+    """
+    found = text_tokens(message.subject[:500], "s:")
+    found.extend(text_tokens(message.text))
+    return found
+
+
+def shared_reading_tokens(scratch: dict, message: Message) -> list[str]:
+    """shared_reading_tokens - ``reading_tokens``, made once per message judged.
+
+    ``scratch`` is the judged message's scratch space (``Task.scratch``); the
+    list is kept there for the other classifier and must not be changed.
+    """
+    found = scratch.get("reading_tokens")
+    if found is None:
+        found = scratch["reading_tokens"] = reading_tokens(message)
+    return found
+
+
 def spam_tokens(message: Message, findings: Iterable[Finding] = (),
-                internal_hosts: Iterable[str] = ()) -> list[str]:
+                internal_hosts: Iterable[str] = (),
+                reading: list[str] | None = None) -> list[str]:
     """spam_tokens - everything the spam model sees of a message.
 
     ``internal_hosts`` are the site's own mail hosts (``spam.internal_hosts``):
     the Received headers they added are not read (``internal_hops``).
+    ``reading`` is the message's ``reading_tokens`` when they are made already.
     """
     text = message.text
     internal = internal_hops(message, internal_hosts)
-    found = text_tokens(message.subject[:500], "s:")
-    found.extend(text_tokens(text))
+    found = list(reading) if reading is not None else reading_tokens(message)
     found.extend(header_tokens(message, internal))
     found.extend(header_value_tokens(message, internal))
     found.extend(html_tokens(message))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from mailward.content.features import MAX_TEXT, text_tokens
+from mailward.content.features import MAX_TEXT, reading_tokens, shared_reading_tokens
 from mailward.content.model import LinearModel, load_configured
 from mailward.message import Message
 from mailward.pipeline import Stage, Task
@@ -397,12 +397,15 @@ class Brands:
         return None
 
 
-def language_tokens(message: Message, cues: list[Cue] | None = None) -> list[str]:
-    """language_tokens - what the language model sees: the words and the cues."""
+def language_tokens(message: Message, cues: list[Cue] | None = None,
+                    reading: list[str] | None = None) -> list[str]:
+    """language_tokens - what the language model sees: the words and the cues.
+
+    ``reading`` is the message's ``reading_tokens`` when they are made already.
+    """
     if cues is None:
         cues = find_cues(reader_text(message))
-    found = text_tokens(message.subject[:500], "s:")
-    found.extend(text_tokens(message.text))
+    found = list(reading) if reading is not None else reading_tokens(message)
     found.extend("cue:" + cue.name for cue in cues)
     return found
 
@@ -464,7 +467,8 @@ class LanguageCheck:
             if costume is not None:
                 findings.append(costume)
         if self.model is not None and _enough_words(task.message.text):
-            raw = self.model.raw(language_tokens(task.message, cues))
+            reading = shared_reading_tokens(task.scratch, task.message)
+            raw = self.model.raw(language_tokens(task.message, cues, reading))
             log_odds = min(MAX_LOG_ODDS, self.model.log_odds(raw))
             if log_odds > 0:
                 probability = 1.0 / (1.0 + math.exp(-log_odds))

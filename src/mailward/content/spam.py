@@ -24,7 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
 
-from mailward.content.features import spam_tokens
+from mailward.content.features import shared_reading_tokens, spam_tokens
 from mailward.content.hidden import hidden_findings
 from mailward.content.language import cue_findings, find_cues, reader_text
 from mailward.content.model import LinearModel, load_configured
@@ -198,7 +198,8 @@ class SpamModelCheck:
     async def check(self, task: Task) -> list[Finding]:
         assert task.message is not None
         model = self.model
-        tokens = spam_tokens(task.message, task.findings, self.internal_hosts)
+        tokens = spam_tokens(task.message, task.findings, self.internal_hosts,
+                             shared_reading_tokens(task.scratch, task.message))
         log_odds = model.log_odds(model.raw(tokens))
         log_odds = max(-MAX_LOG_ODDS, min(MAX_LOG_ODDS, log_odds))
         probability = 1.0 / (1.0 + math.exp(-log_odds))

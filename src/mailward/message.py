@@ -153,16 +153,18 @@ def _strict_mailboxes(header_value: object) -> list[Mailbox] | None:
     return result
 
 
-# The plainest address lists: bare addresses, or a name of plain words or a
-# quoted name of plain characters before an angle-bracketed address, joined
-# by commas. The standard library parses these without a defect into the
-# very names and addresses written, so they are read here without it.
+# The plainest address lists: bare or angle-bracketed addresses, or a name of
+# plain words or a quoted name of plain characters before an angle-bracketed
+# address, joined by commas. The standard library parses these without a
+# defect into the very names and addresses written, so they are read here
+# without it.
 _PLAIN_SPEC = (r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
                r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
 _PLAIN_MAILBOX = re.compile(
     r"(?P<name>[A-Za-z0-9]+(?: [A-Za-z0-9]+)*) <(?P<named>" + _PLAIN_SPEC + r")>"
-    r"|\"(?P<quoted>[A-Za-z0-9 ,.'()_-]*)\" <(?P<quoted_spec>" + _PLAIN_SPEC + r")>"
+    r"|\"(?P<quoted>[A-Za-z0-9 ,.'()_@-]*)\" <(?P<quoted_spec>" + _PLAIN_SPEC + r")>"
+    r"|<(?P<angled>" + _PLAIN_SPEC + r")>"
     r"|(?P<bare>" + _PLAIN_SPEC + r")")
 _PLAIN_ONE = re.sub(r"\?P<\w+>", "?:", _PLAIN_MAILBOX.pattern)
 _PLAIN_LIST = re.compile(f"(?:{_PLAIN_ONE})(?:, ?(?:{_PLAIN_ONE}))*")
@@ -177,7 +179,8 @@ def _plain_mailboxes(value: str) -> list[Mailbox] | None:
     if len(value) > mime.MAX_PARSED_HEADER or not _PLAIN_LIST.fullmatch(value):
         return None
     return [Mailbox(found["name"] or found["quoted"] or "",
-                    found["named"] or found["quoted_spec"] or found["bare"])
+                    found["named"] or found["quoted_spec"] or found["angled"]
+                    or found["bare"])
             for found in _PLAIN_MAILBOX.finditer(value)]
 
 

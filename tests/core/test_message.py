@@ -291,6 +291,9 @@ def test_a_header_parsed_once_still_counts_its_defect_at_each_reading():
     "Alice  Smith <alice@example.org>", "a..b@example.org", "a@-example.org", "a@example.org ",
     "Alice <alice@example.org", "Dr. Alice <alice@example.org>", "=?utf-8?q?Al?= <a@example.org>",
     "a@example.org,, b@example.org", "undisclosed-recipients:;",
+    "<alice@example.org>", '"alice@example.org" <alice@example.org>',
+    "<a@example.org>, Bob <b@example.org>", "<a@example.org", "<a @example.org>",
+    "<a@example.org>>", '"a@b" <c@example.org>, <d@example.org>',
 ])
 def test_plain_address_lists_read_as_the_strict_parser_reads_them(value):
     from email import policy

@@ -322,6 +322,8 @@ def test_a_request_closes_when_its_message_leaves_the_quarantine(console, as_use
         [request] = admin.get(f"/api/v1/quarantine/{item['id']}").json()["release_requests"]
         assert request["status"] == "closed" and request["user"] == "alice"
         assert request["reason"] == f"{how} by user:admin"
+        page = admin.get(f"/console/quarantine/{item['id']}")
+        assert page.status_code == 200 and f"closed: {how} by user:admin" in page.text
     for answer in asked:
         late = admin.post(f"/api/v1/quarantine/requests/{answer.json()['id']}/approve")
         assert late.status_code == 404 and "no pending release request" in late.text

@@ -370,23 +370,33 @@ MIN_MESSAGES = 20
               default=None, help="Where to write the language model (default: the data "
                                  "directory).")
 @click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 0.9),
-              help="Share held out to measure quality before the final fit.")
+              help="Share held out (never fitted on) to measure quality and to compare "
+                   "with the model it replaces.")
 @click.option("--min-messages", "min_messages", default=MIN_MESSAGES, show_default=True,
               type=click.IntRange(1), help="Fewest messages of each class trained on "
                                            "(lower it only for experiments).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing model even when the new one is worse on the "
+                   "held-out part, or could not be compared with it.")
 @pass_context
 def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
           phishing: tuple[str, ...], feedback: bool, out: str | None,
-          language_out: str | None, holdout: float, min_messages: int) -> None:
+          language_out: str | None, holdout: float, min_messages: int,
+          force: bool) -> None:
     """Train the spam model (and, with --phishing, the language model, and the
-    embedding model when the embeddings extra is installed)."""
+    embedding model when the embeddings extra is installed).
+
+    An existing model is replaced only when the new one is not measurably
+    worse on the same held-out messages (or with --force); otherwise the new
+    one is written beside it as NAME.candidate.npz.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, \
         TimeElapsedColumn, TimeRemainingColumn
 
     from mailward.content import embedding
     from mailward.content.language import language_model_path
     from mailward.content.spam import model_path
-    from mailward.content.train import message_files, train_models
+    from mailward.content.train import comparison_files, message_files, train_models
     from mailward.services import Services
 
     if not (spam or phishing):
@@ -397,13 +407,19 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
     embed = bool(phishing) and embedding.available()
     if out is None or (phishing and language_out is None) or embed:
         context.need_store()  # the models would go to a data directory made here
+    services = Services.create(settings)
+    targets = {"spam": Path(out) if out else model_path(services),
+               "language": Path(language_out) if language_out
+               else language_model_path(services),
+               "embedding": embedding.embedding_model_path(services)}
     ham_paths, spam_paths = [Path(p) for p in ham], [Path(p) for p in spam]
+    judged = settings.data_dir / "feedback"
     if feedback:
-        judged = settings.data_dir / "feedback"
         ham_paths += [judged / "ham"] if (judged / "ham").is_dir() else []
         spam_paths += [judged / "spam"] if spam and (judged / "spam").is_dir() else []
+    phishing_paths = [Path(p) for p in phishing]
     ham_files, spam_files = message_files(ham_paths), message_files(spam_paths)
-    phishing_files = message_files(Path(p) for p in phishing)
+    phishing_files = message_files(phishing_paths)
     for option, given, files in (("--ham", ham, ham_files), ("--spam", spam, spam_files),
                                  ("--phishing", phishing, phishing_files)):
         if given and len(files) < min_messages:
@@ -412,45 +428,133 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
                           f"training needs at least {min_messages} of each kind "
                           f"(--min-messages)[/red]")
             sys.exit(1)
+    live, unreadable = _live_models(targets, bool(spam), bool(phishing), embed)
+    linear = {kind: model for kind, model in live.items() if kind != "embedding"}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
         total = len(ham_files) + len(spam_files) + len(phishing_files)
+        if holdout > 0:
+            total += len(comparison_files([m.meta for m in linear.values()],
+                                          ham_files + spam_files + phishing_files))
         job = bar.add_task("reading messages", total=total)
         results = train_models(ham_files, spam_files, phishing_files, holdout=holdout,
                                sources=", ".join(ham + spam + phishing),
                                progress=lambda n: bar.advance(job, n),
                                step=lambda what: bar.update(job, description=what),
-                               settings=settings)
+                               settings=settings,
+                               origins={"ham": ham_paths, "spam": spam_paths,
+                                        "phishing": phishing_paths},
+                               live=linear, not_compared=[judged])
         if embed:
-            job = bar.add_task("embedding", total=len(ham_files) + len(phishing_files))
+            current = live.get("embedding")
+            total = len(ham_files) + len(phishing_files)
+            if current is not None and holdout > 0:
+                total += len(comparison_files([current.meta], ham_files + phishing_files))
+            job = bar.add_task("embedding", total=total)
             results.append(embedding.train_embedding(
                 ham_files, phishing_files, holdout=holdout,
                 sources=", ".join(ham + phishing),
                 progress=lambda n: bar.advance(job, n),
-                step=lambda what: bar.update(job, description=what)))
+                step=lambda what: bar.update(job, description=what),
+                origins={"ham": ham_paths, "phishing": phishing_paths}, live=current,
+                not_compared=[judged]))
     if phishing and not embed:
         click.echo("embedding model skipped: the embeddings extra is not installed "
                    f"({embedding.EXTRA})")
-    services = Services.create(settings)
+    refused = 0
     for result in results:
-        if result.quality:
-            table = Table("held-out quality", result.kind + " model")
-            for label, value in result.quality.rows():
-                table.add_row(label, value)
-            Console().print(table)
-        else:
-            console.print(f"[yellow]warning: the {result.kind} model's quality was not "
-                          f"measured: the held-out share (--holdout {holdout:g}) holds no "
-                          f"message of one kind[/yellow]")
-        if result.kind == "spam":
-            target = Path(out) if out else model_path(services)
-        elif result.kind == "embedding":
-            target = embedding.embedding_model_path(services)
-        else:
-            target = Path(language_out) if language_out else language_model_path(services)
+        target = targets[result.kind]
+        _print_quality(result, holdout)
+        refusal = None
+        if target.exists() and not force:
+            refusal = _refusal(result, target, live.get(result.kind),
+                               unreadable.get(result.kind), holdout)
+        if refusal:
+            candidate = target.with_name(target.stem + ".candidate" + target.suffix)
+            result.model.save(candidate)
+            console.print(f"[red]{result.kind} model not replaced: {escape(refusal)}. "
+                          f"The live model at {escape(str(target))} is kept; the new one "
+                          f"is written to {escape(str(candidate))}. To replace the live "
+                          f"model with it anyway, run again with --force.[/red]")
+            refused += 1
+            continue
+        if force and target.exists():
+            click.echo(f"{result.kind} model at {target} replaced (--force)")
         result.model.save(target)
         click.echo(f"{result.kind} model written to {target}")
+    if refused:
+        sys.exit(1)
+
+
+def _live_models(targets: dict[str, Path], spam: bool, phishing: bool, embed: bool
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+    """_live_models - the models training would replace, and why others cannot be read."""
+    from mailward.content.embedding import EmbeddingModel
+    from mailward.content.model import LinearModel
+
+    live: dict[str, Any] = {}
+    unreadable: dict[str, str] = {}
+    for kind, wanted, kind_of in (("spam", spam, LinearModel),
+                                  ("language", phishing, LinearModel),
+                                  ("embedding", embed, EmbeddingModel)):
+        if wanted and targets[kind].exists():
+            try:
+                live[kind] = kind_of.load(targets[kind])
+            except ValueError as error:
+                unreadable[kind] = str(error)
+    return live, unreadable
+
+
+def _print_quality(result: Any, holdout: float) -> None:
+    """_print_quality - the held-out table; beside the live model's when compared."""
+    comparison = getattr(result, "comparison", None)
+    if comparison is not None and comparison.new and comparison.live:
+        table = Table(f"held-out part ({comparison.share:.0%} by name)",
+                      f"new {result.kind} model", f"live {result.kind} model")
+        for (label, new), (_, old) in zip(comparison.new.rows(), comparison.live.rows()):
+            table.add_row(label, new, old)
+        Console().print(table)
+        if comparison.relabelled:
+            console.print(f"[yellow]warning: {comparison.relabelled} of the held-out messages "
+                          f"given were given as another kind when the live model was trained; "
+                          f"both models were scored on the kind it was trained with[/yellow]")
+        if comparison.live_saw_them:
+            console.print("[yellow]warning: the live model records no held-out part: it "
+                          "was fitted on these messages too, and its figures flatter "
+                          "it[/yellow]")
+    elif result.quality:
+        table = Table("held-out quality", result.kind + " model")
+        for label, value in result.quality.rows():
+            table.add_row(label, value)
+        Console().print(table)
+    if not result.quality:
+        why = ("nothing was held out (--holdout 0)" if holdout <= 0 else
+               f"the held-out share (--holdout {holdout:g}) holds no message of one kind")
+        console.print(f"[yellow]warning: the {result.kind} model's quality was not "
+                      f"measured: {why}[/yellow]")
+
+
+def _refusal(result: Any, target: Path, live: Any, unreadable: str | None,
+             holdout: float) -> str | None:
+    """_refusal - why the model at target may not be replaced by result, or None."""
+    if unreadable:
+        return (f"the file it would replace cannot be read as a model ({unreadable}), so "
+                f"the two could not be compared")
+    comparison = result.comparison
+    if holdout <= 0:
+        return ("no comparison with the live model was possible: --holdout 0 holds no "
+                "message out of training to score both on")
+    if comparison is None or comparison.new is None or comparison.live is None:
+        return ("no comparison with the live model was possible: the held-out part "
+                "holds no message of one kind")
+    reasons = comparison.worse()
+    if not reasons:
+        return None
+    scored = comparison.new
+    return (f"on the same {scored.negative} {scored.negative_name} and {scored.positive} "
+            f"{scored.positive_name} held out (never fitted on by the new model), it "
+            f"{' and '.join(reasons)}")
 
 
 # intel

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import false, func, or_, select
 
 from mailward.mailbox.base import INBOX
-from mailward.store.models import Copy, Delivery, MessageRecord, QuarantineItem
+from mailward.store.models import (Copy, Delivery, MessageRecord, QuarantineItem,
+                                   ReleaseRequest)
 
 if TYPE_CHECKING:
     from mailward.gateway import Gateway
@@ -160,6 +161,7 @@ class Quarantine:
             record = await session.scalar(select(MessageRecord).where(
                 MessageRecord.queue_id == item.queue_id))
             stored.status, stored.released_at, stored.released_by = "released", now, by
+            await close_requests(session, item_id, f"released by {by}", by, now)
             verdict = dict(record.verdict)
             verdict["released_by"] = by
             record.verdict = verdict
@@ -206,7 +208,9 @@ class Quarantine:
             self.gateway.spool.held(item.queue_id).unlink(missing_ok=True)
         async with self.store.session() as session:
             stored = await session.get(QuarantineItem, item_id)
-            stored.status, stored.released_at, stored.released_by = "deleted", datetime.now(UTC), by
+            now = datetime.now(UTC)
+            stored.status, stored.released_at, stored.released_by = "deleted", now, by
+            await close_requests(session, item_id, f"deleted by {by}", by, now)
             if item.copy_id is not None:
                 # One pulled copy is gone for good; the message and its other copies stay.
                 copy = await session.get(Copy, item.copy_id)
@@ -220,6 +224,17 @@ class Quarantine:
                 record.state = "deleted"
             await session.commit()
             return stored
+
+
+async def close_requests(session: Any, item_id: str, reason: str, by: str,
+                         now: datetime) -> None:
+    """close_requests - close the pending release requests of an item that left the
+    quarantine, so that no reviewer is asked to decide on it (in the caller's session)."""
+    rows = await session.scalars(select(ReleaseRequest).where(
+        ReleaseRequest.quarantine_id == item_id, ReleaseRequest.status == "pending"))
+    for row in rows.all():
+        row.status, row.reason = "closed", reason[:300]
+        row.decided_by, row.decided_at = by[:200], now
 
 
 def _like(text: str) -> str:

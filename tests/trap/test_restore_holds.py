@@ -10,6 +10,7 @@ import json
 
 from tests.trap.test_end_to_end import (Receiver, api, files, message, receiver,  # noqa: F401
                                         trap_config, wait_files, wait_incident)
+from tests.web.support import Console, add_user
 
 BAD = "https://mfa.restore-kit.example/verify"
 HOST = "mfa.restore-kit.example"
@@ -48,11 +49,26 @@ def scenario(gateway_factory, receiver: Receiver, hold: bool) -> None:
     first = wait_incident(gateway, token, lambda i: i["indicator"]["value"] == BAD
                           and i["summary"].get("pulled") == 1)
     assert out()
+    if hold:
+        # Its recipient asks for it back from the console meanwhile.
+        add_user(gateway, "erin", "user", "erin@example.com")
+        erin, staff = Console(gateway), Console(gateway, token)
+        assert erin.login("erin").status_code == 200
+        [item] = erin.get("/api/v1/quarantine").json()["items"]
+        asked = erin.post(f"/api/v1/quarantine/{item['id']}/request-release")
+        assert asked.status_code == 200 and asked.json()["user"] == "erin"
 
     # The analyst judges it a false positive and restores it.
     restored = gateway.cli("restore", MESSAGE_ID).stdout.decode()
     assert "restored" in restored and "-> INBOX" in restored, restored
     assert back()
+    if hold:
+        # The restore answered the request: it leaves the reviewers' queue.
+        assert staff.get("/api/v1/quarantine/requests").json()["items"] == []
+        [request] = staff.get(f"/api/v1/quarantine/{item['id']}").json()["release_requests"]
+        assert request["status"] == "closed" and request["reason"].startswith("released by")
+        erin.close()
+        staff.close()
     shown = api(gateway, token, "GET", f"/api/v1/trap/incidents/{first['id']}").json()
     [copy] = shown["copies"]
     assert copy["pull"] == "restored" and copy["restored_by"] == "cli"

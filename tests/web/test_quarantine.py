@@ -300,3 +300,30 @@ def test_a_broken_encoded_word_is_shown_as_written(console, as_user):
     assert {"name": "Subject", "value": "=?utf-8?B?abcdefghi?="} in view.json()["headers"]
     page = admin.get(f"/console/quarantine/{item['id']}")
     assert page.status_code == 200 and "abcdefghi" in page.text
+
+
+def test_a_request_closes_when_its_message_leaves_the_quarantine(console, as_user):
+    alice, admin = as_user("alice"), as_user("admin")
+    items = [alice.item_of(queue_id(console.send(phish(f"alice phish {n}"),
+                                                 rcpts=["alice@example.com"])))
+             for n in (1, 2)]
+    asked = [alice.post(f"/api/v1/quarantine/{item['id']}/request-release") for item in items]
+    assert [a.status_code for a in asked] == [200, 200]
+    assert [a.json()["user"] for a in asked] == ["alice", "alice"]
+    assert [a.json()["status"] for a in asked] == ["pending", "pending"]
+
+    # One deleted, the other released by staff without deciding the request.
+    assert admin.delete(f"/api/v1/quarantine/{items[0]['id']}").status_code == 200
+    assert admin.post(f"/api/v1/quarantine/{items[1]['id']}/release").status_code == 200
+    queue = {r["quarantine_id"] for r in admin.get("/api/v1/quarantine/requests").json()["items"]}
+    assert not queue & {item["id"] for item in items}
+    assert alice.get("/api/v1/quarantine/requests").json()["items"] == []
+    for item, how in zip(items, ("deleted", "released")):
+        [request] = admin.get(f"/api/v1/quarantine/{item['id']}").json()["release_requests"]
+        assert request["status"] == "closed" and request["user"] == "alice"
+        assert request["reason"] == f"{how} by user:admin"
+        page = admin.get(f"/console/quarantine/{item['id']}")
+        assert page.status_code == 200 and f"closed: {how} by user:admin" in page.text
+    for answer in asked:
+        late = admin.post(f"/api/v1/quarantine/requests/{answer.json()['id']}/approve")
+        assert late.status_code == 404 and "no pending release request" in late.text

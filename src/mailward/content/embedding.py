@@ -216,43 +216,65 @@ def embed_files(files: list[Path], progress: Callable[[int], None] = lambda n: N
 def train_embedding(ham: list[Path], phishing: list[Path], spam: Sequence[Path] = (), *,
                     holdout: float = 0.2, sources: str = "",
                     progress: Callable[[int], None] = lambda n: None,
-                    step: Callable[[str], None] = lambda what: None):
+                    step: Callable[[str], None] = lambda what: None,
+                    origins: dict[str, list[Path]] | None = None,
+                    live: EmbeddingModel | None = None,
+                    not_compared: Sequence[Path] = ()):
     """train_embedding - the embedding model, phishing against ham (and the spam
-    given), measured first on the held-out share (as ``train.train_models``
-    measures its models).
+    given), fitted without the held-out share and measured on it, and compared
+    with the ``live`` model (as ``train.train_models`` does its models).
 
     ``mailward train`` gives no spam: against ham alone the pipeline's
     cross-validated spam recall at the same share of ham flagged rose more,
     and more evenly across folds, than against ham and spam
     (``bench/embeddings.py``).
     """
-    from mailward.content.train import Quality, Trained, held_out, tpr_at_fpr
-    from sklearn.metrics import roc_auc_score
+    from mailward.content.train import (KINDS, Trained, compare, comparison_files,
+                                        held_out, message_files, quality_of)
 
-    files = list(ham) + list(spam) + list(phishing)
-    labels = np.array([0] * (len(ham) + len(spam)) + [1] * len(phishing))
+    files = [(p, 0) for p in ham] + [(p, 1) for p in spam] + [(p, 2) for p in phishing]
+    given = len(files)
+    if live is not None and holdout > 0:
+        files += comparison_files([live.meta], [p for p, _ in files])
+    labels = np.array([int(code == 2) for _, code in files[:given]])
     negative_name = "ham and spam" if spam else "ham"
     step("embedding the texts")
-    vectors = embed_files(files, progress)
+    vectors = embed_files([p for p, _ in files], progress)
+    test = (np.array([held_out(p, holdout) for p, _ in files[:given]])
+            if holdout > 0 else None)
+    if test is not None and not (test.any() and len(set(labels[~test])) == 2):
+        test = None
+    fitted = np.ones(given, bool) if test is None else ~test
+    meta: dict = {"sources": sources, "ham": len(ham), "spam": len(spam),
+                  "phishing": len(phishing), "holdout": holdout if test is not None else 0.0}
+    if origins is not None:
+        meta["trained_from"] = {kind: [str(p.resolve()) for p in origins.get(kind, [])]
+                                for kind in KINDS}
+    step("fitting the embedding model" if test is None
+         else "fitting the embedding model without the held-out part")
+    model = fit_model(vectors[:given][fitted], labels[fitted], meta)
     quality = None
-    test = np.array([held_out(p, holdout) for p in files]) if holdout > 0 else None
-    if test is not None and test.any() and len(set(labels[~test])) == 2 \
-            and len(set(labels[test])) == 2:
+    if test is not None:
         step("measuring the embedding model on the held-out part")
-        measured = fit_model(vectors[~test], labels[~test], {})
-        scores = measured.raw(vectors[test])
-        negative, positive = scores[labels[test] == 0], scores[labels[test] == 1]
-        quality = Quality(len(negative), len(positive),
-                          float(roc_auc_score(labels[test], scores)),
-                          float(np.mean(positive > 0)), float(np.mean(negative > 0)),
-                          tpr_at_fpr(negative, positive, 0.001)[0], "phishing",
-                          negative_name)
-    step("fitting the embedding model on all messages")
-    model = fit_model(vectors, labels, {"sources": sources, "ham": len(ham),
-                                        "spam": len(spam), "phishing": len(phishing)})
+        quality = quality_of(_log_odds(model, vectors[:given][test]), labels[test],
+                             "phishing", negative_name)
     if quality is not None:
         model.meta["held_out"] = dict(quality.rows())
-    return Trained("embedding", model, quality)  # type: ignore[arg-type]
+    trained = Trained("embedding", model, quality)  # type: ignore[arg-type]
+    if live is not None and test is not None:
+        step("comparing with the live embedding model")
+        skipped = {p.resolve() for p in message_files(not_compared)}
+        trained.comparison = compare(
+            lambda picked: _log_odds(model, vectors[picked]),
+            lambda picked: _log_odds(live, vectors[picked]), live.meta, files, given,
+            holdout, lambda code: code == 2, skipped, ("phishing", negative_name))
+    return trained
+
+
+def _log_odds(model: EmbeddingModel, vectors: np.ndarray) -> np.ndarray:
+    """_log_odds - calibrated log-odds, unclipped (a comparison ranks by them)."""
+    slope, offset = model.calibration
+    return slope * model.raw(vectors) + offset
 
 
 # The check

@@ -1,8 +1,12 @@
 """Training the content classifiers from folders of ham, spam and phishing.
 
 The messages are split by a hash of their file name (so a re-run splits the
-same way); a model is fitted on one part and measured on the other, and the
-model that is saved is then fitted on all of them. The fit is a logistic
+same way); the model is fitted on one part and measured on the other, which
+it never sees, so that the next training can score its model and this one
+on the same held-out messages and keep the better (``compare``). A model
+records the folders it was trained from, and the comparison reads their
+held-out part too, under the kind this model learnt each message as: a
+folder left out, or given as the other kind, then shows. The fit is a logistic
 regression over naive-Bayes-weighted hashed features: each feature is first
 scaled by the log-ratio of its frequency in the two classes, which lets the
 linear model rank rare, telling tokens as a Bayes filter would while keeping
@@ -137,20 +141,26 @@ def calibrate(matrix: sparse.csr_matrix, labels: np.ndarray) -> tuple[float, flo
     return float(platt.coef_[0][0]), float(platt.intercept_[0])
 
 
-def measure(matrix: sparse.csr_matrix, labels: np.ndarray, test: np.ndarray,
-            positive_name: str, negative_name: str = "ham") -> Quality | None:
-    """measure - fit without the held-out rows, score them."""
-    if not test.any() or test.all() or len(set(labels[~test])) < 2:
-        return None
-    coef, intercept = fit_linear(matrix[~test], labels[~test])
-    scores = matrix[test] @ coef.astype(np.float64) + intercept
-    test_labels = labels[test]
-    negative, positive = scores[test_labels == 0], scores[test_labels == 1]
+def quality_of(odds: np.ndarray, labels: np.ndarray, positive_name: str,
+               negative_name: str = "ham") -> Quality | None:
+    """quality_of - how calibrated log-odds sort these messages (labels 1 positive).
+
+    A message is flagged at p >= 0.5 when its log-odds are >= 0.
+    """
+    negative, positive = odds[labels == 0], odds[labels == 1]
     if len(negative) == 0 or len(positive) == 0:
         return None
-    return Quality(len(negative), len(positive), float(roc_auc_score(test_labels, scores)),
-                   float(np.mean(positive > 0)), float(np.mean(negative > 0)),
+    return Quality(len(negative), len(positive), float(roc_auc_score(labels, odds)),
+                   float(np.mean(positive >= 0)), float(np.mean(negative >= 0)),
                    tpr_at_fpr(negative, positive, 0.001)[0], positive_name, negative_name)
+
+
+def log_odds_of(model: LinearModel, token_lists: list[list[str]]) -> np.ndarray:
+    """log_odds_of - a model's calibrated log-odds of many messages."""
+    if not token_lists:
+        return np.zeros(0)
+    slope, offset = model.calibration
+    return slope * model.raw_many(model.vectorize(token_lists)) + offset
 
 
 def build(token_lists: list[list[str]], labels: np.ndarray, test: np.ndarray | None,
@@ -158,39 +168,157 @@ def build(token_lists: list[list[str]], labels: np.ndarray, test: np.ndarray | N
           step: Callable[[str], None] = lambda what: None,
           groups: tuple[float, ...] | None = None,
           negative_name: str = "ham") -> tuple[LinearModel, Quality | None]:
-    """build - measure on the held-out rows, then fit and calibrate on all."""
+    """build - fit and calibrate without the held-out rows, then score them.
+
+    The held-out rows are never fitted on, so that the next training can
+    compare its model and this one on them, neither having seen them. When
+    the rest lacks a class, the model is fitted on all and is not measured.
+    """
     matrix = vectorize(token_lists, groups)
-    quality = None
-    if test is not None:
-        step("measuring on the held-out part")
-        quality = measure(matrix, labels, test, positive_name, negative_name)
-    step("fitting on all messages")
-    coef, intercept = fit_linear(matrix, labels)
+    if test is not None and (not test.any() or len(set(labels[~test])) < 2):
+        test = None
+    fitted = np.ones(len(labels), bool) if test is None else ~test
+    step("fitting" if test is None else "fitting without the held-out part")
+    coef, intercept = fit_linear(matrix[fitted], labels[fitted])
     step("calibrating")
-    calibration = calibrate(matrix, labels)
+    calibration = calibrate(matrix[fitted], labels[fitted])
     meta = dict(meta, trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 **{negative_name.replace(" ", "_"): int((labels == 0).sum()),
                    positive_name: int((labels == 1).sum())},
                 features=N_FEATURES)
+    if test is None:
+        meta["holdout"] = 0.0
+    model = LinearModel(coef, intercept, calibration, meta, groups)
+    quality = None
+    if test is not None:
+        step("measuring on the held-out part")
+        rows = [tokens for tokens, held in zip(token_lists, test) if held]
+        quality = quality_of(log_odds_of(model, rows), labels[test], positive_name,
+                             negative_name)
     if quality is not None:
         meta["held_out"] = dict(quality.rows())
-    return LinearModel(coef, intercept, calibration, meta, groups), quality
+    return model, quality
+
+
+# A new model is measurably worse than the live one when, on the same held-out
+# messages, it catches fewer positives at <= 0.1% of negatives flagged, or flags
+# more negatives at p >= 0.5, by more than this share of them or more than one
+# message, whichever is larger: a message either way is noise on a small part.
+SLACK_SHARE = 0.01
+KINDS = ("ham", "spam", "phishing")
+
+
+@dataclass
+class Comparison:
+    """The new model and the live one, scored on the same held-out messages."""
+
+    new: Quality | None
+    live: Quality | None
+    share: float
+    relabelled: int = 0
+    live_saw_them: bool = False
+
+    def worse(self) -> list[str]:
+        """worse - how the new model is measurably worse than the live one."""
+        new, live = self.new, self.live
+        if new is None or live is None:
+            return []
+        name, other = new.positive_name, new.negative_name
+        reasons = []
+        slack = max(1 / new.positive, SLACK_SHARE)
+        if new.caught_at_fp_01 < live.caught_at_fp_01 - slack - 1e-9:
+            reasons.append(f"catches {new.caught_at_fp_01:.2%} of {name} with {other} "
+                           f"flagged <= 0.1% (live: {live.caught_at_fp_01:.2%})")
+        slack = max(1 / new.negative, SLACK_SHARE)
+        if new.flagged_at_half > live.flagged_at_half + slack + 1e-9:
+            reasons.append(f"flags {new.flagged_at_half:.2%} of {other} at p >= 0.5 "
+                           f"(live: {live.flagged_at_half:.2%})")
+        return reasons
 
 
 @dataclass
 class Trained:
-    """A trained model, where it goes, and how it did on held-out mail."""
+    """A trained model, how it did on held-out mail, and against the live one."""
 
     kind: str
     model: LinearModel
     quality: Quality | None
+    comparison: Comparison | None = None
+
+
+def trained_from(meta: dict) -> list[tuple[Path, int]]:
+    """trained_from - the message files a model's meta records it was trained from
+    (0 ham, 1 spam, 2 phishing), those still there."""
+    recorded = meta.get("trained_from")
+    if not isinstance(recorded, dict):
+        return []
+    found: list[tuple[Path, int]] = []
+    for code, kind in enumerate(KINDS):
+        paths = recorded.get(kind)
+        if isinstance(paths, list):
+            found += [(p, code) for p in message_files(Path(str(q)) for q in paths)]
+    return found
+
+
+def comparison_files(live: Iterable[dict], files: Iterable[Path]
+                     ) -> list[tuple[Path, int]]:
+    """comparison_files - the files the live models (their meta) were trained from
+    that are not among these files."""
+    seen = {path.resolve() for path in files}
+    extra: list[tuple[Path, int]] = []
+    for meta in live:
+        for path, code in trained_from(meta):
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                extra.append((path, code))
+    return extra
+
+
+def compare(new: Callable[[list[int]], np.ndarray], live: Callable[[list[int]], np.ndarray],
+            live_meta: dict, files: list[tuple[Path, int]], given: int, holdout: float,
+            positive: Callable[[int], bool], not_compared: set[Path],
+            names: tuple[str, str]) -> Comparison:
+    """compare - score both models on the messages held out from both.
+
+    ``files`` are this training's messages (the first ``given``) and then the
+    live model's own; ``new`` and ``live`` give each model's log-odds of the
+    files at some indices. A message the live model was trained from under
+    another kind is compared under that kind (a swapped folder shows as a
+    worse model, not a better one); mail people judged is left out, since the
+    live model learnt it one by one.
+    """
+    recorded = {path.resolve(): code for path, code in trained_from(live_meta)}
+    share = holdout
+    live_share = live_meta.get("holdout")
+    saw = not isinstance(live_share, (int, float)) or live_share <= 0
+    if not saw:
+        share = min(holdout, float(live_share))  # type: ignore[arg-type]
+    picked: list[int] = []
+    labels: list[int] = []
+    relabelled = 0
+    for number, (path, code) in enumerate(files):
+        resolved = path.resolve()
+        if resolved in not_compared or not held_out(path, share):
+            continue
+        was = recorded.get(resolved, code)
+        relabelled += number < given and positive(was) != positive(code)
+        picked.append(number)
+        labels.append(int(positive(was)))
+    array = np.array(labels, dtype=int)
+    if not picked:
+        return Comparison(None, None, share, relabelled, saw)
+    return Comparison(quality_of(new(picked), array, *names),
+                      quality_of(live(picked), array, *names), share, relabelled, saw)
 
 
 def train_models(ham: list[Path], spam: list[Path], phishing: list[Path], *,
                  holdout: float = 0.2, sources: str = "",
                  progress: Callable[[int], None] = lambda n: None,
                  step: Callable[[str], None] = lambda what: None,
-                 settings: Settings | None = None) -> list[Trained]:
+                 settings: Settings | None = None,
+                 origins: dict[str, list[Path]] | None = None,
+                 live: dict[str, LinearModel] | None = None,
+                 not_compared: Iterable[Path] = ()) -> list[Trained]:
     """train_models - the spam model (ham against spam and phishing) and,
     given phishing, the language model (phishing against ham and spam).
 
@@ -199,14 +327,23 @@ def train_models(ham: list[Path], spam: list[Path], phishing: list[Path], *,
     already weighs) does not count again as a phisher's.
 
     The findings that are features come from the checks as ``settings``
-    (default: the embedded defaults) build them, as on the wire.
+    (default: the embedded defaults) build them, as on the wire. ``origins``
+    (files and folders by kind) are recorded in each model; a model in
+    ``live`` (by kind) is compared with its successor on the held-out part
+    of this training's files and of the files it records, less the files
+    under ``not_compared``.
     """
     from mailward.content.features import GROUP_WEIGHTS, spam_tokens
     from mailward.content.language import find_cues, language_tokens, reader_text
     from mailward.content.spam import content_findings
 
+    live = live or {}
     internal_hosts = (settings or load_settings()).spam.internal_hosts
     files = [(p, 0) for p in ham] + [(p, 1) for p in spam] + [(p, 2) for p in phishing]
+    given = len(files)
+    if holdout > 0:
+        files += comparison_files([m.meta for m in live.values()],
+                                  [path for path, _ in files])
     spam_rows: list[list[str]] = []
     language_rows: list[list[str]] = []
     for path, _ in files:
@@ -216,19 +353,41 @@ def train_models(ham: list[Path], spam: list[Path], phishing: list[Path], *,
         if phishing:
             language_rows.append(language_tokens(message, find_cues(reader_text(message))))
         progress(1)
-    kinds = np.array([kind for _, kind in files])
-    test = np.array([held_out(path, holdout) for path, _ in files]) if holdout > 0 else None
-    meta = {"sources": sources}
+    kinds = np.array([kind for _, kind in files[:given]])
+    test = (np.array([held_out(path, holdout) for path, _ in files[:given]])
+            if holdout > 0 else None)
+    meta: dict = {"sources": sources, "holdout": holdout}
+    if origins is not None:
+        meta["trained_from"] = {kind: [str(p.resolve()) for p in origins.get(kind, [])]
+                                for kind in KINDS}
+    skipped = {p.resolve() for p in message_files(not_compared)}
     results: list[Trained] = []
     if spam:
         step("spam model")
-        model, quality = build(spam_rows, (kinds > 0).astype(int), test, "spam",
+        model, quality = build(spam_rows[:given], (kinds > 0).astype(int), test, "spam",
                                dict(meta, kind="spam"), step, GROUP_WEIGHTS)
         results.append(Trained("spam", model, quality))
     if phishing:
         step("language model")
-        model, quality = build(language_rows, (kinds == 2).astype(int), test, "phishing",
-                               dict(meta, kind="language"), step,
-                               negative_name="ham and spam" if spam else "ham")
+        other = "ham and spam" if spam else "ham"
+        model, quality = build(language_rows[:given], (kinds == 2).astype(int), test,
+                               "phishing", dict(meta, kind="language"), step,
+                               negative_name=other)
         results.append(Trained("language", model, quality))
+    for result in results:
+        current = live.get(result.kind)
+        if current is None or test is None or result.model.meta["holdout"] <= 0:
+            continue
+        step(f"comparing with the live {result.kind} model")
+        if result.kind == "spam":
+            rows, positive, names = spam_rows, lambda code: code > 0, ("spam", "ham")
+        else:
+            rows, positive = language_rows, lambda code: code == 2
+            names = ("phishing", "ham and spam" if spam else "ham")
+
+        def odds_of(model: LinearModel, rows=rows) -> Callable[[list[int]], np.ndarray]:
+            return lambda picked: log_odds_of(model, [rows[n] for n in picked])
+
+        result.comparison = compare(odds_of(result.model), odds_of(current), current.meta,
+                                    files, given, holdout, positive, skipped, names)
     return results

@@ -37,7 +37,7 @@ from sqlalchemy import or_, select
 
 from mailward.mailbox.base import (FOLDERS, HELD, INBOX, QUARANTINE, CopyGone, CopyRef,
                                    Fetched, Mailbox, MailboxError, can_hold)
-from mailward.quarantine import new_quarantine_id, pulled_path
+from mailward.quarantine import close_requests, new_quarantine_id, pulled_path
 from mailward.smtp.spool import write_durable
 from mailward.store.models import (Copy, Incident, IncidentCopy, QuarantineItem,
                                    Retraction)
@@ -419,8 +419,10 @@ class Retractor:
         async with self.store.session() as session:
             stored = await session.get(QuarantineItem, item_id)
             if stored is not None:
-                stored.status, stored.released_at = "released", datetime.now(UTC)
+                now = datetime.now(UTC)
+                stored.status, stored.released_at = "released", now
                 stored.released_by = by[:320]
+                await close_requests(session, item_id, f"released by {by}", by, now)
             await session.commit()
 
     async def _failed(self, row: Copy, action: str, reason: str, folder: str,

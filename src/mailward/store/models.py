@@ -347,7 +347,11 @@ class AuditEntry(Base):
 
 
 class ReleaseRequest(Base):
-    """A user's request to release a message only staff may release."""
+    """A user's request to release a message only staff may release.
+
+    Its status is pending, approved, denied, or closed when the message left
+    the quarantine another way (released or deleted); ``reason`` says how.
+    """
 
     __tablename__ = "release_requests"
 
@@ -360,6 +364,7 @@ class ReleaseRequest(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     decided_by: Mapped[str] = mapped_column(String(200), default="")
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    reason: Mapped[str] = mapped_column(String(300), default="")
 
 
 class DigestLink(Base):

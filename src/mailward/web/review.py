@@ -97,7 +97,8 @@ def request_dict(row: ReleaseRequest, username: str = "") -> dict[str, Any]:
     return {"id": row.id, "quarantine_id": row.quarantine_id, "user": username,
             "requested_at": row.requested_at.isoformat(), "comment": row.comment,
             "status": row.status, "decided_by": row.decided_by,
-            "decided_at": row.decided_at.isoformat() if row.decided_at else None}
+            "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+            "reason": row.reason}
 
 
 class Review:
@@ -257,11 +258,12 @@ class Review:
             if row is None:
                 row = ReleaseRequest(quarantine_id=item.id, user_id=self.principal.user_id,
                                      requested_at=datetime.now(UTC), comment=comment[:2000],
-                                     status="pending")
+                                     status="pending", reason="")
                 session.add(row)
                 await session.commit()
+            user = await session.get(User, self.principal.user_id)
         await self._audit("quarantine.request_release", item.id, request=row.id)
-        return request_dict(row)
+        return request_dict(row, user.username if user is not None else "")
 
     async def pending_requests(self, limit: int = 100, offset: int = 0
                                ) -> list[dict[str, Any]]:

@@ -338,8 +338,9 @@ class WebSettings(Section):
     public_url: HttpUrl = Field("", description="base URL users reach the web service at (empty = http://<listen>)")
     session_lifetime: Duration = Field("12h", description="how long a console login lasts")
     cookie_secure: Literal["auto", "always", "never"] = Field("auto", description="mark session cookies Secure: always, never, or auto (unless served over plain HTTP on loopback)")
-    login_max_failures: int = Field(5, ge=1, description="failed logins for one user within login_window before further attempts get 429")
-    login_max_failures_per_ip: int = Field(30, ge=1, description="failed logins from one client IP within login_window before further attempts get 429")
+    login_max_failures: int = Field(5, ge=1, description="failed logins for one user from one client IP within login_window before that IP's further attempts for that user get 429 (the user can still log in from elsewhere)")
+    login_max_failures_per_ip: int = Field(30, ge=1, description="failed logins from one client IP, for any users, within login_window before further attempts from that IP get 429")
+    login_max_failures_per_user: int = Field(50, ge=1, description="failed logins for one user from all client IPs within login_window before every further attempt for that user gets 429 (guessing spread over many addresses); at least login_max_failures")
     login_window: Duration = Field("15m", description="window over which failed logins are counted")
     secret_file: str = Field("", description="file holding the key that signs digest links (empty = web.key in the data directory; share it between nodes)")
     metrics_public: bool = Field(False, description="serve /metrics without a token (only for a scraper on a trusted network)")
@@ -348,6 +349,15 @@ class WebSettings(Section):
     digest_link_lifetime: Duration = Field("72h", description="how long the one-click links in a digest work")
     digest_max_items: int = Field(50, ge=1, description="items listed in one digest; more are summarised with a link to the console")
     user_release: list[Literal["spam", "phish", "impostor", "policy", "auth"]] = Field(default_factory=lambda: ["spam", "policy", "auth"], description="categories of held mail end users may release themselves (console and digest links); the others they can only ask staff to release. Malware is always staff-only")
+
+    @model_validator(mode="after")
+    def _login_limits(self) -> "WebSettings":
+        if self.login_max_failures_per_user < self.login_max_failures:
+            raise ValueError(
+                f"login_max_failures_per_user: {self.login_max_failures_per_user} is below "
+                f"login_max_failures ({self.login_max_failures}); the limit across all "
+                "client IPs must be at least the limit for one IP")
+        return self
 
 
 class StorageSettings(Section):
@@ -875,6 +885,10 @@ def _format_error(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (see `mailward config defaults`)"
+        # A section's own check names its key first: "web" + "login_window: ..."
+        named = re.match(r"([a-z_]+): ", message)
+        if key and "." not in key and named and item["type"] == "value_error":
+            key, message = f"{key}.{named.group(1)}", message[named.end():]
         lines.append(f"{key}: {message}" if key else message)
     return "; ".join(lines)
 

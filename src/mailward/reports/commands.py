@@ -80,8 +80,8 @@ def stats_command(since: str | None, until: str | None, as_json: bool) -> None:
     for name in ("reporter", "reports", "confirmed", "false", "accuracy", "median s"):
         reporters.add_column(name)
     for row in figures["reporters"]:
-        reporters.add_row(markup_cell(row["reporter"]), str(row["reports"]), str(row["confirmed"]),
-                          str(row["false"]), f"{row['accuracy']:.2f}",
+        reporters.add_row(markup_cell(row["reporter"]), str(row["reports"]),
+                          str(row["confirmed"]), str(row["false"]), f"{row['accuracy']:.2f}",
                           str(row["median_seconds_from_delivery"] or "-"))
     out.print(reporters)
     users = Table(title="User risk")

@@ -11,8 +11,9 @@ share the count) and refused with 429 past three limits: a low one for one
 user from one client IP, one for a client IP whatever the user, and a much
 higher one for a user across all IPs. A guesser at one address therefore
 cannot lock a user out of their account from everywhere else; only guessing
-spread over many addresses reaches the per-user limit. A failed login for an unknown user costs the same
-argon2 verification as for a known one, so timing does not tell names apart.
+spread over many addresses reaches the per-user limit. A failed login for an
+unknown user costs the same argon2 verification as for a known one, so timing
+does not tell names apart.
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ class Accounts:
         # can still lock a user out, where letting through the addresses the
         # user last logged in from would not.
         since = datetime.now(UTC) - timedelta(seconds=window)
-        user, address = LoginFailure.username == username[:128], LoginFailure.client_ip == ip[:64]
+        user = LoginFailure.username == username[:128]
+        address = LoginFailure.client_ip == ip[:64]
         recent = LoginFailure.at >= since
         async with self.store.reading() as session:
             pair = await session.scalar(select(func.count()).where(user, address, recent))

@@ -205,6 +205,9 @@ def _sender_rule(value: Any) -> str:
     if not at:
         hint = f"; write @{text} for the whole domain" if text else ""
         raise ValueError(f"{value!r} is neither an address nor @domain{hint}")
+    if "*" in text:
+        raise ValueError(f"{value!r}: wildcards are not understood here; write an "
+                         "address, or @domain for one whole domain")
     if any(c.isspace() for c in text) or "@" in local or not is_host_name(domain):
         raise ValueError(f"{value!r} is neither an address nor @domain")
     return text

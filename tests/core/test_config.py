@@ -225,6 +225,8 @@ def config_check(tmp_path, text: str) -> subprocess.CompletedProcess:
      "policy.allow_senders.0: 'example.org' is neither an address nor @domain; write "
      "@example.org for the whole domain"),
     ('[policy]\nblock_senders = [""]', "policy.block_senders.0: '' is neither an address"),
+    ('[reports]\nsimulation_senders = ["*@phish-test.example"]',
+     "reports.simulation_senders.0: '*@phish-test.example': wildcards are not understood"),
     ('[dns]\nnameservers = ["dns.example"]', "dns.nameservers.0: 'dns.example' is not IP"),
     # URLs are checked where they are set, not when first used.
     ('[web]\npublic_url = "mail.example.com"',

@@ -350,6 +350,61 @@ def test_quarantine_from_the_command_line(gateway_factory, smtp_sink):
     assert failed.returncode == 1 and b"deleted" in failed.stderr
 
 
+def in_a_terminal(gateway, *args: str) -> str:
+    """in_a_terminal - what a mailward command writes to a terminal (a pty)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    env = {**gateway.env(), "COLUMNS": "400", "LINES": "50", "TERM": "xterm-256color"}
+    process = subprocess.Popen([sys.executable, "-m", "mailward", "--config",
+                                str(gateway.config_path), *args], stdin=follower,
+                               stdout=follower, stderr=follower, env=env,
+                               cwd=gateway.directory)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=120) == 0, b"".join(chunks)
+    return b"".join(chunks).decode()
+
+
+def test_a_bidi_override_in_a_subject_cannot_reorder_the_quarantine_listing(
+        gateway_factory, smtp_sink):
+    from email.header import Header
+
+    gateway = gateway_factory(relay=smtp_sink.url)
+    gateway.cli("intel", "add", "--type", "domain", "bad.example.net")
+    gateway.wait_log("intelligence loaded: 1 indicators")
+    # U+202E shows "Invoice exe.pdf" reversed; ESC sequences clear the screen
+    # and retitle the window; the tab and newline would forge columns and rows.
+    subject = "Invoice \u202efdp.exe\u202c paid\x1b[2J\x1b]0;owned\x07\tok\nphish"
+    encoded = Header(subject, "utf-8").encode(linesep="\r\n")
+    raw = (f"From: Billing <billing@example.org>\r\nSubject: {encoded}\r\n\r\n"
+           f"https://bad.example.net/invoice\r\n").encode()
+    gateway.send(raw)
+    shown = "Invoice \\u202efdp.exe\\u202c paid\\u001b[2J\\u001b]0;owned\\u0007 ok phish"
+
+    listing = gateway.cli("quarantine", "list").stdout.decode()
+    [line] = listing.splitlines()
+    assert line.split("\t")[5] == shown and len(line.split("\t")) == 7
+    assert not any(c in listing for c in "\u202e\u202c\x1b\x07")
+
+    table = in_a_terminal(gateway, "quarantine", "list")
+    assert "Invoice \\u202efdp.exe\\u202c" in table
+    assert not any(c in table for c in "\u202e\u202c\x07")
+    assert "\x1b[2J" not in table and "\x1b]0;" not in table
+
+
 def test_the_gateway_runs_on_postgresql(gateway_factory, smtp_sink, shared, postgres_url):
     gateway = gateway_factory(relay=smtp_sink.url,
                               config={"storage": {"database_url": postgres_url}})

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from mailward.config import (ConfigError, Settings, defaults_toml, load_settings,
                              parse_duration, parse_hostport, prepare_data_dir)
+from mailward.terminal import markup_cell, tsv_line
 
 # Messages are not wrapped at the terminal's width: a path or a value in an
 # error stays on one line, whole, for people and for scripts that read it.
@@ -321,7 +322,7 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
                     click.echo(json.dumps({"file": str(path), "action": "error",
                                            "error": str(error)}))
                 elif len(table.rows) < 200:
-                    table.add_row(str(path), "error", "", str(error)[:200])
+                    table.add_row(markup_cell(path), "error", "", markup_cell(error, 200))
                 bar.advance(job)
                 continue
             counts[str(verdict.action)] += 1
@@ -335,7 +336,7 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
                                                       verdict.categories.items()},
                                        "findings": [f.as_dict() for f in verdict.findings]}))
             elif len(table.rows) < 200:
-                table.add_row(str(path), str(verdict.action), f"{verdict.score:.2f}",
+                table.add_row(markup_cell(path), str(verdict.action), f"{verdict.score:.2f}",
                               " ".join(verdict.top_symbols(4)))
             bar.advance(job)
     if not as_json:
@@ -641,9 +642,10 @@ def intel_list(context: Context, kind: str | None, limit: int) -> None:
         finally:
             await store.close()
 
-    for row in run(body()):
-        expires = row.expires_at.isoformat() if row.expires_at else "never"
-        click.echo(f"{row.type}\t{row.value}\t{row.category}\t{row.source}\texpires {expires}")
+    for item in run(body()):
+        expires = item.expires_at.isoformat() if item.expires_at else "never"
+        click.echo(tsv_line(item.type, item.value, item.category, item.source,
+                            f"expires {expires}"))
 
 
 # quarantine
@@ -679,15 +681,16 @@ def quarantine_list(context: Context, category: str | None, recipient: str | Non
     items, total = run(_with_quarantine(context.settings, lambda q: q.list(filters, limit)))
     rows = [(item.id, item.created_at.strftime("%Y-%m-%d %H:%M"), item.category, item.sender,
              ", ".join(item.recipients), item.subject, item.status) for item in items]
+    # Senders and subjects come from the mail: controls in them are escaped.
     if not sys.stdout.isatty():
         # For scripts: one tab-separated line per item, nothing cut.
-        for row in rows:
-            click.echo("\t".join(" ".join(str(v).split()) for v in row))
+        for values in rows:
+            click.echo(tsv_line(*values))
     else:
         table = Table("id", "received", "category", "sender", "recipients", "subject", "status")
         table.columns[0].no_wrap = True
-        for row in rows:
-            table.add_row(*(escape(str(v)[:60]) for v in row))
+        for values in rows:
+            table.add_row(*(markup_cell(v, 60) for v in values))
         Console().print(table)
     console.print(f"{len(items)} of {total}")
 
@@ -813,9 +816,10 @@ def token_list(context: Context) -> None:
     """List tokens (never their values)."""
     from mailward.web.tokens import list_tokens
 
-    for row in run(_with_store(context.settings, list_tokens)):
-        state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-        click.echo(f"{row.id}\t{row.name}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}")
+    for entry in run(_with_store(context.settings, list_tokens)):
+        state = f"revoked {entry.revoked_at:%Y-%m-%d}" if entry.revoked_at else "active"
+        click.echo(tsv_line(entry.id, entry.name, f"{entry.created_at:%Y-%m-%d %H:%M}",
+                            state))
 
 
 @token.command("revoke")

@@ -81,14 +81,77 @@ def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
     return host, int(port)
 
 
-def _listen(value: Any) -> str:
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def is_host_name(text: str) -> bool:
+    """is_host_name - text is a DNS name (letters, digits, - and _ in dotted labels)."""
+    return len(text) <= 253 and all(_HOST_LABEL.fullmatch(label)
+                                    for label in text.lower().split("."))
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _listen(value: Any, example_port: int) -> str:
+    """_listen - an address to listen on, HOST:PORT or [IPv6]:PORT; the port is required.
+
+    A bare host is refused rather than given a default port: the default
+    listeners are on unprivileged ports, and a server that moved to port 25
+    (or 8025) because the port was left out surprises whoever reads the file.
+    """
     if not isinstance(value, str):
-        raise ValueError("expected a string HOST:PORT")
-    parse_hostport(value, 0 if ":" in value else 1)
+        raise ValueError("expected a string HOST:PORT, e.g. 0.0.0.0:25")
+    text = value.strip()
+    if text.startswith("["):
+        host, _, port = text[1:].partition("]")
+        if port and not port.startswith(":"):
+            raise ValueError(f"{value!r} is not [ADDRESS]:PORT")
+        port = port[1:]
+        if not _is_ip(host) or ":" not in host:
+            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address")
+    elif text.count(":") > 1:
+        raise ValueError(f"{value!r} has no port; write an IPv6 address in brackets "
+                         f"with its port, e.g. [{text}]:{example_port}")
+    else:
+        host, _, port = text.partition(":")
+        if not host:
+            raise ValueError(f"{value!r} has no host; write 0.0.0.0{text} for every "
+                             f"IPv4 address or [::]{text} for every IPv6 address")
+        if not (_is_ip(host) or is_host_name(host)):
+            raise ValueError(f"{value!r}: {host!r} is not an IP address or host name")
+    if not port:
+        shown = f"[{host}]" if ":" in host else host
+        raise ValueError(f"{value!r} has no port; write HOST:PORT, e.g. "
+                         f"{shown}:{example_port} (no port is assumed)")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: {port!r} is not a port (1-65535)")
     return value
 
 
-Listen = Annotated[str, BeforeValidator(_listen)]
+SmtpListen = Annotated[str, BeforeValidator(lambda value: _listen(value, 25))]
+WebListen = Annotated[str, BeforeValidator(lambda value: _listen(value, 8025))]
+
+
+def _nameserver(value: Any) -> str:
+    """_nameserver - a resolver as IP or IP:PORT ([IPv6]:PORT); a name cannot be asked."""
+    text = str(value).strip()
+    try:
+        host, _ = parse_hostport(text, 53)
+    except ValueError:
+        host = ""
+    if not _is_ip(host):
+        raise ValueError(f"{value!r} is not IP, IP:PORT or [IPv6]:PORT (a resolver is "
+                         "named by its address)")
+    return text
+
+
+Nameserver = Annotated[str, BeforeValidator(_nameserver)]
 
 
 def _network(value: Any) -> str:
@@ -103,12 +166,136 @@ Network = Annotated[str, BeforeValidator(_network)]
 
 def _domain(value: Any) -> str:
     text = str(value).strip().lower().rstrip(".")
-    if not re.fullmatch(r"[a-z0-9*]([a-z0-9.-]*[a-z0-9])?", text):
+    if "*" in text:
+        raise ValueError(f"{value!r}: wildcards are not understood here; write the "
+                         "domain itself, e.g. example.com")
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text) or not is_host_name(text):
         raise ValueError(f"{value!r} is not a domain name")
     return text
 
 
 Domain = Annotated[str, BeforeValidator(_domain)]
+
+
+def _internal_host(value: Any) -> str:
+    """_internal_host - a host name, a domain (a leading dot allowed) or an IP address.
+
+    Every name also covers the hosts under it (``content.features.internal_hops``),
+    so ``.example.com`` and ``example.com`` are the same rule and no wildcard
+    is needed; an empty name or a pattern would match nothing, silently.
+    """
+    if not isinstance(value, str):
+        raise ValueError("expected a host name, domain or IP address")
+    text = value.strip().lower().removeprefix(".").rstrip(".")
+    if _is_ip(text):
+        return str(ipaddress.ip_address(text))
+    if not text or not is_host_name(text):
+        raise ValueError(f"{value!r} is not a host name, domain or IP address (no "
+                         "wildcards: example.com also covers every host under it)")
+    return text
+
+
+InternalHost = Annotated[str, BeforeValidator(_internal_host)]
+
+
+def _sender_rule(value: Any) -> str:
+    """_sender_rule - ``user@domain`` or ``@domain``; a bare domain would match nobody."""
+    text = str(value).strip()
+    local, at, domain = text.rpartition("@")
+    if not at:
+        hint = f"; write @{text} for the whole domain" if text else ""
+        raise ValueError(f"{value!r} is neither an address nor @domain{hint}")
+    if "*" in text:
+        raise ValueError(f"{value!r}: wildcards are not understood here; write an "
+                         "address, or @domain for one whole domain")
+    if any(c.isspace() for c in text) or "@" in local or not is_host_name(domain):
+        raise ValueError(f"{value!r} is neither an address nor @domain")
+    return text
+
+
+SenderRule = Annotated[str, BeforeValidator(_sender_rule)]
+
+
+def _http_url(value: Any) -> str:
+    """_http_url - empty, or an http(s) URL with a host."""
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as https://host/")
+    if value and not re.match(r"(?i)https?://[^/?#\s]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL such as https://host/")
+    return value
+
+
+HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+
+
+def _task_queue(value: Any) -> str:
+    """_task_queue - empty (SQLite in data_dir) or a Redis URL."""
+    if not isinstance(value, str):
+        raise ValueError("expected a string: empty, or redis://host:port/db")
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"{value!r} is neither empty (SQLite in data_dir) nor "
+                         "redis://host:port/db (rediss:// or unix:// also work)")
+    return value
+
+
+TaskQueue = Annotated[str, BeforeValidator(_task_queue)]
+
+
+def _rate_backend(value: Any) -> str:
+    """_rate_backend - memory, or a Redis URL shared by several nodes."""
+    if value != "memory" and not re.match(r"(redis|rediss|unix)://.", str(value)):
+        raise ValueError(f"{value!r} is neither memory nor redis://host:port/db")
+    return value
+
+
+RateBackend = Annotated[str, BeforeValidator(_rate_backend)]
+
+# Database URL schemes mailward has drivers for (see Settings.database_url).
+DATABASE_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg", "sqlite",
+                    "sqlite+aiosqlite")
+
+
+def _database_url(value: Any) -> str:
+    """_database_url - empty, or a PostgreSQL or SQLite URL; the password is never echoed."""
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as postgresql://user@host/db")
+    if not value:
+        return value
+    supported = ("use postgresql://user@host/db or sqlite:///path/to/file.db, or leave "
+                 "it empty for SQLite in data_dir")
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ValueError(f"is not a database URL; {supported}")
+    if scheme.lower() not in DATABASE_SCHEMES:
+        raise ValueError(f"the scheme {scheme[:40]!r} is not supported (supported: "
+                         f"{', '.join(DATABASE_SCHEMES)}); {supported}")
+    if scheme.lower().startswith("sqlite") and (not rest.startswith("/") or rest in (
+            "/", "/:memory:")):
+        raise ValueError("SQLite needs a file: sqlite:///path/to/file.db (an "
+                         "in-memory database is not shared with the command line)")
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(value)
+    except Exception:
+        raise ValueError(f"is not a valid {scheme.lower()} URL; {supported}") from None
+    return scheme.lower() + "://" + rest
+
+
+DatabaseUrl = Annotated[str, BeforeValidator(_database_url)]
+
+
+def _syslog_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as udp://host:514")
+    if value:
+        parts = re.fullmatch(r"(udp|tcp)://([^/:]+|\[[0-9a-fA-F:.]+\]):(\d+)/?", value)
+        if not parts or not 0 < int(parts.group(3)) < 65536:
+            raise ValueError(f"{value!r} is not udp://host:port or tcp://host:port")
+    return value
+
+
+SyslogUrl = Annotated[str, BeforeValidator(_syslog_url)]
 
 
 def _relay_url(value: Any) -> str:
@@ -132,7 +319,7 @@ class Section(BaseModel):
 
 
 class SmtpSettings(Section):
-    listen: Listen = Field("127.0.0.1:2525", description="address and port the SMTP server listens on")
+    listen: SmtpListen = Field("127.0.0.1:2525", description="address and port the SMTP server listens on, HOST:PORT or [IPv6]:PORT (the port is required)")
     hostname: str = Field("", description="name in the banner, EHLO and Received (empty = this host's FQDN)")
     accepted_domains: list[Domain] = Field(default_factory=list, description="recipient domains we accept mail for (empty = any, allowed only on loopback)")
     max_message_size: Size = Field("25MiB", ge=1024, description="largest message accepted (SIZE); larger gets 552")
@@ -150,12 +337,13 @@ class SmtpSettings(Section):
 
 
 class WebSettings(Section):
-    listen: Listen = Field("127.0.0.1:8025", description="address and port of the HTTP API, console and click service")
-    public_url: str = Field("", description="base URL users reach the web service at (empty = http://<listen>)")
+    listen: WebListen = Field("127.0.0.1:8025", description="address and port of the HTTP API, console and click service, HOST:PORT or [IPv6]:PORT (the port is required)")
+    public_url: HttpUrl = Field("", description="base URL users reach the web service at (empty = http://<listen>)")
     session_lifetime: Duration = Field("12h", description="how long a console login lasts")
     cookie_secure: Literal["auto", "always", "never"] = Field("auto", description="mark session cookies Secure: always, never, or auto (unless served over plain HTTP on loopback)")
-    login_max_failures: int = Field(5, ge=1, description="failed logins for one user within login_window before further attempts get 429")
-    login_max_failures_per_ip: int = Field(30, ge=1, description="failed logins from one client IP within login_window before further attempts get 429")
+    login_max_failures: int = Field(5, ge=1, description="failed logins for one user from one client IP within login_window before that IP's further attempts for that user get 429 (the user can still log in from elsewhere)")
+    login_max_failures_per_ip: int = Field(30, ge=1, description="failed logins from one client IP, for any users, within login_window before further attempts from that IP get 429")
+    login_max_failures_per_user: int = Field(50, ge=1, description="failed logins for one user from all client IPs within login_window before every further attempt for that user gets 429 (guessing spread over many addresses); at least login_max_failures")
     login_window: Duration = Field("15m", description="window over which failed logins are counted")
     secret_file: str = Field("", description="file holding the key that signs digest links (empty = web.key in the data directory; share it between nodes)")
     metrics_public: bool = Field(False, description="serve /metrics without a token (only for a scraper on a trusted network)")
@@ -165,10 +353,19 @@ class WebSettings(Section):
     digest_max_items: int = Field(50, ge=1, description="items listed in one digest; more are summarised with a link to the console")
     user_release: list[Literal["spam", "phish", "impostor", "policy", "auth"]] = Field(default_factory=lambda: ["spam", "policy", "auth"], description="categories of held mail end users may release themselves (console and digest links); the others they can only ask staff to release. Malware is always staff-only")
 
+    @model_validator(mode="after")
+    def _login_limits(self) -> "WebSettings":
+        if self.login_max_failures_per_user < self.login_max_failures:
+            raise ValueError(
+                f"login_max_failures_per_user: {self.login_max_failures_per_user} is below "
+                f"login_max_failures ({self.login_max_failures}); the limit across all "
+                "client IPs must be at least the limit for one IP")
+        return self
+
 
 class StorageSettings(Section):
     data_dir: str = Field("./mailward-data", description="directory for the database, spool, quarantine and mailboxes")
-    database_url: str = Field("", description="SQLAlchemy URL, e.g. postgresql://user@host/db (empty = SQLite in data_dir)")
+    database_url: DatabaseUrl = Field("", description="database URL: postgresql://user@host/db or sqlite:///path/to/file.db (empty = SQLite in data_dir)")
 
 
 class DeliverySettings(Section):
@@ -194,8 +391,8 @@ class PipelineSettings(Section):
 class PolicySettings(Section):
     scores_file: str = Field("", description="TOML file of symbol scores and action thresholds (empty = the shipped one)")
     tag_external: bool = Field(False, description="add the external-sender banner to all mail from outside accepted_domains")
-    allow_senders: list[str] = Field(default_factory=list, description="sender addresses or @domains always delivered (malware still stopped)")
-    block_senders: list[str] = Field(default_factory=list, description="sender addresses or @domains always rejected")
+    allow_senders: list[SenderRule] = Field(default_factory=list, description="sender addresses or @domains always delivered (malware still stopped); a bare domain is refused")
+    block_senders: list[SenderRule] = Field(default_factory=list, description="sender addresses or @domains always rejected")
 
 
 class BannerSettings(Section):
@@ -217,7 +414,7 @@ class ConnectionSettings(Section):
 
 
 class RateLimitSettings(Section):
-    backend: str = Field("memory", description="where counters live: memory, or redis://host:port/db to share them between nodes")
+    backend: RateBackend = Field("memory", description="where counters live: memory, or redis://host:port/db to share them between nodes")
     connections_per_ip: str = Field("60/60s", description="new connections per client IP (N/period); auth.trusted_networks have no rate limits")
     connections_per_network: str = Field("300/60s", description="new connections per /24 (IPv4) or /64 (IPv6)")
     messages_per_ip: str = Field("120/60s", description="messages per client IP (N/period)")
@@ -237,7 +434,7 @@ class RateLimitSettings(Section):
 
 
 class DnsSettings(Section):
-    nameservers: list[str] = Field(default_factory=list, description="resolvers as HOST or HOST:PORT (empty = /etc/resolv.conf)")
+    nameservers: list[Nameserver] = Field(default_factory=list, description="resolvers as IP or IP:PORT, [IPv6]:PORT (empty = /etc/resolv.conf)")
     timeout: Duration = Field("3s", description="time allowed for one DNS query, retries included")
     zone_file: str = Field("", description="answer from this RFC 1035 master file instead of the network")
     cache_size: int = Field(100_000, ge=0, description="answers kept in the TTL-respecting cache")
@@ -292,7 +489,7 @@ class SpamSettings(Section):
     embedding_model: str = Field("", description="sentence-embedding phishing model file, read with the embeddings extra (empty = embedding-model.npz in the data directory if trained there, else none)")
     language_cues: bool = Field(True, description="find social-engineering cues (urgency, threats, credential or payment requests...) in the text")
     learn_margin: float = Field(2.0, gt=0, le=10, description="how far past the decision line (in log-odds) a learnt message is moved")
-    internal_hosts: list[str] = Field(default_factory=lambda: ["localhost"], description="host names or domains of the site's own mail servers (MX, relays, mailbox servers): the Received headers they added at the top of a message are not spam-model features, so a model trained on exported mail learns the senders' paths, not how that mail was collected; mailward's own Received is always left out")
+    internal_hosts: list[InternalHost] = Field(default_factory=lambda: ["localhost"], description="host names, domains (each also covers the hosts under it; no wildcards) or IP addresses of the site's own mail servers (MX, relays, mailbox servers): the Received headers they added at the top of a message are not spam-model features, so a model trained on exported mail learns the senders' paths, not how that mail was collected; mailward's own Received is always left out")
 
 
 class AntivirusSettings(Section):
@@ -316,14 +513,14 @@ class SandboxSettings(Section):
     backends: list[Literal["auto", "browser", "boxjs", "cape"]] = Field(default_factory=lambda: ["auto"], description="sandboxes files are detonated in: browser (HTML, SVG, URLs in headless Chromium), boxjs (JScript droppers), cape (a CAPE server); auto = the built-in ones whose programs are installed")
     deadline: Duration = Field("7m", description="longest time a message is held for its sandbox verdict; then ATTACH_SANDBOX_TIMEOUT decides (quarantine by default)")
     concurrency: int = Field(2, ge=1, description="detonations running at once on this node")
-    queue: str = Field("", description="task queue storage: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
+    queue: TaskQueue = Field("", description="task queue storage: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
     run_seconds: Duration = Field("30s", description="time one detonation may run before it is killed")
     memory: Size = Field("2GiB", description="memory (data segment) one detonation may use")
     max_file_size: Size = Field("32MiB", description="largest file sent to a sandbox; larger ones are judged statically only")
     isolate_network: bool = Field(True, description="run built-in detonations in a network namespace with no way out (needs unshare and user namespaces)")
     chromium: str = Field("/usr/bin/chromium", description="the Chromium binary the browser sandbox drives")
     boxjs: str = Field("", description="the box-js program (empty = node_modules/.bin/box-js in data_dir or the working directory, then PATH)")
-    cape_url: str = Field("", description="base URL of a CAPE sandbox REST API, e.g. http://cape:8000/apiv2")
+    cape_url: HttpUrl = Field("", description="base URL of a CAPE sandbox REST API, e.g. http://cape:8000/apiv2")
     cape_token: str = Field("", description="API token for CAPE (sent as Authorization: Token ...)")
     cape_poll: Duration = Field("20s", description="interval between CAPE status polls")
     cape_malicious_score: float = Field(7.0, description="CAPE malscore at or above which a file is malicious")
@@ -354,7 +551,7 @@ class OutboundSettings(Section):
 class UrlSettings(Section):
     max_urls: int = Field(1000, ge=1, description="distinct URLs extracted per message; past it the cut is recorded (URLS_TRUNCATED)")
     rewrite: bool = Field(True, description="rewrite http(s) links of delivered mail to the click service, signed per recipient")
-    click_base: str = Field("", description="base URL of the click service in rewritten links (empty = web.public_url)")
+    click_base: HttpUrl = Field("", description="base URL of the click service in rewritten links (empty = web.public_url)")
     allow_domains: list[str] = Field(default_factory=list, description="hosts whose links are not rewritten: example.com is that host only, *.example.com any host under it")
     keys_file: str = Field("", description="signing keys of rewritten links, JSON, rotated with `mailward url keys rotate` (empty = url-keys.json in data_dir)")
     protected_domains: list[Domain] = Field(default_factory=list, description="domains whose lookalikes are flagged, besides smtp.accepted_domains and the brand list")
@@ -378,8 +575,6 @@ class UrlSettings(Section):
                 re.compile(pattern)
             except re.error as error:
                 raise ValueError(f"scanner_agents: {pattern!r}: {error}") from None
-        if self.click_base and not re.match(r"(?i)https?://[^/]+", self.click_base):
-            raise ValueError(f"click_base: {self.click_base!r} is not an http(s) URL")
         return self
 
 
@@ -430,17 +625,17 @@ class ReportSettings(Section):
     mailbox_networks: list[Network] = Field(default_factory=list, description="client networks (the organisation's own mail servers) reports to the reporting address are taken from (empty = auth.trusted_networks)")
     min_confidence: float = Field(0.6, ge=0, le=1, description="verdict confidence below which a report goes to the analyst queue instead of being acted on")
     spam_threshold: float = Field(0.0, ge=0, description="spam score at or above which a reported message is spam (0 = the scores file's tag threshold)")
-    simulation_senders: list[str] = Field(default_factory=list, description="sender addresses or @domains of the organisation's own phishing simulations (never retracted)")
+    simulation_senders: list[SenderRule] = Field(default_factory=list, description="sender addresses or @domains of the organisation's own phishing simulations (never retracted)")
     simulation_urls: list[str] = Field(default_factory=list, description="regular expressions of URLs used by the organisation's phishing simulations")
     per_reporter: str = Field("30/1h", description="reports one reporter may make (N/period); more get 429 or 450")
     max_message_size: Size = Field("10MiB", description="largest reported message accepted")
     max_forward_depth: int = Field(3, ge=1, le=10, description="forwards inside forwards unwrapped to find the original")
     cluster_window: Duration = Field("3d", description="how far apart look-alike messages may arrive to form one campaign")
-    queue: str = Field("", description="task queue storage: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
+    queue: TaskQueue = Field("", description="task queue storage: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
     workers: int = Field(2, ge=1, description="reports analysed at once on this node")
     notify: bool = Field(True, description="email the reporter the outcome")
     notify_from: str = Field("", description="From address of outcome emails (empty = the reporting address, else security@<hostname>)")
-    notify_relay: str = Field("", description="where outcome emails go, smtp://host:port (empty = the delivery queue)")
+    notify_relay: RelayUrl = Field("", description="where outcome emails go, smtp://host:port (empty = the delivery queue)")
     language: str = Field("en", description="language of outcome emails: en, de, fr, or one in templates_dir")
     languages: dict[str, str] = Field(default_factory=dict, description="reporter address or @domain -> language of their outcome emails")
     templates_dir: str = Field("", description="directory of outcome templates <language>/<verdict>.txt (empty = the shipped ones)")
@@ -458,9 +653,6 @@ class ReportSettings(Section):
             raise ValueError(f"address: {self.address!r} is not an email address")
         if not re.fullmatch(r"[a-z]{2,8}", self.language):
             raise ValueError(f"language: {self.language!r} is not a language code such as en")
-        if self.notify_relay and not re.match(r"(smtp|smtp\+starttls|smtps)://",
-                                              self.notify_relay):
-            raise ValueError(f"notify_relay: {self.notify_relay!r} is not smtp://host:port")
         return self
 
 class ListSettings(Section):
@@ -495,11 +687,11 @@ class TrapSettings(Section):
     follow_forwards: bool = Field(True, description="link a message a local sender forwards (as an attachment or inline) to the copy it forwards, and pull the forward's copies with the original's")
     forward_hops: int = Field(3, ge=1, le=10, description="forwards of forwards followed from a pulled original")
     retract_mode: str = Field("folder", description="what a pull does: folder (move the copy into the recipient's Quarantine folder) or hold (take it out of the mailbox and keep its bytes in mailward's quarantine until restored; over Graph the copy waits in a hidden folder)")
-    queue: str = Field("", description="task queue storage for retro-scans and feed polls: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
+    queue: TaskQueue = Field("", description="task queue storage for retro-scans and feed polls: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
     poll_interval: Duration = Field("15m", description="how often TAXII collections and MISP are polled")
     feed_files: list[str] = Field(default_factory=list, description="indicator files (text, CSV, JSON, STIX 2.1) re-read on every poll")
     taxii: list[dict[str, str]] = Field(default_factory=list, description="TAXII 2.1 collections to poll: {url, user, password, source, category}")
-    misp_url: str = Field("", description="base URL of a MISP instance whose published events are polled")
+    misp_url: HttpUrl = Field("", description="base URL of a MISP instance whose published events are polled")
     misp_key: str = Field("", description="MISP automation key")
     misp_verify_tls: bool = Field(True, description="check the MISP server's certificate")
     block_expiry: Duration = Field("30d", description="default life of a sender block and a campaign rule made from an incident")
@@ -526,18 +718,18 @@ class GraphSettings(Section):
     client_id: str = Field("", description="application (client) id with Mail.ReadWrite application permission")
     client_secret: str = Field("", description="its client secret (prefer client_secret_file)")
     client_secret_file: str = Field("", description="file holding the client secret")
-    endpoint: str = Field("https://graph.microsoft.com/v1.0", description="Graph API base URL")
-    authority: str = Field("https://login.microsoftonline.com", description="token endpoint base URL")
+    endpoint: HttpUrl = Field("https://graph.microsoft.com/v1.0", description="Graph API base URL")
+    authority: HttpUrl = Field("https://login.microsoftonline.com", description="token endpoint base URL")
     timeout: Duration = Field("30s", description="time allowed for one Graph request")
 
 
 class AlertSettings(Section):
-    webhook_urls: list[str] = Field(default_factory=list, description="URLs that receive each alert as JSON, signed in X-Mailward-Signature (HMAC-SHA256)")
+    webhook_urls: list[HttpUrl] = Field(default_factory=list, description="URLs that receive each alert as JSON, signed in X-Mailward-Signature (HMAC-SHA256)")
     webhook_secret: str = Field("", description="HMAC key of webhook signatures (empty = a key generated in data_dir/alert.key)")
     email_to: list[str] = Field(default_factory=list, description="addresses that receive each alert by email")
     email_from: str = Field("", description="From of alert email (empty = mailward@<hostname>)")
     smtp_relay: RelayUrl = Field("", description="where alert email is sent, smtp://host:port (empty = delivery.relay, else the gateway's own SMTP listener)")
-    syslog: str = Field("", description="syslog receiver for alerts, udp://host:port or tcp://host:port (RFC 5424, CEF payload)")
+    syslog: SyslogUrl = Field("", description="syslog receiver for alerts, udp://host:port or tcp://host:port (RFC 5424, CEF payload)")
     timeout: Duration = Field("10s", description="time allowed for one notification")
 
 
@@ -615,9 +807,6 @@ class Settings(Section):
         if remote == "graph" and not (graph.tenant_id and graph.client_id):
             raise ValueError("graph.tenant_id: graph.tenant_id and graph.client_id must be "
                              "set when trap.remote_mailbox is graph")
-        for url in self.alerts.webhook_urls:
-            if not re.match(r"(?i)https?://[^/]+", url):
-                raise ValueError(f"alerts.webhook_urls: {url!r} is not an http(s) URL")
         return self
 
     # Derived locations under the data directory.
@@ -699,6 +888,10 @@ def _format_error(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (see `mailward config defaults`)"
+        # A section's own check names its key first: "web" + "login_window: ..."
+        named = re.match(r"([a-z_]+): ", message)
+        if key and "." not in key and named and item["type"] == "value_error":
+            key, message = f"{key}.{named.group(1)}", message[named.end():]
         lines.append(f"{key}: {message}" if key else message)
     return "; ".join(lines)
 

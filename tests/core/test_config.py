@@ -183,3 +183,103 @@ def test_a_copy_of_the_shipped_scores_with_other_thresholds_passes_the_check(tmp
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"scored symbols from {tmp_path / 'scores.toml'}" in result.stdout
+
+
+def config_check(tmp_path, text: str) -> subprocess.CompletedProcess:
+    """config_check - `mailward config check` on a file holding text."""
+    data_dir = f'data_dir = "{tmp_path / "data"}"\n'
+    text = (text.replace("[storage]\n", "[storage]\n" + data_dir, 1) if "[storage]\n" in text
+            else f"{text}\n[storage]\n{data_dir}")
+    path = write(tmp_path, text)
+    return subprocess.run([sys.executable, "-m", "mailward", "config", "check", str(path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("text, says", [
+    # An unsupported database is refused before serve would try to open it.
+    ('[storage]\ndatabase_url = "mysql://mailward:hunter2@db/mailward"',
+     "storage.database_url: the scheme 'mysql' is not supported (supported: postgresql"),
+    ('[storage]\ndatabase_url = "mailward.db"', "storage.database_url: is not a database URL"),
+    ('[storage]\ndatabase_url = "sqlite://"', "storage.database_url: SQLite needs a file"),
+    # A listener names its port; none is assumed.
+    ('[smtp]\nlisten = "localhost"', "smtp.listen: 'localhost' has no port; write HOST:PORT, "
+                                     "e.g. localhost:25"),
+    ('[web]\nlisten = "localhost"', "web.listen: 'localhost' has no port; write HOST:PORT, "
+                                    "e.g. localhost:8025"),
+    ('[smtp]\nlisten = "::1"', "smtp.listen: '::1' has no port; write an IPv6 address in "
+                               "brackets with its port, e.g. [::1]:25"),
+    ('[web]\nlisten = "[::1]"', "web.listen: '[::1]' has no port"),
+    ('[web]\nlisten = ":8025"', "web.listen: ':8025' has no host; write 0.0.0.0:8025"),
+    ('[web]\nlisten = "*:8025"', "web.listen: '*:8025': '*' is not an IP address or host name"),
+    # Host lists: an empty name or a wildcard would match nothing, silently.
+    ('[spam]\ninternal_hosts = [""]', "spam.internal_hosts.0: '' is not a host name, domain "
+                                      "or IP address"),
+    ('[spam]\ninternal_hosts = ["mx.example.com", "*.example.com"]',
+     "spam.internal_hosts.1: '*.example.com' is not a host name, domain or IP address (no "
+     "wildcards: example.com also covers every host under it)"),
+    ('[smtp]\naccepted_domains = ["*.example.com"]',
+     "smtp.accepted_domains.0: '*.example.com': wildcards are not understood here"),
+    ('[impostor]\npartner_domains = ["supplier..example"]',
+     "impostor.partner_domains.0: 'supplier..example' is not a domain name"),
+    ('[policy]\nallow_senders = ["example.org"]',
+     "policy.allow_senders.0: 'example.org' is neither an address nor @domain; write "
+     "@example.org for the whole domain"),
+    ('[policy]\nblock_senders = [""]', "policy.block_senders.0: '' is neither an address"),
+    ('[reports]\nsimulation_senders = ["*@phish-test.example"]',
+     "reports.simulation_senders.0: '*@phish-test.example': wildcards are not understood"),
+    ('[dns]\nnameservers = ["dns.example"]', "dns.nameservers.0: 'dns.example' is not IP"),
+    # URLs are checked where they are set, not when first used.
+    ('[web]\npublic_url = "mail.example.com"',
+     "web.public_url: 'mail.example.com' is not an http(s) URL"),
+    ('[sandbox]\ncape_url = "cape:8000/apiv2"', "sandbox.cape_url: 'cape:8000/apiv2' is not"),
+    ('[trap]\nmisp_url = "misp.example"', "trap.misp_url: 'misp.example' is not an http(s)"),
+    ('[alerts]\nsyslog = "siem.example:514"',
+     "alerts.syslog: 'siem.example:514' is not udp://host:port or tcp://host:port"),
+    ('[reports]\nnotify_relay = "smtp://"', "reports.notify_relay: 'smtp://' is not smtp://"),
+    ('[reports]\nqueue = "amqp://broker"', "reports.queue: 'amqp://broker' is neither empty"),
+    ('[ratelimit]\nbackend = "memcached://cache:11211"',
+     "ratelimit.backend: 'memcached://cache:11211' is neither memory nor redis://"),
+])
+def test_config_check_refuses_a_setting_that_would_fail_or_do_nothing(tmp_path, text, says):
+    result = config_check(tmp_path, text)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr and says in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "hunter2" not in result.stderr  # a database password is never echoed
+
+
+def test_an_unsupported_database_is_refused_by_serve_without_a_traceback(tmp_path):
+    path = write(tmp_path, '[storage]\ndatabase_url = "mysql://mailward@db/mailward"\n'
+                           f'data_dir = "{tmp_path / "data"}"\n'
+                           '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n')
+    refused_by_check_and_serve(tmp_path, path, "storage.database_url: the scheme 'mysql'",
+                               one_line=True)
+
+
+def test_config_check_accepts_the_forms_these_settings_document(tmp_path):
+    result = config_check(tmp_path, f'''
+[smtp]
+listen = "[::1]:2525"
+accepted_domains = ["Example.COM."]
+[web]
+listen = "localhost:8025"
+public_url = "https://mail.example.com/"
+[storage]
+database_url = "sqlite:///{tmp_path / "mailward.db"}"
+[spam]
+internal_hosts = [".Example.COM", "mx1.example.net.", "192.0.2.25", "localhost"]
+[policy]
+allow_senders = ["@example.org", "ceo@example.net"]
+[dns]
+nameservers = ["127.0.0.1:5353", "::1", "[::1]:53"]
+[alerts]
+syslog = "udp://127.0.0.1:514"
+[ratelimit]
+backend = "memory"
+''')
+    assert result.returncode == 0, result.stderr
+    assert "configuration ok" in result.stdout
+    settings = load_settings(tmp_path / "mailward.toml")
+    assert settings.spam.internal_hosts == ["example.com", "mx1.example.net", "192.0.2.25",
+                                            "localhost"]
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")

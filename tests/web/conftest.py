@@ -19,6 +19,7 @@ def start_console(directory, sink: SmtpSink, *, quarantine_external: bool = Fals
     config = {"policy": {"scores_file": str(scores)},
               "smtp": {"accepted_domains": accepted_domains or []},
               "web": {"login_max_failures": 3, "login_max_failures_per_ip": 1000,
+                      "login_max_failures_per_user": 6,
                       "digest_interval": "1h", **web}}
     gateway = RunningGateway(directory, config, relay=sink.url)
     gateway.cli("intel", "add", "--type", "url", PHISH_URL)
@@ -58,8 +59,9 @@ def as_user(console):
     """as_user - log in as a named user; clients are closed after the test."""
     clients: list[Console] = []
 
-    def make(name: str | None = None, token: str | None = None) -> Console:
-        client = Console(console, token)
+    def make(name: str | None = None, token: str | None = None,
+             source: str | None = None) -> Console:
+        client = Console(console, token, source)
         if name:
             answer = client.login(name)
             assert answer.status_code == 200, answer.text

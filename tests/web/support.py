@@ -48,10 +48,13 @@ def queue_id(reply: str) -> str:
 class Console:
     """An HTTP client of the running console: a session (with CSRF) or a token."""
 
-    def __init__(self, gateway: RunningGateway, token: str | None = None) -> None:
+    def __init__(self, gateway: RunningGateway, token: str | None = None,
+                 source: str | None = None) -> None:
+        """source - a loopback address (127.0.0.2...) to connect from, as another client."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = httpx.HTTPTransport(local_address=source) if source else None
         self.http = httpx.Client(base_url=gateway.web_url, headers=headers, timeout=30,
-                                 follow_redirects=False)
+                                 follow_redirects=False, transport=transport)
         self.csrf = ""
 
     def login(self, username: str, password: str = PASSWORD) -> httpx.Response:

@@ -54,6 +54,47 @@ def test_login_is_throttled_after_repeated_failures(console, as_user):
     assert "login refused by user:victim" in console.wait_log("login refused by user:victim")
 
 
+def test_guessing_from_one_address_does_not_lock_the_user_out_elsewhere(console, as_user):
+    console.cli("user", "add", "locked", "--role", "admin", "--password-stdin",
+                input=(PASSWORD + "\n").encode())
+    guesser = as_user(source="127.0.0.2")
+    codes = [guesser.login("locked", f"guess number {n}").status_code for n in range(4)]
+    assert codes == [401, 401, 401, 429]
+    assert guesser.login("locked").status_code == 429
+    # The user, from another address, still logs in; the guesser stays refused.
+    assert as_user(source="127.0.0.3").login("locked").status_code == 200
+    assert guesser.login("locked").status_code == 429
+    assert "too many failures for this user from this address" in console.log()
+
+
+def test_guessing_spread_over_many_addresses_reaches_the_per_user_limit(console, as_user):
+    # The console allows 3 failures per user and address, 6 per user in all.
+    console.cli("user", "add", "spread", "--password-stdin",
+                input=(PASSWORD + "\n").encode())
+    for source in ("127.0.0.4", "127.0.0.5"):
+        guesser = as_user(source=source)
+        assert [guesser.login("spread", f"guess {n}").status_code
+                for n in range(3)] == [401, 401, 401]
+    refused = as_user(source="127.0.0.6").login("spread")
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    assert "too many failures for this user from all addresses" in console.log()
+    # Other users are not affected.
+    assert as_user(source="127.0.0.6").login("bob").status_code == 200
+
+
+def test_a_user_limit_below_the_address_limit_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "mailward.toml"
+    path.write_text("[web]\nlogin_max_failures = 5\nlogin_max_failures_per_user = 4\n")
+    result = subprocess.run([sys.executable, "-m", "mailward", "config", "check", str(path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "web.login_max_failures_per_user: 4 is below login_max_failures (5)" \
+        in result.stderr
+
+
 def test_session_change_without_csrf_token_is_refused(console, as_user, sink):
     client = as_user("admin")
     del client.http.headers["X-CSRF-Token"]

@@ -39,11 +39,20 @@ async def test_accounts_sessions_and_throttling(store):
         await accounts.create("bob", PASSWORD, "user", ["not an address"])
     assert await accounts.authenticate("alice", "wrong password", "192.0.2.1") is None
     assert await accounts.authenticate("nobody", PASSWORD, "192.0.2.1") is None
-    assert await accounts.throttled("alice", "192.0.2.9", 60, 1, 100)
-    assert await accounts.throttled("x", "192.0.2.1", 60, 100, 2)
-    assert not await accounts.throttled("alice", "192.0.2.9", 60, 2, 100)
+    assert await accounts.authenticate("alice", "wrong again", "192.0.2.2") is None
+    # Limits: per user and address, per address, per user across addresses.
+    pair, address, everywhere = ("this user from this address", "this address",
+                                 "this user from all addresses")
+    assert await accounts.throttled("alice", "192.0.2.1", 60, 1, 100, 100) == pair
+    assert await accounts.throttled("alice", "192.0.2.9", 60, 1, 100, 100) == ""
+    assert await accounts.throttled("alice", "192.0.2.9", 60, 1, 100, 2) == everywhere
+    assert await accounts.throttled("x", "192.0.2.1", 60, 100, 2, 100) == address
+    assert await accounts.throttled("alice", "192.0.2.9", 60, 2, 100, 3) == ""
     found = await accounts.authenticate("alice", PASSWORD, "192.0.2.1")
     assert found is not None and found.id == user.id
+    # A login forgets its own address's failures only.
+    assert await accounts.throttled("alice", "192.0.2.1", 60, 1, 100, 100) == ""
+    assert await accounts.throttled("alice", "192.0.2.2", 60, 1, 100, 100) == pair
     secret, session = await accounts.open_session(user, 3600, "192.0.2.1", "test")
     assert session.id != secret and len(session.csrf_token) >= 32
     assert (await accounts.session_user(secret))[1].username == "alice"

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mailward.cli import Context, pass_context
+from mailward.terminal import tsv_line
 from mailward.content.vip import (
     DirectoryError,
     import_people,
@@ -176,7 +177,7 @@ def vip_list(context, as_json: bool) -> None:
             click.echo(json.dumps({"name": person.name, "addresses": list(person.addresses),
                                    "role": person.role, "aliases": list(person.aliases)}))
         else:
-            click.echo(f"{person.name}\t{person.role or '-'}\t{', '.join(person.addresses)}")
+            click.echo(tsv_line(person.name, person.role or "-", ", ".join(person.addresses)))
 
 
 @vip.command("remove")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailward.reports.analysis import VERDICTS
+from mailward.terminal import markup_cell
 
 out = Console()
 
@@ -79,15 +80,15 @@ def stats_command(since: str | None, until: str | None, as_json: bool) -> None:
     for name in ("reporter", "reports", "confirmed", "false", "accuracy", "median s"):
         reporters.add_column(name)
     for row in figures["reporters"]:
-        reporters.add_row(row["reporter"], str(row["reports"]), str(row["confirmed"]),
-                          str(row["false"]), f"{row['accuracy']:.2f}",
+        reporters.add_row(markup_cell(row["reporter"]), str(row["reports"]),
+                          str(row["confirmed"]), str(row["false"]), f"{row['accuracy']:.2f}",
                           str(row["median_seconds_from_delivery"] or "-"))
     out.print(reporters)
     users = Table(title="User risk")
     for name in ("user", "risk", "threats", "bad clicks", "real reports", "false reports"):
         users.add_column(name)
     for row in figures["users"][:50]:
-        users.add_row(row["user"], str(row["risk"]), str(row["threats"]),
+        users.add_row(markup_cell(row["user"]), str(row["risk"]), str(row["threats"]),
                       str(row["bad_clicks"]), str(row["real_reports"]),
                       str(row["false_reports"]))
     out.print(users)
@@ -116,7 +117,8 @@ def queue_command(status: str) -> None:
         table.add_column(name)
     for row in rows:
         table.add_row(str(row.id), row.status, row.verdict or "-", f"{row.confidence:.2f}",
-                      str(len(row.queue_ids)), row.sender[:40], row.subject[:60])
+                      str(len(row.queue_ids)), markup_cell(row.sender, 40),
+                      markup_cell(row.subject, 60))
     out.print(table)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 import click
 
 from mailward.cli import Context, console, intel, pass_context, run
+from mailward.terminal import cell, tsv_line
 
 
 async def _with_store(context: Context, body: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -180,11 +181,11 @@ def incident_list(context: Context, status: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        summary = row["summary"]
-        click.echo(f"{row['id']}\t{row['status']}\t{row['assessment']}\t"
-                   f"{summary.get('copies', 0)} copies\t{summary.get('pulled', 0)} pulled\t"
-                   f"{row['title']}")
+    for found in rows:
+        summary = found["summary"]
+        click.echo(tsv_line(found["id"], found["status"], found["assessment"],
+                            f"{summary.get('copies', 0)} copies",
+                            f"{summary.get('pulled', 0)} pulled", found["title"]))
 
 
 @incident.command("show")
@@ -203,20 +204,20 @@ def incident_show(context: Context, incident_id: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"incident {data['id']}: {data['title']}")
+    click.echo(f"incident {data['id']}: {cell(data['title'])}")
     click.echo(f"status {data['status']}, {data['assessment']}")
     for copy in data["copies"]:
         read = {True: "read", False: "unread", None: "?"}[copy["was_read"]]
-        click.echo(f"  {copy['recipient']}\t{copy['pull'] or 'not pulled'}\t{read}\t"
-                   f"pulled {copy['pulled_at'] or '-'}"
-                   + (f"\trestored {copy['restored_at']} by {copy['restored_by']}"
-                      if copy.get("restored_at") else ""))
+        restored = ([f"restored {copy['restored_at']} by {copy['restored_by']}"]
+                    if copy.get("restored_at") else [])
+        click.echo("  " + tsv_line(copy["recipient"], copy["pull"] or "not pulled", read,
+                                   f"pulled {copy['pulled_at'] or '-'}", *restored))
         for clicked in copy["clicks"]:
             who = "person" if clicked["human"] else "scanner"
             when = "before" if clicked["before_pull"] else "after"
             click.echo(f"    click by a {who} at {clicked['at']} ({when} the pull)")
     if data["note"]:
-        click.echo(f"note: {data['note']}")
+        click.echo(f"note: {cell(data['note'])}")
 
 
 def _set_status(context: Context, incident_id: int, status: str, note: str) -> None:
@@ -304,8 +305,9 @@ def _pull(context: Context, message: str, reason: str, restore: bool) -> None:
         _fail(str(error))
     for result in results:
         read = {True: "read", False: "unread", None: "?"}[result.was_read]
-        click.echo(f"{result.recipient}\t{result.status}\t{result.from_folder} -> "
-                   f"{result.to_folder}\t{read}" + (f"\t{result.error}" if result.error else ""))
+        click.echo(tsv_line(result.recipient, result.status,
+                            f"{result.from_folder} -> {result.to_folder}", read,
+                            *([result.error] if result.error else [])))
     if any(not r.ok and r.status not in ("exempt", "kept") for r in results):
         sys.exit(1)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from mailward.terminal import tsv_line
+
 
 @click.group("url")
 def url() -> None:
@@ -133,7 +135,7 @@ def extract(paths: tuple[str, ...], as_json: bool) -> None:
                             for s in extraction.scripts]}))
             continue
         for found in extraction.places:
-            shown = f"\t[{found.text}]" if found.text else ""
-            click.echo(f"{found.url}\t{found.where}\t{found.part or '-'}{shown}")
+            shown = [f"[{found.text}]"] if found.text else []
+            click.echo(tsv_line(found.url, found.where, found.part or "-", *shown))
         for script in extraction.scripts:
-            click.echo(f"{script.value[:120]}\t{script.where}\t{script.part or '-'}")
+            click.echo(tsv_line(script.value[:120], script.where, script.part or "-"))

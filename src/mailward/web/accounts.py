@@ -6,10 +6,14 @@ included; a user of role ``user`` sees only mail addressed to those.
 SECURITY: passwords are stored only as argon2id hashes (argon2-cffi, its
 recommended parameters) and rehashed when those change. A session cookie is
 32 random bytes; the store keeps its SHA-256, so a copy of the database holds
-no usable session. Failed logins are counted per user and per client IP in
-the store (so several nodes share the count) and refused with 429 past the
-configured limits. A failed login for an unknown user costs the same
-argon2 verification as for a known one, so timing does not tell names apart.
+no usable session. Failed logins are counted in the store (so several nodes
+share the count) and refused with 429 past three limits: a low one for one
+user from one client IP, one for a client IP whatever the user, and a much
+higher one for a user across all IPs. A guesser at one address therefore
+cannot lock a user out of their account from everywhere else; only guessing
+spread over many addresses reaches the per-user limit. A failed login for an
+unknown user costs the same argon2 verification as for a known one, so timing
+does not tell names apart.
 """
 
 from __future__ import annotations
@@ -155,16 +159,32 @@ class Accounts:
 
     # Logging in.
 
-    async def throttled(self, username: str, ip: str, window: float, per_user: int,
-                        per_ip: int) -> bool:
-        """throttled - have too many logins failed lately for this user or IP."""
+    async def throttled(self, username: str, ip: str, window: float, per_pair: int,
+                        per_ip: int, per_user: int) -> str:
+        """throttled - which limit of failed logins lately this attempt is past, or ''.
+
+        per_pair counts failures for this user from this IP, per_ip those from
+        this IP for any user, per_user those for this user from every IP.
+        """
+        # TODO: past per_user the user is refused from every address, their own
+        # included, until the window passes; someone with that many addresses
+        # can still lock a user out, where letting through the addresses the
+        # user last logged in from would not.
         since = datetime.now(UTC) - timedelta(seconds=window)
-        async with self.store.session() as session:
-            by_user = await session.scalar(select(func.count()).where(
-                LoginFailure.username == username[:128], LoginFailure.at >= since))
-            by_ip = await session.scalar(select(func.count()).where(
-                LoginFailure.client_ip == ip[:64], LoginFailure.at >= since))
-        return (by_user or 0) >= per_user or (by_ip or 0) >= per_ip
+        user = LoginFailure.username == username[:128]
+        address = LoginFailure.client_ip == ip[:64]
+        recent = LoginFailure.at >= since
+        async with self.store.reading() as session:
+            pair = await session.scalar(select(func.count()).where(user, address, recent))
+            by_ip = await session.scalar(select(func.count()).where(address, recent))
+            by_user = await session.scalar(select(func.count()).where(user, recent))
+        if (pair or 0) >= per_pair:
+            return "this user from this address"
+        if (by_ip or 0) >= per_ip:
+            return "this address"
+        if (by_user or 0) >= per_user:
+            return "this user from all addresses"
+        return ""
 
     async def authenticate(self, username: str, password: str, ip: str) -> User | None:
         """authenticate - the live user for these credentials; failures are counted."""
@@ -176,9 +196,12 @@ class Accounts:
                 async with self.store.session() as session:
                     (await session.get(User, user.id)).password_hash = _hasher.hash(password)
                     await session.commit()
+            # Forget only this address's failures: a guesser elsewhere keeps
+            # its count however often the user logs in.
             async with self.store.session() as session:
                 await session.execute(delete(LoginFailure).where(
-                    LoginFailure.username == user.username))
+                    LoginFailure.username == user.username,
+                    LoginFailure.client_ip == ip[:64]))
                 await session.commit()
             return user
         async with self.store.session() as session:

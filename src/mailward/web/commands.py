@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from mailward.terminal import tsv_line
 from mailward.web import audit
 from mailward.web.accounts import AccountError, Accounts, UserView, parse_schedule
 
@@ -75,8 +76,8 @@ def user_list(context) -> None:
     for row in _run(context, lambda store: Accounts(store).list()):
         view = UserView.of(row)
         state = "disabled" if view.disabled else "active"
-        click.echo(f"{view.id}\t{view.username}\t{view.role}\t{','.join(view.addresses)}\t"
-                   f"digest {view.digest}\t{state}")
+        click.echo(tsv_line(view.id, view.username, view.role, ",".join(view.addresses),
+                            f"digest {view.digest}", state))
 
 
 @user.command("passwd")

@@ -1,7 +1,10 @@
 """Logging in and out: the console's form and the REST calls.
 
-SECURITY: failed logins are throttled per user and per client IP (429 past
-the limits, before the password is even checked) and audited. The login
+SECURITY: failed logins are throttled (429 past the limits, before the
+password is even checked) and audited: per user and client IP, so that
+someone guessing from one address cannot lock the user out from another; per
+client IP; and, at a much higher limit, per user across all IPs, against
+guessing spread over many addresses. The login
 form itself carries a CSRF token held in a short-lived cookie (double
 submit), so another site cannot log a browser in to an account of its
 choosing. The session cookie is HttpOnly and SameSite=Strict, and Secure
@@ -59,11 +62,14 @@ async def login(request: Request, username: str, password: str
     accounts = Accounts(gateway.services.store)
     ip = client_ip(request)
     store = gateway.services.store
-    if await accounts.throttled(username, ip, web.login_window, web.login_max_failures,
-                                web.login_max_failures_per_ip):
-        log.warning("refused login of %r from %s: too many failures", username[:128], ip)
+    limit = await accounts.throttled(username, ip, web.login_window, web.login_max_failures,
+                                     web.login_max_failures_per_ip,
+                                     web.login_max_failures_per_user)
+    if limit:
+        log.warning("refused login of %r from %s: too many failures for %s",
+                    username[:128], ip, limit)
         await audit.record(store, f"user:{username[:128]}", "", "login", username[:128],
-                           ip=ip, outcome="refused", why="throttled")
+                           ip=ip, outcome="refused", why=f"throttled: failures for {limit}")
         raise HTTPException(429, "too many failed logins; wait and try again",
                             headers={"Retry-After": str(int(web.login_window))})
     user = await accounts.authenticate(username, password, ip)

@@ -1,6 +1,6 @@
 """SpamAssassin and rspamd on the same held-out mail, beside mailward.
 
-Usage: .venv/bin/python bench/peers.py [--skip-ours] [--only spamassassin|rspamd]
+Usage: .venv/bin/python bench/peers.py [--skip-ours] [--no-embedding] [--only spamassassin|rspamd]
 
 Needs the Debian packages ``spamassassin``, ``spamd``, ``spamc``, ``rspamd``
 and ``redis-server``. Everything runs on loopback from a temporary
@@ -287,6 +287,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-ours", action="store_true", help="only the peers")
     parser.add_argument("--only", choices=["spamassassin", "rspamd"], default=None)
+    parser.add_argument("--no-embedding", action="store_true",
+                        help="mailward without its embedding model (the default install)")
     options = parser.parse_args()
     parts = split()
     print(parts.describe(), flush=True)
@@ -301,7 +303,7 @@ def main() -> None:
             if run is None:
                 import accuracy
 
-                results.extend(accuracy.evaluate())
+                results.extend(accuracy.evaluate(not options.no_embedding))
             else:
                 results.append(run(parts))
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:

@@ -231,7 +231,7 @@ def test_smtp_file_over_the_limit_is_tagged_not_passed_clean(gateway_factory, sm
 def test_a_bad_clamav_address_stops_start_up(tmp_path):
     from mailward.config import ConfigError, load_settings
 
-    with pytest.raises(ConfigError, match="clamav: address: .* socket path"):
+    with pytest.raises(ConfigError, match="clamav.address: .* socket path"):
         load_settings(overrides={"clamav.address": "no port here:"})
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections import Counter
@@ -471,8 +472,8 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
         if target.exists() and not force:
             refusal = _refusal(result, target, live.get(result.kind),
                                unreadable.get(result.kind), holdout)
+        candidate = target.with_name(target.stem + ".candidate" + target.suffix)
         if refusal:
-            candidate = target.with_name(target.stem + ".candidate" + target.suffix)
             result.model.save(candidate)
             console.print(f"[red]{result.kind} model not replaced: {escape(refusal)}. "
                           f"The live model at {escape(str(target))} is kept; the new one "
@@ -480,12 +481,29 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
                           f"model with it anyway, run again with --force.[/red]")
             refused += 1
             continue
-        if force and target.exists():
-            click.echo(f"{result.kind} model at {target} replaced (--force)")
+        previous = target.with_name(target.stem + ".previous" + target.suffix)
+        if target.exists():
+            # The model replaced stays one step back, so a bad --force can be undone;
+            # it is copied, so that a running gateway always finds a model at target.
+            _copy_atomically(target, previous)
+            click.echo(f"{result.kind} model at {target} replaced"
+                       f"{' (--force)' if force else ''}; the one it replaces is kept as "
+                       f"{previous} (move it back to undo)")
         result.model.save(target)
+        # A candidate left by an earlier refusal is not this model: never promote it by mistake.
+        candidate.unlink(missing_ok=True)
         click.echo(f"{result.kind} model written to {target}")
     if refused:
         sys.exit(1)
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    """_copy_atomically - copy a file; a reader of target sees the old or the new one."""
+    import shutil
+
+    temporary = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
 
 
 def _live_models(targets: dict[str, Path], spam: bool, phishing: bool, embed: bool

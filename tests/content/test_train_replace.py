@@ -69,6 +69,10 @@ def test_a_model_without_the_hard_ham_is_kept_aside_until_forced(site):
     code, output = train(config, folders["easy"], folders["spam"], "--force")
     assert code == 0 and f"spam model at {live} replaced (--force)" in output, output
     assert live.read_bytes() != good
+    # The forced replacement can be undone, and the stale candidate is gone.
+    previous = data / "spam-model.previous.npz"
+    assert f"kept as {previous}" in output
+    assert previous.read_bytes() == good and not candidate.exists()
 
 
 def test_swapped_folders_and_no_held_out_part_do_not_replace_the_live_model(site):

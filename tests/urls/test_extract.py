@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import io
+import random
 import time
 
 import pytest
@@ -217,6 +219,25 @@ def test_qr_codes_in_attached_inline_and_data_images():
     assert found["https://qrattach.example.net/a"].part == "scan.png"
     assert found["https://qrinline.example.net/i"].where == "qr:image"
     assert found["https://qrdata.example.net/d"].where == "qr:inline-data-image"
+
+
+def test_a_qr_code_before_the_break_of_a_cut_jpeg_is_read():
+    """A reader shows a JPEG cut short down to the cut; its QR code there counts."""
+    from PIL import Image
+
+    code = Image.open(io.BytesIO(b.qr_png("https://qrcut.example.net/c", scale=6))).convert("L")
+    # Below the code, noise: most of the file's bytes, cut off at half of them.
+    noise = random.Random(1).randbytes(code.width * code.height * 2)
+    tall = Image.new("L", (code.width, code.height * 3), 255)
+    tall.paste(code, (0, 0))
+    tall.paste(Image.frombytes("L", (code.width, code.height * 2), noise), (0, code.height))
+    out = io.BytesIO()
+    tall.save(out, format="JPEG", quality=90)
+    cut = out.getvalue()[:len(out.getvalue()) // 2]
+    message = Message(b.message(b.text_part("see the scan"), b.attachment("scan.jpg",
+                                                                          "image/jpeg", cut)))
+    found = {item.url: item for item in message.url_extraction.places}
+    assert found["https://qrcut.example.net/c"].where == "qr:image"
 
 
 def test_image_bomb_is_skipped_not_decoded():

@@ -73,12 +73,16 @@ def image_urls(data: bytes) -> list[str]:
     """image_urls - the URLs in the QR codes of one image file."""
     if len(data) > MAX_IMAGE_BYTES:
         return []
-    from PIL import Image
+    from PIL import Image, ImageFile
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    # A mail reader shows what a cut or broken image holds before the break; a QR
+    # code there must be read too, else breaking the file's end hides the code.
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.draft("L", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at a reduced size
+            image.load()  # decoding errors raise here, not inside the QR reader
             return pil_urls(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         log.debug("image not decoded for QR codes: %s", error)

@@ -296,6 +296,14 @@ def test_a_pipeline_past_its_deadline_answers_451(gateway_factory, smtp_sink, sh
     assert refused.value.smtp_code == 451 and b"4.3.0" in refused.value.smtp_error
     parked = list((gateway.data_dir / "spool/parked").glob("*.eml"))
     assert len(parked) == 1 and smtp_sink.messages == []
+    # The administrator sees what was parked and why, and can clear it.
+    listed = gateway.cli("parked", "list").stdout.decode()
+    queue_id = parked[0].stem
+    [line] = [row for row in listed.splitlines() if row.startswith(queue_id)]
+    assert "sender@example.org" in line and "deadline" in line, listed
+    assert gateway.cli("parked", "delete", "nosuchid", check=False).returncode == 1
+    assert b"1 parked copies deleted" in gateway.cli("parked", "delete", queue_id).stdout
+    assert not list((gateway.data_dir / "spool/parked").iterdir())
 
 
 def test_tagged_mail_keeps_one_address_per_header_and_its_mime(gateway_factory, smtp_sink):

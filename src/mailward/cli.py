@@ -777,6 +777,68 @@ def quarantine_delete(context: Context, item_id: str) -> None:
 
 
 @main.group()
+def parked() -> None:
+    """Messages that could not be judged (451 sent; the sender retries)."""
+
+
+@parked.command("list")
+@pass_context
+def parked_list(context: Context) -> None:
+    """List the parked copies, oldest first, with why each was not judged."""
+    from mailward.smtp.spool import Spool
+
+    items = Spool(context.settings.data_dir).parked_items()
+    rows = [(item.queue_id, item.parked_at.strftime("%Y-%m-%d %H:%M:%S"), str(item.size),
+             str(item.envelope.get("mail_from", "")),
+             ", ".join(map(str, item.envelope.get("rcpt_to", [])[:5])),
+             item.reason.strip().splitlines()[0] if item.reason.strip() else "")
+            for item in items]
+    if not sys.stdout.isatty():
+        for values in rows:
+            click.echo(tsv_line(*values))
+    else:
+        table = Table("queue id", "parked", "bytes", "sender", "recipients", "reason")
+        table.columns[0].no_wrap = True
+        for values in rows:
+            table.add_row(*(markup_cell(v, 80) for v in values))
+        Console().print(table)
+    console.print(f"{len(items)} parked in {context.settings.data_dir / 'spool' / 'parked'}")
+
+
+@parked.command("delete")
+@click.argument("queue_ids", nargs=-1)
+@click.option("--older-than", "days", type=click.FloatRange(min=0), default=None,
+              help="Delete every parked copy older than this many days.")
+@pass_context
+def parked_delete(context: Context, queue_ids: tuple[str, ...], days: float | None) -> None:
+    """Delete parked copies, by queue id or by age."""
+    from mailward.smtp.spool import Spool
+
+    if not queue_ids and days is None:
+        raise click.UsageError("name queue ids, or give --older-than DAYS")
+    spool = Spool(context.settings.data_dir)
+    chosen = list(queue_ids)
+    if days is not None:
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        chosen += [item.queue_id for item in spool.parked_items() if item.parked_at < cutoff]
+    missing = []
+    deleted = 0
+    for queue_id in dict.fromkeys(chosen):
+        try:
+            found = spool.unpark(queue_id)
+        except ValueError:
+            found = False
+        if found:
+            deleted += 1
+        else:
+            missing.append(queue_id)
+    click.echo(f"{deleted} parked copies deleted")
+    if missing:
+        click.echo(tsv_line("not parked:", *missing), err=True)
+        sys.exit(1)
+
+
+@main.group()
 def token() -> None:
     """Manage API bearer tokens."""
 

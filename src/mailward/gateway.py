@@ -198,7 +198,7 @@ class Gateway:
             message, verdict, task = await self.judge(envelope, raw, session_findings)
             reply = await self.act(envelope, message, verdict, task.holds)
         except PipelineError as error:
-            qlog.error("not judged, parked for a re-run: %s", error)
+            qlog.error("not judged (451: the sender retries), copy parked: %s", error)
             await asyncio.to_thread(self.spool.park, envelope.queue_id, str(error))
             return Reply(451, "4.3.0 Temporary failure judging the message, try again later")
         except Exception as error:

@@ -5,7 +5,8 @@ Layout under the data directory:
     spool/queue/     received: written and fsynced during DATA, before the
                      sender is answered; stays here until every delivery is
                      final (the store records the state)
-    spool/parked/    could not be judged (451 sent); kept for a re-run
+    spool/parked/    could not be judged (451 sent; the sender retries); kept
+                     with the reason for an administrator (``mailward parked``)
     archive/DAY/     delivered originals, kept for retro-scans and reports
     quarantine/      held for review
 
@@ -23,6 +24,7 @@ directory is fsynced, so a crash leaves either the whole file or none.
 import json
 import logging
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -168,3 +170,45 @@ class Spool:
 
     def queued_ids(self) -> list[str]:
         return sorted(p.stem for p in self.queue.glob("*.eml"))
+
+    def parked_items(self) -> list["Parked"]:
+        """parked_items - the messages that could not be judged, oldest first.
+
+        The sender was answered 451 and retries; these copies say what could not be
+        judged and why, for an administrator to look into (``mailward parked``).
+        """
+        found = []
+        for path in self.parked.glob("*.eml"):
+            try:
+                stat = path.stat()
+                with path.open("rb") as handle:
+                    envelope, _ = split_envelope(handle.read(64 * 1024))
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            try:
+                reason = path.with_suffix(".reason").read_bytes()[:2000]
+            except FileNotFoundError:
+                reason = b""
+            found.append(Parked(path.stem, datetime.fromtimestamp(stat.st_mtime, UTC),
+                                stat.st_size, envelope or {},
+                                reason.decode("utf-8", "replace")))
+        return sorted(found, key=lambda item: (item.parked_at, item.queue_id))
+
+    def unpark(self, queue_id: str) -> bool:
+        """unpark - delete a parked copy and its reason; whether there was one."""
+        path = self.parked / self._name(queue_id)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        path.with_suffix(".reason").unlink(missing_ok=True)
+        return existed
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A parked copy: when, how large, its envelope and why it was not judged."""
+
+    queue_id: str
+    parked_at: datetime
+    size: int
+    envelope: dict
+    reason: str

@@ -124,6 +124,7 @@ def test_user_may_only_request_release_of_phishing_and_admin_approves(held, as_u
     assert pending["user"] == "alice" and pending["comment"] == "I expected this <b>mail</b>"
     approved = admin.post(f"/api/v1/quarantine/requests/{pending['id']}/approve")
     assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    assert approved.json()["user"] == "alice"
     assert admin.item_of(held["alice_phish"])["status"] == "released"
     sink.wait_for(1)
     assert admin.post(f"/api/v1/quarantine/requests/{pending['id']}/deny").status_code == 404
@@ -247,6 +248,7 @@ def test_deny_a_release_request(console, as_user):
     analyst = as_user("analyst")
     denied = analyst.post(f"/api/v1/quarantine/requests/{mine['id']}/deny")
     assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    assert denied.json()["user"] == "bob"
     assert bob.item_of(qid)["status"] == "held"
     assert bob.get("/api/v1/quarantine/requests").json()["items"] == []
 

@@ -295,9 +295,10 @@ class Review:
             row.status = "approved" if approve else "denied"
             row.decided_by, row.decided_at = self.principal.name, datetime.now(UTC)
             await session.commit()
+            user = await session.get(User, row.user_id)
         await self._audit("quarantine.approve" if approve else "quarantine.deny", item_id,
                           request=request_id)
-        return request_dict(row)
+        return request_dict(row, user.username if user is not None else "")
 
     async def act(self, item_id: str, action: str, comment: str = "") -> dict[str, Any]:
         """act - one named action on one item."""

@@ -59,6 +59,10 @@ def test_a_model_without_the_hard_ham_is_kept_aside_until_forced(site):
     code, output = train(config, folders["easy"], folders["spam"])
     assert code == 1, output
     assert "spam model not replaced: on the same" in output
+    # The easy ham are copies of ham the live model was trained from: counted once.
+    from mailward.content.train import held_out
+    ham_held = sum(held_out(p, 0.2) for p in folders["ham"].iterdir())
+    assert f"on the same {ham_held} ham and" in output, output
     assert "spam held out (never fitted on by the new model), it" in output
     assert "of ham at p >= 0.5 (live: " in output or "with ham flagged <= 0.1%" in output
     assert f"The live model at {live} is kept" in output

@@ -260,10 +260,21 @@ def trained_from(meta: dict) -> list[tuple[Path, int]]:
     return found
 
 
+def _digest(path: Path) -> bytes:
+    """_digest - what makes two message files the same message: their bytes."""
+    with path.open("rb") as handle:
+        return hashlib.sha256(handle.read(MAX_FILE)).digest()
+
+
 def comparison_files(live: Iterable[dict], files: Iterable[Path]
                      ) -> list[tuple[Path, int]]:
     """comparison_files - the files the live models (their meta) were trained from
-    that are not among these files."""
+    that are not among these files.
+
+    A copy of one of these files elsewhere (the same bytes) is the same message:
+    counted twice it would weigh twice in the comparison.
+    """
+    files = list(files)
     seen = {path.resolve() for path in files}
     extra: list[tuple[Path, int]] = []
     for meta in live:
@@ -271,7 +282,18 @@ def comparison_files(live: Iterable[dict], files: Iterable[Path]
             if path.resolve() not in seen:
                 seen.add(path.resolve())
                 extra.append((path, code))
-    return extra
+    if not extra:
+        return extra
+    # Only the names of one held-out part can meet (held_out goes by the name).
+    names = {path.name for path, _ in extra}
+    digests = {_digest(path) for path in files if path.name in names}
+    kept: list[tuple[Path, int]] = []
+    for path, code in extra:
+        digest = _digest(path)
+        if digest not in digests:
+            digests.add(digest)
+            kept.append((path, code))
+    return kept
 
 
 def compare(new: Callable[[list[int]], np.ndarray], live: Callable[[list[int]], np.ndarray],
@@ -287,20 +309,22 @@ def compare(new: Callable[[list[int]], np.ndarray], live: Callable[[list[int]], 
     worse model, not a better one); mail people judged is left out, since the
     live model learnt it one by one.
     """
-    recorded = {path.resolve(): code for path, code in trained_from(live_meta)}
     share = holdout
     live_share = live_meta.get("holdout")
     saw = not isinstance(live_share, (int, float)) or live_share <= 0
     if not saw:
         share = min(holdout, float(live_share))  # type: ignore[arg-type]
+    # What the live model learnt each held-out message as, by its bytes: a copy of
+    # a file in another folder is the same message.
+    recorded = {_digest(path): code for path, code in trained_from(live_meta)
+                if held_out(path, share)}
     picked: list[int] = []
     labels: list[int] = []
     relabelled = 0
     for number, (path, code) in enumerate(files):
-        resolved = path.resolve()
-        if resolved in not_compared or not held_out(path, share):
+        if path.resolve() in not_compared or not held_out(path, share):
             continue
-        was = recorded.get(resolved, code)
+        was = recorded.get(_digest(path), code)
         relabelled += number < given and positive(was) != positive(code)
         picked.append(number)
         labels.append(int(positive(was)))

@@ -129,6 +129,20 @@ def test_login_form_needs_its_csrf_cookie(console):
         assert "mw_session" not in answer.headers.get("set-cookie", "")
 
 
+def test_a_throttled_login_form_says_when_to_try_again(console):
+    transport = httpx.HTTPTransport(local_address="127.0.0.7")
+    with httpx.Client(base_url=console.web_url, transport=transport) as http:
+        codes = []
+        for attempt in range(4):
+            page = http.get("/login")
+            token = page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+            answer = http.post("/login", data={"username": "admin", "csrf": token,
+                                               "password": f"wrong {attempt}"})
+            codes.append(answer.status_code)
+        assert codes == [401, 401, 401, 429]
+        assert int(answer.headers["Retry-After"]) > 0
+
+
 def test_login_form_follows_only_local_paths(console):
     with httpx.Client(base_url=console.web_url) as http:
         page = http.get("/login")

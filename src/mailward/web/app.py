@@ -103,8 +103,10 @@ def create_app(gateway: "Gateway") -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if _is_page(request):
-            return render(request, "error.html", status=exc.status_code,
+            page = render(request, "error.html", status=exc.status_code,
                           message=str(exc.detail))
+            page.headers.update(getattr(exc, "headers", None) or {})  # Retry-After...
+            return page
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 

@@ -149,8 +149,10 @@ async def login_form(request: Request, username: str = Form("", max_length=128),
     try:
         secret, _, _ = await login(request, username, password)
     except HTTPException as error:
-        return render(request, "login.html", status=error.status_code, next=local_path(next),
+        page = render(request, "login.html", status=error.status_code, next=local_path(next),
                       login_csrf=expected, error=str(error.detail), username=username)
+        page.headers.update(error.headers or {})  # Retry-After when throttled
+        return page
     response = RedirectResponse(local_path(next), status_code=303,
                                 headers=security_headers())
     set_session_cookie(request, response, secret)

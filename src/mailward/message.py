@@ -16,10 +16,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 from email.headerregistry import Address
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 from mailward import htmltext, mime
+from mailward.cached import cached_property
 
 if TYPE_CHECKING:
     from mailward.attachments.files import FileNode

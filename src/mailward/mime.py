@@ -27,7 +27,8 @@ from email import policy
 from email.headerregistry import BaseHeader
 from email.message import Message
 from email.parser import BytesHeaderParser
-from functools import cached_property
+
+from mailward.cached import cached_property
 
 # Longest address header value parsed (a folded To of a hundred recipients is
 # about 4 KB); longer ones are defects, never parsed.

@@ -134,6 +134,11 @@ class Pipeline:
         try:
             async with asyncio.timeout(self.deadline):
                 # The expensive views are computed once, off the event loop.
+                # TODO: a thread cannot be stopped, so when the deadline passes the
+                # views of the message go on being computed after the gateway's
+                # concurrency slot is given back, on a thread of the default executor
+                # that spool reads and writes also use; enough such messages at once
+                # would delay every message's spooling until their work ends.
                 await asyncio.to_thread(prepare, task.message)
                 for wave in self.waves[Stage.DATA]:
                     results = await asyncio.gather(*(self._run_one(c, task) for c in wave))

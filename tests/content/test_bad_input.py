@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from mailward.htmltext import MAX_DEPTH
+
 HEAD = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: test\r\n"
 
 
@@ -29,6 +31,32 @@ BAD = {
                                   + b"<font size=0><b>" * 10_000 + b"x\r\n",
     "zero_width_poisoning": poisoned_text(),
 }
+
+# A megabyte of each shape of markup that once cost lexbor, or a scan over
+# it, time growing faster than the input.
+HOSTILE_HTML = {
+    "nested_div_200000": b"<div>" * 200_000,
+    "nested_ul_250000": b"<ul>" * 250_000,
+    # As deep as the parser is given, then markup that makes it search that deep.
+    "deep_then_paragraphs": b"<span>" * (MAX_DEPTH - 1) + b"<p>x" * 200_000,
+    "deep_then_end_tags": b"<span>" * (MAX_DEPTH - 1) + b"</x>" * 250_000,
+    "deep_then_list_items": b"<span>" * (MAX_DEPTH - 1) + b"<li>" * 250_000,
+    "deep_then_links": b"<span>" * (MAX_DEPTH - 1)
+                       + b"<a href=http://x.example.com/>x</a>" * 30_000,
+    "href_repeated": b"<a href=" * 125_000,
+    "links_unclosed": b"<a href=http://a.example.com/>" * 35_000,
+    "lt_1mb": b"<" * 1_000_000,
+    "long_attribute_unclosed": b'<a href="' + b"x" * 1_000_000,
+    "long_attribute_value": b'<a href="http://e.example.com/' + b"x" * 1_000_000
+                            + b'">x</a>',
+    "unclosed_quote_repeated": b"<div title='x>" * 70_000,
+    "nested_hidden_spans": b"<span style='display:none'>x" * 35_000,
+    "comments_unclosed": b"<!--" * 250_000,
+    "scripts_unclosed": b"<script>" * 125_000,
+    "nested_tables": b"<table><tr><td>" * 65_000,
+}
+BAD.update({"html_" + name: HEAD + b"Content-Type: text/html\r\n\r\n" + body + b"\r\n"
+            for name, body in HOSTILE_HTML.items()})
 
 
 async def judge(services, raw: bytes):
@@ -57,6 +85,40 @@ async def test_hostile_content_is_judged_in_bounded_time(services, name):
     symbols = {f.symbol for f in task.findings}
     assert symbols & {"SPAM_MODEL", "HAM_MODEL"}
     assert 0 <= task.scratch["spam_probability"] <= 1
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_HTML))
+def test_a_megabyte_of_hostile_html_is_read_in_two_seconds(name):
+    from mailward.content.features import html_tokens
+    from mailward.message import Message
+    from mailward.pipeline import prepare
+
+    message = Message(BAD["html_" + name])
+    message.text_parts  # the MIME parse is not what is measured
+    started = time.process_time()
+    prepare(message)
+    message.hidden_text
+    html_tokens(message)
+    assert time.process_time() - started < 2
+
+
+def test_text_past_the_nesting_cap_is_still_read():
+    from mailward.message import Message
+
+    message = Message(HEAD + b"Content-Type: text/html\r\n\r\n" + b"<div>" * 200_000
+                      + b"deep <a href='http://deep.example.net/x'>text</a>"
+                      + b"</div>" * 200_000 + b"\r\n")
+    assert message.text == "deep text"
+    assert [u.url for u in message.urls] == ["http://deep.example.net/x"]
+
+
+def test_html_within_the_nesting_cap_is_parsed_as_written():
+    from mailward.htmltext import cap_depth
+
+    html = ("<!doctype html><table><tr><td><p>a<p>b<ul><li>c<li>d</ul><br><img src=x>"
+            + "<div class='a>b'>" * (MAX_DEPTH - 4) + "<script><div><div></script>e")
+    assert cap_depth(html) is html
+    assert cap_depth(html + "<div><span>f") == html + "f"
 
 
 async def test_a_huge_body_is_judged_by_a_prefix_and_says_so(services):

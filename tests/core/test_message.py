@@ -304,3 +304,46 @@ def test_plain_address_lists_read_as_the_strict_parser_reads_them(value):
     parsed = _strict_mailboxes(policy.default.header_factory("to", value))
     assert message.addresses("to") == (parsed or [])
     assert message.from_addresses == (parsed or [])
+
+
+def test_a_slow_message_does_not_hold_up_another_messages_views():
+    # Each message is judged on its own worker thread: while one computes its
+    # URLs, another message's URLs must not wait for it.
+    import threading
+
+    release = threading.Event()
+
+    class Stuck(Message):
+        @property
+        def html_parts(self):
+            release.wait(30)  # the slow part of a hostile message, held open
+            return super().html_parts
+
+    raw = b"From: a@example.org\r\nSubject: x\r\n\r\nsee https://fast.example.org/\r\n"
+    stuck, fast = Stuck(raw), Message(raw)
+    slow = threading.Thread(target=lambda: stuck.urls, daemon=True)
+    slow.start()
+    time.sleep(0.2)  # the slow thread is inside its computation of urls
+    quick = threading.Thread(target=lambda: fast.urls, daemon=True)
+    quick.start()
+    quick.join(5)
+    try:
+        assert not quick.is_alive(), "one message's urls waited for another's"
+        assert [u.url for u in fast.urls] == ["https://fast.example.org/"]
+        assert slow.is_alive()
+    finally:
+        release.set()
+        slow.join(5)
+    assert [u.url for u in stuck.urls] == ["https://fast.example.org/"]
+
+
+def test_views_are_computed_once_per_message():
+    from mailward.cached import cached_property
+
+    message = Message(b"Subject: once\r\n\r\nbody\r\n")
+    assert isinstance(Message.__dict__["subject"], cached_property)
+    assert "subject" not in message.__dict__
+    assert message.subject == "once" and message.__dict__["subject"] == "once"
+    message.__dict__["subject"] = "kept"
+    assert message.subject == "kept"
+    assert Message(b"Subject: other\r\n\r\nbody\r\n").subject == "other"

@@ -25,10 +25,10 @@ import struct
 import time
 import zipfile
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from mailward.attachments.identify import identify
+from mailward.cached import cached_property
 
 if TYPE_CHECKING:
     from mailward.message import Message

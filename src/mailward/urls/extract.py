@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from ada_url import join_url
 from publicsuffixlist import PublicSuffixList
-from selectolax.lexbor import LexborHTMLParser
 
+from mailward import htmltext
 from mailward.urls.normalize import (
     ParsedUrl,
     parse_url,
@@ -219,7 +219,7 @@ def unfold_ical(text: str) -> str:
 
 def html_candidates(html: str, where: str = "html") -> tuple[list[Candidate], list[ScriptUri]]:
     """html_candidates - link targets in HTML, resolved against <base href>."""
-    tree = LexborHTMLParser(html[:MAX_TEXT_CHARS])
+    tree = htmltext.parse(html, MAX_TEXT_CHARS)
     base = ""
     for node in tree.css("base[href]"):
         base = (node.attributes.get("href") or "").strip()

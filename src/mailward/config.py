@@ -346,6 +346,7 @@ class WebSettings(Section):
     login_max_failures_per_user: int = Field(50, ge=1, description="failed logins for one user from all client IPs within login_window before every further attempt for that user gets 429 (guessing spread over many addresses); at least login_max_failures")
     login_window: Duration = Field("15m", description="window over which failed logins are counted")
     secret_file: str = Field("", description="file holding the key that signs digest links (empty = web.key in the data directory; share it between nodes)")
+    trusted_proxies: list[Network] = Field(default_factory=list, description="addresses or CIDR networks of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (empty = none: the client address is the connecting peer, for login throttling and the audit log)")
     metrics_public: bool = Field(False, description="serve /metrics without a token (only for a scraper on a trusted network)")
     digest_interval: Duration = Field("5m", description="how often users' quarantine digests are checked for being due")
     digest_from: str = Field("", description="From address of quarantine digests (empty = quarantine@<hostname>)")

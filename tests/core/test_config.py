@@ -257,7 +257,7 @@ def config_check(tmp_path, text: str) -> subprocess.CompletedProcess:
      "smtp.max_recipients: 99999999999999999999999 is too large (at most 2147483647)"),
     ('[smtp]\nmax_message_size = "9999TiB"', "smtp.max_message_size: 9999TiB is too large"),
     ('[delivery]\nmax_age = 1e300', "delivery.max_age: 1e+300 is too long"),
-    ('[connection]\nreputation_reject_ratio = nan', "connection.reputation_reject_ratio: "),
+    ('[sandbox]\ncape_malicious_score = nan', "sandbox.cape_malicious_score: nan is not a finite"),
     # A database URL names its database.
     ('[storage]\ndatabase_url = "postgresql://"',
      "storage.database_url: names no database; write postgresql://user@host/DATABASE"),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mailward.message import Message
-from mailward.mime import CRLF, IDENTITY_ENCODINGS, Entity, _header_end
+from mailward.mime import CRLF, IDENTITY_ENCODINGS, Entity, _header_end, text_codec
 from mailward.verdict import Action, Category, Verdict
 
 _OWN_HEADER = re.compile(rb"(?im)^x-mailward-[a-z-]*:.*(?:\r\n[ \t].*)*\r\n")
@@ -113,12 +113,25 @@ def _protected(entity: Entity) -> bool:
 
 
 def _encode_text(text: str, charset: str) -> bytes:
-    charset = charset or "us-ascii"
-    try:
-        return text.encode(charset)
-    except (UnicodeEncodeError, LookupError):
-        ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore")
-        return ascii_text
+    """_encode_text - the banner in the part's charset, else as plain ASCII.
+
+    A charset that is no usable text codec (unknown, a NUL in its name,
+    "undefined", "idna") or that cannot write the banner gets the banner as
+    ASCII, which every ASCII-based reading shows as it is; this never raises.
+    """
+    codec = text_codec(charset or "us-ascii")
+    if codec is not None:
+        try:
+            return text.encode(codec)
+        except (UnicodeError, LookupError, ValueError):
+            pass
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore")
+
+
+def _wide(charset: str) -> bool:
+    """_wide - a charset whose ASCII is not ASCII bytes (UTF-16, UTF-32): no banner."""
+    name = text_codec(charset) or charset
+    return name.startswith(("utf-16", "utf-32", "ucs"))
 
 
 def _qp(data: bytes) -> bytes:
@@ -142,7 +155,7 @@ def _new_body(entity: Entity, banner: Banner) -> bytes | None:
     encoding = entity.transfer_encoding
     if encoding not in IDENTITY_ENCODINGS | {"base64", "quoted-printable"}:
         return None
-    if entity.charset.startswith(("utf-16", "utf-32", "ucs")):
+    if _wide(entity.charset):
         return None
     is_html = entity.content_type == "text/html"
     added = _encode_text(banner.html() if is_html else banner.plain(), entity.charset)
@@ -194,7 +207,7 @@ def _edit(entity: Entity, banner: Banner | None,
     if encoding not in ("base64", "quoted-printable"):
         encoding = ""  # an unknown encoding was read as raw bytes; it is spliced as such
     is_html = entity.content_type == "text/html"
-    if banner is not None and not entity.charset.startswith(("utf-16", "utf-32", "ucs")):
+    if banner is not None and not _wide(entity.charset):
         added = _encode_text(banner.html() if is_html else banner.plain(), entity.charset)
         payload = _insert(payload, added, is_html)
     if encoding == "base64":

@@ -156,8 +156,14 @@ async def _serve(settings: Settings) -> None:
     except OSError as error:
         raise ConfigError(f"smtp.listen: cannot listen on {settings.smtp.listen}: {error}") from None
     # A rewritten link carries its original URL, so request lines can be long.
+    # Forwarded headers are believed only from the configured proxies: uvicorn's
+    # own default would believe them from 127.0.0.1, so any local process could
+    # pick the client address that login throttling and the audit log use.
+    proxies = list(settings.web.trusted_proxies)
     web = uvicorn.Server(uvicorn.Config(create_app(gateway), host=web_host, port=web_port,
                                         log_config=None, access_log=False, lifespan="off",
+                                        proxy_headers=bool(proxies),
+                                        forwarded_allow_ips=proxies,
                                         h11_max_incomplete_event_size=256 * 1024))
     web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     stop = asyncio.Event()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -24,12 +25,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024,
                "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
-               "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+               "g": 1024**3, "gb": 1024**3, "gib": 1024**3,
+               "t": 1024**4, "tb": 1024**4, "tib": 1024**4}
 _DURATION_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600,
                    "d": 86400, "w": 604800}
 
@@ -38,16 +42,28 @@ class ConfigError(Exception):
     """A configuration that cannot be used; the message says what to fix."""
 
 
+# Bounds past which a number is a typo, not a setting: a count beyond a
+# 32-bit integer, a size beyond 1 TiB, a duration beyond 100 years. Larger
+# values would overflow SQLite columns, timers or socket calls later on.
+MAX_COUNT = 2**31 - 1
+MAX_SIZE = 1024**4
+MAX_DURATION = 100 * 365 * 86400.0
+
+
 def parse_size(value: Any) -> int:
     """parse_size - bytes from an int or a string such as ``25MiB``."""
     if isinstance(value, bool):
         raise ValueError("expected a size such as 25MiB")
     if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size such as 25MiB or 1048576")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+        size = value
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(f"{value!r} is not a size such as 25MiB or 1048576")
+        size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    if size > MAX_SIZE:
+        raise ValueError(f"{str(value)[:40]} is too large (at most 1TiB)")
+    return size
 
 
 def parse_duration(value: Any) -> float:
@@ -55,11 +71,15 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 60s or 5d")
     if isinstance(value, (int, float)):
-        return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match.group(2).lower() not in _DURATION_UNITS:
-        raise ValueError(f"{value!r} is not a duration such as 60s, 15m or 5d")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _DURATION_UNITS:
+            raise ValueError(f"{value!r} is not a duration such as 60s, 15m or 5d")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError(f"{str(value)[:40]} is too long (at most 100 years)")
+    return seconds
 
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -177,6 +197,60 @@ def _domain(value: Any) -> str:
 Domain = Annotated[str, BeforeValidator(_domain)]
 
 
+def _host_name(value: Any) -> str:
+    """_host_name - empty, or a DNS name to say in protocol lines (greeting, EHLO).
+
+    Anything else (a space, CR or LF, punctuation) would be written into
+    replies and headers as it is, where it could end a line early.
+    """
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as mx.example.com")
+    text = value.rstrip(".") if value.endswith(".") and not value.endswith("..") else value
+    if text and not is_host_name(text):
+        raise ValueError(f"{_shown(value)} is not a host name (letters, digits, - and _ "
+                         "in dot-separated labels, e.g. mx.example.com)")
+    return text
+
+
+HostName = Annotated[str, BeforeValidator(_host_name)]
+
+
+def _token(value: Any) -> str:
+    """_token - empty, or one word of printable ASCII with no header specials."""
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as mx.example.com")
+    if value and not re.fullmatch(r"[!#-'*+\-./0-9=?A-Z^-~]+", value):
+        raise ValueError(f"{_shown(value)} is not one word of letters, digits and "
+                         "dots (no spaces, quotes, brackets or line breaks), e.g. "
+                         "mx.example.com")
+    return value
+
+
+Token = Annotated[str, BeforeValidator(_token)]
+
+
+def _from_address(value: Any) -> str:
+    """_from_address - empty, or user@domain to write into a From header."""
+    if not isinstance(value, str):
+        raise ValueError("expected a string such as postmaster@example.com")
+    if not value:
+        return value
+    local, at, domain = value.rpartition("@")
+    if (not at or not local or not re.fullmatch(r"[!#-'*+\-./0-9=?A-Z^-~]+", local)
+            or not is_host_name(domain)):
+        raise ValueError(f"{_shown(value)} is not an address such as "
+                         "postmaster@example.com")
+    return value
+
+
+FromAddress = Annotated[str, BeforeValidator(_from_address)]
+
+
+def _shown(value: str) -> str:
+    """_shown - a value for an error message: quoted, cut short, line breaks visible."""
+    return repr(value[:60])
+
+
 def _internal_host(value: Any) -> str:
     """_internal_host - a host name, a domain (a leading dot allowed) or an IP address.
 
@@ -276,9 +350,13 @@ def _database_url(value: Any) -> str:
     from sqlalchemy.engine import make_url
 
     try:
-        make_url(value)
+        parsed = make_url(value)
     except Exception:
         raise ValueError(f"is not a valid {scheme.lower()} URL; {supported}") from None
+    if scheme.lower().startswith("postgres") and not parsed.database:
+        # Without one the server picks the user's default database, where
+        # mailward would make its tables among whatever else lives there.
+        raise ValueError("names no database; write postgresql://user@host/DATABASE")
     return scheme.lower() + "://" + rest
 
 
@@ -313,14 +391,36 @@ RelayUrl = Annotated[str, BeforeValidator(_relay_url)]
 
 
 class Section(BaseModel):
-    """Base of every section: unknown keys are errors, not silently ignored."""
+    """Base of every section: unknown keys are errors, not silently ignored.
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    Types are strict, as TOML has them: ``true`` is no integer, ``"yes"`` no
+    boolean and ``"5"`` no number (an integer still counts for a float).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _sensible_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and abs(value) > MAX_COUNT and not _is_size(
+                cls, info.field_name):
+            raise ValueError(f"{value} is too large (at most {MAX_COUNT})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        return value
+
+
+def _is_size(section: type[BaseModel], name: str | None) -> bool:
+    field = section.model_fields.get(name or "")
+    return field is not None and any(getattr(m, "func", None) is parse_size
+                                     for m in field.metadata)
 
 
 class SmtpSettings(Section):
     listen: SmtpListen = Field("127.0.0.1:2525", description="address and port the SMTP server listens on, HOST:PORT or [IPv6]:PORT (the port is required)")
-    hostname: str = Field("", description="name in the banner, EHLO and Received (empty = this host's FQDN)")
+    hostname: HostName = Field("", description="name in the banner, EHLO and Received (empty = this host's FQDN)")
     accepted_domains: list[Domain] = Field(default_factory=list, description="recipient domains we accept mail for (empty = any, allowed only on loopback)")
     max_message_size: Size = Field("25MiB", ge=1024, description="largest message accepted (SIZE); larger gets 552")
     max_recipients: int = Field(100, ge=1, description="recipients per message; more get 452")
@@ -346,9 +446,10 @@ class WebSettings(Section):
     login_max_failures_per_user: int = Field(50, ge=1, description="failed logins for one user from all client IPs within login_window before every further attempt for that user gets 429 (guessing spread over many addresses); at least login_max_failures")
     login_window: Duration = Field("15m", description="window over which failed logins are counted")
     secret_file: str = Field("", description="file holding the key that signs digest links (empty = web.key in the data directory; share it between nodes)")
+    trusted_proxies: list[Network] = Field(default_factory=list, description="addresses or CIDR networks of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (empty = none: the client address is the connecting peer, for login throttling and the audit log)")
     metrics_public: bool = Field(False, description="serve /metrics without a token (only for a scraper on a trusted network)")
     digest_interval: Duration = Field("5m", description="how often users' quarantine digests are checked for being due")
-    digest_from: str = Field("", description="From address of quarantine digests (empty = quarantine@<hostname>)")
+    digest_from: FromAddress = Field("", description="From address of quarantine digests (empty = quarantine@<hostname>)")
     digest_link_lifetime: Duration = Field("72h", description="how long the one-click links in a digest work")
     digest_max_items: int = Field(50, ge=1, description="items listed in one digest; more are summarised with a link to the console")
     user_release: list[Literal["spam", "phish", "impostor", "policy", "auth"]] = Field(default_factory=lambda: ["spam", "policy", "auth"], description="categories of held mail end users may release themselves (console and digest links); the others they can only ask staff to release. Malware is always staff-only")
@@ -367,6 +468,16 @@ class StorageSettings(Section):
     data_dir: str = Field("./mailward-data", description="directory for the database, spool, quarantine and mailboxes")
     database_url: DatabaseUrl = Field("", description="database URL: postgresql://user@host/db or sqlite:///path/to/file.db (empty = SQLite in data_dir)")
 
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty; name a directory, e.g. /var/lib/mailward "
+                             "(the current directory is never assumed)")
+        if "\0" in value:
+            raise ValueError("contains a NUL character; name a directory")
+        return value
+
 
 class DeliverySettings(Section):
     relay: RelayUrl = Field("", description="downstream server, smtp://host:port, smtp+starttls://host:port or smtps://host:port (empty = built-in mailbox store)")
@@ -376,7 +487,7 @@ class DeliverySettings(Section):
     retry_max: Duration = Field("1h", description="longest delay between retries (the delay doubles up to this)")
     max_age: Duration = Field("5d", description="give up and bounce after a message has waited this long")
     bounce_relay: RelayUrl = Field("", description="where bounces go (empty = the relay; with the mailbox store, local senders only)")
-    bounce_from: str = Field("", description="From address of bounces (empty = MAILER-DAEMON@hostname)")
+    bounce_from: FromAddress = Field("", description="From address of bounces (empty = MAILER-DAEMON@hostname)")
 
 
 class PipelineSettings(Section):
@@ -444,7 +555,7 @@ _ACTIONS = Literal["deliver", "tag", "quarantine", "reject"]
 
 
 class AuthSettings(Section):
-    authserv_id: str = Field("", description="authserv-id of our Authentication-Results (empty = the host name); incoming ones claiming it are removed")
+    authserv_id: Token = Field("", description="authserv-id of our Authentication-Results (empty = the host name); incoming ones claiming it are removed")
     trusted_networks: list[Network] = Field(["127.0.0.0/8", "::1/128"], description="client networks (internal relays; loopback by default) whose mail is not SPF, DKIM, DMARC or ARC checked, and that IP reputation and rate limits never score or refuse")
 
 
@@ -634,7 +745,7 @@ class ReportSettings(Section):
     queue: TaskQueue = Field("", description="task queue storage: empty = a SQLite file in data_dir, or redis://host:port/db shared by several nodes")
     workers: int = Field(2, ge=1, description="reports analysed at once on this node")
     notify: bool = Field(True, description="email the reporter the outcome")
-    notify_from: str = Field("", description="From address of outcome emails (empty = the reporting address, else security@<hostname>)")
+    notify_from: FromAddress = Field("", description="From address of outcome emails (empty = the reporting address, else security@<hostname>)")
     notify_relay: RelayUrl = Field("", description="where outcome emails go, smtp://host:port (empty = the delivery queue)")
     language: str = Field("en", description="language of outcome emails: en, de, fr, or one in templates_dir")
     languages: dict[str, str] = Field(default_factory=dict, description="reporter address or @domain -> language of their outcome emails")
@@ -727,7 +838,7 @@ class AlertSettings(Section):
     webhook_urls: list[HttpUrl] = Field(default_factory=list, description="URLs that receive each alert as JSON, signed in X-Mailward-Signature (HMAC-SHA256)")
     webhook_secret: str = Field("", description="HMAC key of webhook signatures (empty = a key generated in data_dir/alert.key)")
     email_to: list[str] = Field(default_factory=list, description="addresses that receive each alert by email")
-    email_from: str = Field("", description="From of alert email (empty = mailward@<hostname>)")
+    email_from: FromAddress = Field("", description="From of alert email (empty = mailward@<hostname>)")
     smtp_relay: RelayUrl = Field("", description="where alert email is sent, smtp://host:port (empty = delivery.relay, else the gateway's own SMTP listener)")
     syslog: SyslogUrl = Field("", description="syslog receiver for alerts, udp://host:port or tcp://host:port (RFC 5424, CEF payload)")
     timeout: Duration = Field("10s", description="time allowed for one notification")
@@ -861,7 +972,34 @@ def prepare_data_dir(settings: Settings, create: bool = True) -> Path:
         what = "write in" if parent == path else "create"
         raise ConfigError(f"storage.data_dir: cannot {what} {path}: "
                           f"{error.strerror}; {fix}") from None
+    _prepare_sqlite_dir(settings, create)
     return path
+
+
+def _prepare_sqlite_dir(settings: Settings, create: bool) -> None:
+    """_prepare_sqlite_dir - the directory of a storage.database_url SQLite file, as data_dir."""
+    url = settings.storage.database_url
+    if not url.startswith("sqlite"):
+        return
+    path = Path(url.split(":///", 1)[1]).expanduser()
+    directory = path.parent
+    fix = "set storage.database_url to a file in a directory mailward may write"
+    if path.is_dir():
+        raise ConfigError(f"storage.database_url: {path} is a directory, not a file; {fix}")
+    if directory.is_dir():
+        return
+    if directory.exists():
+        raise ConfigError(f"storage.database_url: {directory} is not a directory; {fix}")
+    parent = next((p for p in directory.parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise ConfigError(f"storage.database_url: cannot create {directory}; {fix}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mailward-check-", dir=parent))
+        if create:
+            directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"storage.database_url: the directory {directory} does not exist "
+                          f"and cannot be created: {error.strerror}; {fix}") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -881,6 +1019,27 @@ def parse_rate(text: str) -> tuple[int, float]:
     return int(count), parse_duration(period)
 
 
+_TYPE_NAMES = {"int_type": "an integer", "bool_type": "true or false",
+               "float_type": "a number", "string_type": "a string in quotes",
+               "list_type": "an array [...]", "dict_type": "a table {...}",
+               "model_type": "a table"}
+
+
+def _toml_kind(value: Any) -> str:
+    """_toml_kind - what TOML type a value was written as, for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {_shown(value)}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
 def _format_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -888,6 +1047,9 @@ def _format_error(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (see `mailward config defaults`)"
+        elif item["type"] in _TYPE_NAMES:
+            message = (f"expected {_TYPE_NAMES[item['type']]}, got "
+                       f"{_toml_kind(item.get('input'))}")
         # A section's own check names its key first: "web" + "login_window: ..."
         named = re.match(r"([a-z_]+): ", message)
         if key and "." not in key and named and item["type"] == "value_error":
@@ -905,6 +1067,12 @@ def load_settings(path: str | Path | None = None,
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte "
+                              f"0x{error.object[error.start]:02x} at offset {error.start}); "
+                              "save it as UTF-8") from None
+        except OSError as error:
+            raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
     for dotted, value in (overrides or {}).items():

@@ -389,12 +389,11 @@ def decode_charset(data: bytes, charset: str, defects: list[str]) -> str:
     charset = charset.strip().strip('"').lower() or "us-ascii"
     if charset in ("us-ascii", "ascii", "ansi_x3.4-1968"):
         charset = "utf-8"  # 8-bit bytes in a part labelled ASCII are common
-    try:
-        codecs.lookup(charset)
-    except (LookupError, ValueError):  # ValueError: a NUL in the name
+    codec = text_codec(charset)
+    if codec is None:
         shown = "".join(c if c.isprintable() else "?" for c in charset[:40])
         defects.append(f"UNKNOWN_CHARSET:{shown}")
-        charset = "utf-8"
+    charset = codec or "utf-8"
     if not _ascii_compatible(charset) and b"\x00" not in data:
         # EBCDIC, UTF-16 or UTF-32 declared for text that is plain UTF-8: decoded
         # as declared it is noise to us and to the checks (its links vanish),
@@ -410,6 +409,33 @@ def decode_charset(data: bytes, charset: str, defects: list[str]) -> str:
         return data.decode(charset, errors="replace")
     except Exception:  # some codecs raise on odd input even with "replace"
         return data.decode("utf-8", errors="replace")
+
+
+# Python codecs that a lookup finds but that are no MIME charset: they raise
+# on ordinary text ("undefined", "idna" on a long line) or turn it into
+# something no mail reader reads as that text.
+_NOT_CHARSETS = frozenset({"undefined", "idna", "punycode", "unicode-escape",
+                           "raw-unicode-escape", "unicode-internal"})
+
+
+@functools.lru_cache(maxsize=256)
+def text_codec(charset: str) -> str | None:
+    """text_codec - the Python codec for a charset a message names, or None.
+
+    None for a name Python does not know, one it cannot even look up (a NUL
+    in it), a bytes-to-bytes codec (base64, zlib) and the codecs of
+    ``_NOT_CHARSETS``. A codec returned here encodes and decodes text.
+    """
+    charset = (charset or "").strip().strip('"').lower()
+    if not charset:
+        return None
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return "utf-8" if info.name == "utf-8-sig" else info.name
 
 
 @functools.lru_cache(maxsize=256)

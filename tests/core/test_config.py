@@ -239,6 +239,30 @@ def config_check(tmp_path, text: str) -> subprocess.CompletedProcess:
     ('[reports]\nqueue = "amqp://broker"', "reports.queue: 'amqp://broker' is neither empty"),
     ('[ratelimit]\nbackend = "memcached://cache:11211"',
      "ratelimit.backend: 'memcached://cache:11211' is neither memory nor redis://"),
+    # Names written into protocol lines and headers: no spaces, CR or LF.
+    ('[smtp]\nhostname = "bad host name!\\r\\n250 fake"',
+     "smtp.hostname: 'bad host name!\\r\\n250 fake' is not a host name"),
+    ('[smtp]\nhostname = "mx.example.com\\r\\n"', "smtp.hostname: "),
+    ('[auth]\nauthserv_id = "mx example"', "auth.authserv_id: 'mx example' is not one word"),
+    ('[delivery]\nbounce_from = "daemon@mx\\r\\nBcc: x@evil.example"',
+     "delivery.bounce_from: "),
+    ('[web]\ndigest_from = "quarantine @example.com"', "web.digest_from: "),
+    # TOML's types must match: no booleans for numbers, no strings for booleans.
+    ('[smtp]\nmax_recipients = true', "smtp.max_recipients: expected an integer, got true"),
+    ('[smtp]\nrequire_starttls = "yes"',
+     "smtp.require_starttls: expected true or false, got the string 'yes'"),
+    ('[smtp]\nmax_sessions = "500"', "smtp.max_sessions: expected an integer, got the string"),
+    ('[smtp]\nhostname = 5', "smtp.hostname: expected a string"),
+    ('[smtp]\nmax_recipients = 99999999999999999999999',
+     "smtp.max_recipients: 99999999999999999999999 is too large (at most 2147483647)"),
+    ('[smtp]\nmax_message_size = "9999TiB"', "smtp.max_message_size: 9999TiB is too large"),
+    ('[delivery]\nmax_age = 1e300', "delivery.max_age: 1e+300 is too long"),
+    ('[sandbox]\ncape_malicious_score = nan', "sandbox.cape_malicious_score: nan is not a finite"),
+    # A database URL names its database.
+    ('[storage]\ndatabase_url = "postgresql://"',
+     "storage.database_url: names no database; write postgresql://user@host/DATABASE"),
+    ('[storage]\ndatabase_url = "postgresql://mailward:hunter2@db.example"',
+     "storage.database_url: names no database"),
 ])
 def test_config_check_refuses_a_setting_that_would_fail_or_do_nothing(tmp_path, text, says):
     result = config_check(tmp_path, text)
@@ -283,3 +307,71 @@ backend = "memory"
     assert settings.spam.internal_hosts == ["example.com", "mx1.example.net", "192.0.2.25",
                                             "localhost"]
     assert settings.database_url.startswith("sqlite+aiosqlite:///")
+
+
+def test_an_empty_data_dir_is_refused_not_taken_as_the_current_directory(tmp_path):
+    path = write(tmp_path, '[storage]\ndata_dir = ""\n'
+                           '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n')
+    refused_by_check_and_serve(tmp_path, path, "storage.data_dir: is empty", one_line=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mailward.toml"]
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line_from_check_and_serve(tmp_path):
+    path = tmp_path / "mailward.toml"
+    path.write_bytes(b'[smtp]\nhostname = "caf\xe9.example"\n')
+    refused_by_check_and_serve(tmp_path, path, "is not UTF-8 text (byte 0xe9 at offset 22); "
+                                               "save it as UTF-8", one_line=True)
+
+
+def test_a_sqlite_file_in_a_directory_that_cannot_be_made_is_named(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory\n")
+    path = write(tmp_path, f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+                           f'database_url = "sqlite:///{tmp_path}/a-file/db/x.db"\n'
+                           '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n')
+    refused_by_check_and_serve(tmp_path, path, "storage.database_url: cannot create "
+                                               f"{tmp_path}/a-file/db", one_line=True)
+    result = subprocess.run([sys.executable, "-m", "mailward", "--config", str(path), "db",
+                             "upgrade"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "storage.database_url: cannot create" in result.stderr
+
+
+def test_a_sqlite_directory_is_made_like_the_data_dir(tmp_path):
+    path = write(tmp_path, f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+                           f'database_url = "sqlite:///{tmp_path}/new/dir/x.db"\n')
+    assert config_run(path, "config", "check").returncode == 0
+    assert not (tmp_path / "new").exists()  # the check makes nothing
+    assert config_run(path, "db", "upgrade").returncode == 0
+    assert (tmp_path / "new" / "dir" / "x.db").is_file()
+
+
+def test_a_database_that_does_not_answer_is_one_line_from_serve(tmp_path):
+    import socket
+
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    path = write(tmp_path, f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+                           f'database_url = "postgresql://mailward:hunter2@127.0.0.1:{port}/mw"\n'
+                           '[smtp]\nlisten = "127.0.0.1:9"\n[web]\nlisten = "127.0.0.1:9"\n')
+    for args in (["serve"], ["db", "upgrade"]):
+        result = config_run(path, *args)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+        lines = [line for line in result.stderr.splitlines() if "storage.database_url" in line]
+        assert lines and f"cannot open postgresql://mailward:***@127.0.0.1:{port}/mw" in lines[0]
+        assert "Connect call failed" in lines[0] or "refused" in lines[0].lower()
+
+
+def test_env_and_override_values_still_load():
+    settings = load_settings(overrides={"smtp.max_recipients": 7, "dns.timeout": "0.2s",
+                                        "smtp.require_starttls": True,
+                                        "web.trusted_proxies": ["10.0.0.1"]})
+    assert settings.smtp.max_recipients == 7 and settings.dns.timeout == 0.2
+    assert settings.web.trusted_proxies == ["10.0.0.1/32"]
+
+
+def config_run(path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mailward", "--config", str(path), *args],
+                          cwd=path.parent, capture_output=True, text=True, timeout=120)

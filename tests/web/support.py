@@ -65,6 +65,12 @@ class Console:
             self.http.headers["X-CSRF-Token"] = self.csrf
         return answer
 
+    def login_via(self, username: str, password: str, forwarded_for: str) -> httpx.Response:
+        """login_via - a login attempt that says it was forwarded for another client."""
+        return self.http.post("/api/v1/auth/login",
+                              json={"username": username, "password": password},
+                              headers={"X-Forwarded-For": forwarded_for})
+
     def get(self, path: str, **kwargs) -> httpx.Response:
         return self.http.get(path, **kwargs)
 

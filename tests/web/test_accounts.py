@@ -268,3 +268,42 @@ def test_account_changes_schedule_and_password(console, as_user):
     # Changing the password ends the sessions.
     assert client.get("/api/v1/account").status_code == 401
     assert Console(console).login("erin", "a new password here").status_code == 200
+
+
+def _refused_from(admin, username: str) -> set[str]:
+    audit = admin.get("/api/v1/audit", params={"action": "login", "outcome": "refused"}).json()
+    return {e["client_ip"] for e in audit["items"] if e["target"] == username}
+
+
+def test_forwarded_for_is_not_believed_without_trusted_proxies(console, as_user):
+    console.cli("user", "add", "proxied", "--password-stdin",
+                input=(PASSWORD + "\n").encode())
+    guesser = as_user()  # from 127.0.0.1, where a local reverse proxy would be
+    codes = [guesser.login_via("proxied", f"guess {n}", f"198.51.100.{n + 1}").status_code
+             for n in range(4)]
+    # Each guess names another address, yet all count against the peer's.
+    assert codes == [401, 401, 401, 429]
+    refused = _refused_from(as_user("admin"), "proxied")
+    assert refused == {"127.0.0.1"}
+
+
+def test_forwarded_for_is_believed_from_a_trusted_proxy(tmp_path, sink):
+    from tests.web.conftest import start_console
+
+    gateway = start_console(tmp_path / "proxied", sink, trusted_proxies=["127.0.0.2/32"])
+    try:
+        proxy = Console(gateway, source="127.0.0.2")
+        codes = [proxy.login_via("bob", f"guess {n}", f"198.51.100.{n + 1}").status_code
+                 for n in range(4)]
+        assert codes == [401, 401, 401, 401]  # four clients behind the proxy, one guess each
+        # A peer that is not a listed proxy is not believed.
+        other = Console(gateway, source="127.0.0.3")
+        assert other.login_via("bob", "guess", "203.0.113.9").status_code == 401
+        admin = Console(gateway)
+        assert admin.login("admin").status_code == 200
+        assert _refused_from(admin, "bob") == {f"198.51.100.{n + 1}" for n in range(4)} | {
+            "127.0.0.3"}
+        for client in (proxy, other, admin):
+            client.close()
+    finally:
+        gateway.stop()

@@ -14,8 +14,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from mailward.config import ConfigError
 
 log = logging.getLogger("mailward.store")
 
@@ -79,11 +82,39 @@ class Store:
 
     async def migrate(self) -> None:
         """migrate - bring the schema to the newest revision."""
+        await self.check_connection()
         async with self.engine.begin() as connection:
             await connection.run_sync(_upgrade)
 
+    async def check_connection(self) -> None:
+        """check_connection - ConfigError naming the setting unless the database answers."""
+        try:
+            async with self.engine.connect() as connection:
+                await connection.exec_driver_sql("SELECT 1")
+        except (OSError, DBAPIError) as error:
+            raise ConfigError(_connect_error(self.url, error)) from None
+        except Exception as error:  # asyncpg's own errors (bad password, no database)
+            if type(error).__module__.split(".")[0] != "asyncpg":
+                raise
+            raise ConfigError(_connect_error(self.url, error)) from None
+
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def _connect_error(url: str, error: Exception) -> str:
+    """_connect_error - one line: which setting, which database (no password), the cause."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        shown = "the database"
+    key = "storage.database_url"
+    shown = shown.replace("+asyncpg://", "://", 1)
+    if url.startswith("sqlite"):
+        shown = url.split(":///", 1)[-1]
+    return f"{key}: cannot open {shown}: {text[:300]}"
 
 
 def _upgrade(connection: Connection) -> None:

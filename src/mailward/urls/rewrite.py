@@ -240,12 +240,9 @@ def _first(attributes: list[Attribute], name: str) -> Attribute | None:
 
 def _codec(charset: str) -> str:
     """_codec - a Python codec name for a MIME charset (unknown: UTF-8)."""
-    import codecs
+    from mailward.mime import text_codec
 
-    try:
-        return codecs.lookup(charset or "utf-8").name
-    except (LookupError, ValueError):  # ValueError: a NUL in the name
-        return "utf-8"
+    return text_codec(charset or "utf-8") or "utf-8"
 
 
 def _value(attribute: Attribute | None, charset: str) -> str:

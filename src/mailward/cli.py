@@ -675,6 +675,23 @@ def intel_list(context: Context, kind: str | None, limit: int) -> None:
 # quarantine
 
 
+def _listing(columns: tuple[str, ...], rows: list[tuple], width: int) -> None:
+    """_listing - rows as a table on a terminal, else one tab-separated line each.
+
+    For scripts nothing is cut; on a terminal each cell is cut to width. Text from
+    mail is escaped either way (``mailward.terminal``).
+    """
+    if not sys.stdout.isatty():
+        for values in rows:
+            click.echo(tsv_line(*values))
+        return
+    table = Table(*columns)
+    table.columns[0].no_wrap = True
+    for values in rows:
+        table.add_row(*(markup_cell(v, width) for v in values))
+    Console().print(table)
+
+
 @main.group()
 def quarantine() -> None:
     """Review quarantined messages."""
@@ -706,16 +723,8 @@ def quarantine_list(context: Context, category: str | None, recipient: str | Non
     rows = [(item.id, item.created_at.strftime("%Y-%m-%d %H:%M"), item.category, item.sender,
              ", ".join(item.recipients), item.subject, item.status) for item in items]
     # Senders and subjects come from the mail: controls in them are escaped.
-    if not sys.stdout.isatty():
-        # For scripts: one tab-separated line per item, nothing cut.
-        for values in rows:
-            click.echo(tsv_line(*values))
-    else:
-        table = Table("id", "received", "category", "sender", "recipients", "subject", "status")
-        table.columns[0].no_wrap = True
-        for values in rows:
-            table.add_row(*(markup_cell(v, 60) for v in values))
-        Console().print(table)
+    _listing(("id", "received", "category", "sender", "recipients", "subject", "status"),
+             rows, 60)
     console.print(f"{len(items)} of {total}")
 
 
@@ -799,15 +808,7 @@ def parked_list(context: Context) -> None:
              ", ".join(map(str, item.envelope.get("rcpt_to", [])[:5])),
              item.reason.strip().splitlines()[0] if item.reason.strip() else "")
             for item in items]
-    if not sys.stdout.isatty():
-        for values in rows:
-            click.echo(tsv_line(*values))
-    else:
-        table = Table("queue id", "parked", "bytes", "sender", "recipients", "reason")
-        table.columns[0].no_wrap = True
-        for values in rows:
-            table.add_row(*(markup_cell(v, 80) for v in values))
-        Console().print(table)
+    _listing(("queue id", "parked", "bytes", "sender", "recipients", "reason"), rows, 80)
     console.print(f"{len(items)} parked in {context.settings.data_dir / 'spool' / 'parked'}")
 
 

@@ -16,7 +16,7 @@ import re
 import socket
 import tempfile
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -1077,11 +1077,26 @@ def load_settings(path: str | Path | None = None,
             raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        data.setdefault(section, {})[key] = value
+        data.setdefault(section, {})[key] = _as_toml(value)
     try:
         return Settings.model_validate(data)
     except ValidationError as error:
         raise ConfigError(f"config error: {_format_error(error)}") from None
+
+
+def _as_toml(value: Any) -> Any:
+    """_as_toml - an override given from Python as TOML would give it.
+
+    The settings take TOML's types strictly; a caller's tuple is an array and a
+    path is a string, as they would be written in the file.
+    """
+    if isinstance(value, (list, tuple)):
+        return [_as_toml(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _as_toml(item) for key, item in value.items()}
+    if isinstance(value, PurePath):
+        return str(value)
+    return value
 
 
 def _toml_value(value: Any) -> str:

@@ -372,6 +372,14 @@ def test_env_and_override_values_still_load():
     assert settings.web.trusted_proxies == ["10.0.0.1/32"]
 
 
+def test_overrides_from_python_are_read_as_toml_would_give_them(tmp_path):
+    # A tuple is an array and a path is a string, as written in a file.
+    settings = load_settings(overrides={"spam.internal_hosts": ("mx.example.org", "lan"),
+                                        "storage.data_dir": tmp_path / "data"})
+    assert settings.spam.internal_hosts == ["mx.example.org", "lan"]
+    assert str(settings.storage.data_dir) == str(tmp_path / "data")
+
+
 def config_run(path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mailward", "--config", str(path), *args],
                           cwd=path.parent, capture_output=True, text=True, timeout=120)

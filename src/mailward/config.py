@@ -215,11 +215,16 @@ def _host_name(value: Any) -> str:
 HostName = Annotated[str, BeforeValidator(_host_name)]
 
 
+# One word of printable ASCII without the header specials (an RFC 5322 atom, with
+# dots): what a header may hold unquoted.
+_WORD = re.compile(r"[!#-'*+\-./0-9=?A-Z^-~]+")
+
+
 def _token(value: Any) -> str:
     """_token - empty, or one word of printable ASCII with no header specials."""
     if not isinstance(value, str):
         raise ValueError("expected a string such as mx.example.com")
-    if value and not re.fullmatch(r"[!#-'*+\-./0-9=?A-Z^-~]+", value):
+    if value and not _WORD.fullmatch(value):
         raise ValueError(f"{_shown(value)} is not one word of letters, digits and "
                          "dots (no spaces, quotes, brackets or line breaks), e.g. "
                          "mx.example.com")
@@ -236,7 +241,7 @@ def _from_address(value: Any) -> str:
     if not value:
         return value
     local, at, domain = value.rpartition("@")
-    if (not at or not local or not re.fullmatch(r"[!#-'*+\-./0-9=?A-Z^-~]+", local)
+    if (not at or not local or not _WORD.fullmatch(local)
             or not is_host_name(domain)):
         raise ValueError(f"{_shown(value)} is not an address such as "
                          "postmaster@example.com")

@@ -85,6 +85,10 @@ def cap_depth(html: str, max_depth: int = MAX_DEPTH) -> str:
     stays within the depth comes back as it was (the same object); text and
     end tags are always kept.
     """
+    # No element opens without a start tag: with no more "<" than max_depth
+    # besides those of end tags, no element can open past it.
+    if html.count("<") - html.count("</") <= max_depth:
+        return html
     open_tags: list[str] = []
     open_count: dict[str, int] = {}  # how many of open_tags bear each name
     kept: list[str] = []

@@ -119,6 +119,9 @@ def test_html_within_the_nesting_cap_is_parsed_as_written():
             + "<div class='a>b'>" * (MAX_DEPTH - 4) + "<script><div><div></script>e")
     assert cap_depth(html) is html
     assert cap_depth(html + "<div><span>f") == html + "f"
+    # At the cap, and one past it, with nothing else to count.
+    assert cap_depth("<div>" * 3 + "x", max_depth=3) == "<div>" * 3 + "x"
+    assert cap_depth("<div>" * 4 + "x</div>", max_depth=3) == "<div>" * 3 + "x</div>"
 
 
 async def test_a_huge_body_is_judged_by_a_prefix_and_says_so(services):

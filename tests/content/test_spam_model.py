@@ -164,16 +164,20 @@ def corpus_messages():
 
 
 def test_the_one_message_path_gives_exactly_the_batch_rows_and_scores(corpus):
-    from mailward.content.features import GROUP_WEIGHTS, spam_tokens
-    from mailward.content.model import LinearModel, N_FEATURES
+    from mailward.content.features import GROUP_WEIGHTS, reading_runs, spam_runs, spam_tokens
+    from mailward.content.model import Bag, LinearModel, N_FEATURES
     from mailward.content.spam import bundled_model, content_findings
     from mailward.content.train import read_message
 
-    rows = []
+    rows, bags = [], []
     for path in corpus_messages():
         message = read_message(path)
-        rows.append(spam_tokens(message, content_findings(message)))
+        findings = content_findings(message)
+        rows.append(spam_tokens(message, findings))
+        # The gateway's path: the words' bag, shared, joined to the rest.
+        bags.append(Bag.of_runs(reading_runs(message)) + Bag.of_runs(spam_runs(message, findings)))
     rows.append([])
+    bags.append(Bag.of_runs([]))
     noise = np.random.RandomState(7).standard_normal(N_FEATURES).astype(np.float32)
     for model in (bundled_model(), LinearModel(noise, 0.25),
                   LinearModel(noise, -0.5, groups=GROUP_WEIGHTS)):
@@ -187,6 +191,9 @@ def test_the_one_message_path_gives_exactly_the_batch_rows_and_scores(corpus):
             assert model.raw(tokens) == float(np.dot(model.coef[expected.indices],
                                                      expected.data) + model.intercept)
             assert model.raw(tokens) == pytest.approx(many[number], abs=1e-9)
+            bag_indices, bag_values = model.row(bags[number])
+            assert np.array_equal(bag_indices, expected.indices)
+            assert np.array_equal(bag_values, expected.data)
     assert bundled_model().groups == GROUP_WEIGHTS
 
 
@@ -199,6 +206,25 @@ def test_string_groups_follow_their_prefix():
                 "ht:font": "html", "ha:font:color=red": "html", "u:example.net": "structure",
                 "at:exe": "structure", "f:URL_IP_HOST": "findings", "odd:thing": "text"}
     assert {token: GROUPS[token_group(token)] for token in expected} == expected
+
+
+def test_every_run_of_real_mail_holds_strings_of_its_own_group(corpus):
+    from mailward.content.features import GROUPS, TEXT, reading_runs, spam_runs, token_group
+    from mailward.content.language import cue_tokens, find_cues, reader_text
+    from mailward.content.spam import content_findings
+    from mailward.content.train import read_message
+
+    seen = set()
+    for path in corpus_messages():
+        message = read_message(path)
+        runs = (reading_runs(message) + spam_runs(message, content_findings(message))
+                + [(cue_tokens(find_cues(reader_text(message))), TEXT)])
+        for tokens, group in runs:
+            strays = [t for t in tokens if token_group(t) != group]
+            assert not strays, (path.name, GROUPS[group], strays[:3])
+            if tokens:
+                seen.add(group)
+    assert seen == set(range(len(GROUPS)))
 
 
 async def test_url_and_attachment_findings_are_the_same_features_offline_as_on_the_wire(

@@ -112,18 +112,26 @@ def _grams(key: str, word: str) -> list[str]:
     return grams
 
 
-def text_tokens(text: str, prefix: str = "") -> list[str]:
-    """text_tokens - words, word pairs and character n-grams of a text."""
+def text_parts(text: str, prefix: str = "") -> tuple[list[str], list[str]]:
+    """text_parts - (words and word pairs, character n-grams) of a text."""
     words = _WORD.findall(text[:MAX_TEXT].lower())
     found = [prefix + w for w in words] if prefix else list(words)
     pair = prefix + "b:"
     found.extend([f"{pair}{a}_{b}" for a, b in zip(words, words[1:])])
     distinct = [w for w in dict.fromkeys(words) if len(w) > NGRAM][:MAX_NGRAM_WORDS]
     known = _GRAMS.get
+    grams: list[str] = []
     for word in distinct:
         key = prefix + word if prefix else word
-        grams = known(key)
-        found.extend(_grams(key, word) if grams is None else grams)
+        cached = known(key)
+        grams.extend(_grams(key, word) if cached is None else cached)
+    return found, grams
+
+
+def text_tokens(text: str, prefix: str = "") -> list[str]:
+    """text_tokens - words, word pairs and character n-grams of a text."""
+    found, grams = text_parts(text, prefix)
+    found.extend(grams)
     return found
 
 
@@ -285,43 +293,49 @@ def finding_tokens(findings: Iterable[Finding]) -> list[str]:
             and f.symbol not in NOT_FEATURES]
 
 
-def reading_tokens(message: Message) -> list[str]:
-    """reading_tokens - the strings of what a reader sees: subject, then text.
+# A run: strings of one group, and the group's index in GROUPS. The model
+# counts and hashes a run without asking each string its group
+# (``content.model.Bag``); ``token_group`` of each string is the run's.
+Run = tuple[list[str], int]
+TEXT, SUBJECT, HEADERS, HEADER_VALUES, HTML, STRUCTURE, FINDINGS, NGRAMS = range(len(GROUPS))
+
+
+def reading_runs(message: Message) -> list[Run]:
+    """reading_runs - the strings of what a reader sees: subject, then text.
 
     Both content classifiers start from these.
     """
-    found = text_tokens(message.subject[:500], "s:")
-    found.extend(text_tokens(message.text))
-    return found
+    subject, subject_grams = text_parts(message.subject[:500], "s:")
+    words, grams = text_parts(message.text)
+    return [(subject, SUBJECT), (subject_grams, SUBJECT), (words, TEXT), (grams, NGRAMS)]
 
 
-def shared_reading_tokens(scratch: dict, message: Message) -> list[str]:
-    """shared_reading_tokens - ``reading_tokens``, made once per message judged.
-
-    ``scratch`` is the judged message's scratch space (``Task.scratch``); the
-    list is kept there for the other classifier and must not be changed.
-    """
-    found = scratch.get("reading_tokens")
-    if found is None:
-        found = scratch["reading_tokens"] = reading_tokens(message)
-    return found
-
-
-def spam_tokens(message: Message, findings: Iterable[Finding] = (),
-                internal_hosts: Iterable[str] = (),
-                reading: list[str] | None = None) -> list[str]:
-    """spam_tokens - everything the spam model sees of a message.
+def spam_runs(message: Message, findings: Iterable[Finding] = (),
+              internal_hosts: Iterable[str] = ()) -> list[Run]:
+    """spam_runs - what the spam model sees besides ``reading_runs``.
 
     ``internal_hosts`` are the site's own mail hosts (``spam.internal_hosts``):
     the Received headers they added are not read (``internal_hops``).
-    ``reading`` is the message's ``reading_tokens`` when they are made already.
     """
-    text = message.text
     internal = internal_hops(message, internal_hosts)
-    found = list(reading) if reading is not None else reading_tokens(message)
-    found.extend(header_tokens(message, internal))
-    found.extend(header_value_tokens(message, internal))
-    found.extend(html_tokens(message))
-    found.extend(structure_tokens(message, text))
-    found.extend(finding_tokens(findings))
-    return found
+    return [(header_tokens(message, internal), HEADERS),
+            (header_value_tokens(message, internal), HEADER_VALUES),
+            (html_tokens(message), HTML),
+            (structure_tokens(message, message.text), STRUCTURE),
+            (finding_tokens(findings), FINDINGS)]
+
+
+def flatten(runs: Iterable[Run]) -> list[str]:
+    """flatten - the strings of runs, in order, as one list."""
+    return [token for tokens, _ in runs for token in tokens]
+
+
+def reading_tokens(message: Message) -> list[str]:
+    """reading_tokens - ``reading_runs`` as one list of strings."""
+    return flatten(reading_runs(message))
+
+
+def spam_tokens(message: Message, findings: Iterable[Finding] = (),
+                internal_hosts: Iterable[str] = ()) -> list[str]:
+    """spam_tokens - everything the spam model sees of a message, as one list."""
+    return flatten(reading_runs(message) + spam_runs(message, findings, internal_hosts))

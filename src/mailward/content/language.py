@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from mailward.content.features import MAX_TEXT, reading_tokens, shared_reading_tokens
-from mailward.content.model import LinearModel, load_configured
+from mailward.content.features import MAX_TEXT, TEXT, reading_tokens
+from mailward.content.model import Bag, LinearModel, load_configured, reading_bag
 from mailward.message import Message
 from mailward.pipeline import Stage, Task
 from mailward.services import Services
@@ -397,17 +397,16 @@ class Brands:
         return None
 
 
-def language_tokens(message: Message, cues: list[Cue] | None = None,
-                    reading: list[str] | None = None) -> list[str]:
-    """language_tokens - what the language model sees: the words and the cues.
+def cue_tokens(cues: list[Cue]) -> list[str]:
+    """cue_tokens - the strings of the cues, read besides ``reading_tokens``."""
+    return ["cue:" + cue.name for cue in cues]
 
-    ``reading`` is the message's ``reading_tokens`` when they are made already.
-    """
+
+def language_tokens(message: Message, cues: list[Cue] | None = None) -> list[str]:
+    """language_tokens - what the language model sees: the words and the cues."""
     if cues is None:
         cues = find_cues(reader_text(message))
-    found = list(reading) if reading is not None else reading_tokens(message)
-    found.extend("cue:" + cue.name for cue in cues)
-    return found
+    return reading_tokens(message) + cue_tokens(cues)
 
 
 def language_model_path(services: Services) -> Path:
@@ -467,8 +466,9 @@ class LanguageCheck:
             if costume is not None:
                 findings.append(costume)
         if self.model is not None and _enough_words(task.message.text):
-            reading = shared_reading_tokens(task.scratch, task.message)
-            raw = self.model.raw(language_tokens(task.message, cues, reading))
+            bag = reading_bag(task.scratch, task.message) + Bag.of_runs(
+                [(cue_tokens(cues), TEXT)])
+            raw = self.model.raw(bag)
             log_odds = min(MAX_LOG_ODDS, self.model.log_odds(raw))
             if log_odds > 0:
                 probability = 1.0 / (1.0 + math.exp(-log_odds))

@@ -14,8 +14,10 @@ with ``allow_pickle=False``: a model file cannot run code.
 
 Training hashes many messages at once (``vectorize``, sklearn's
 ``FeatureHasher``); a gateway scores one message at a time (``row``),
-which hashes the same strings with the same function through a bounded
-cache and gives the very same numbers without the batch machinery.
+which hashes the same strings with the same function and gives the very
+same numbers without the batch machinery. A message's strings are counted
+and hashed once into a ``Bag``; the words both classifiers read are one
+bag, joined to each classifier's other strings.
 
 Learning from one message (``update``) is a passive-aggressive step: when
 the message is not yet on its label's side by ``margin``, the weights of
@@ -40,100 +42,146 @@ from sklearn.feature_extraction import FeatureHasher
 from sklearn.preprocessing import normalize
 from sklearn.utils import murmurhash3_32
 
-from mailward.content.features import GROUPS, token_group
+from mailward.content.features import GROUPS, Run, reading_runs, token_group
+from mailward.message import Message
 
 N_FEATURES = 2**20
 _HASHER = FeatureHasher(n_features=N_FEATURES, input_type="pair", alternate_sign=False)
-# Strings already hashed: bucket << 3 | group. Bounded: emptied when the
-# strings of a message would overfill it (one message's are far fewer), so
-# hostile mail full of fresh strings costs time, never memory.
-_CODES: dict[str, int] = {}
-_CODES_MAX = 1 << 18
-_GROUP_BITS = 3
 # sklearn's bucket of the one int32 that abs() cannot make positive.
 _MIN_INT32_BUCKET = (2**31 - 1 - (N_FEATURES - 1)) % N_FEATURES
-assert len(GROUPS) <= 1 << _GROUP_BITS
 
 Weights = Sequence[float] | None
 
+class Bag:
+    """The distinct strings of one message: each string's count, bucket and group.
 
-def _codes(keys: list[str]) -> np.ndarray:
-    """_codes - bucket and group of each string; the bucket is FeatureHasher's."""
-    known = list(map(_CODES.get, keys))
-    if None in known:
-        fresh = [key for key, code in zip(keys, known) if code is None]
-        signed = np.fromiter(map(murmurhash3_32, fresh), np.int64, len(fresh))
-        # As sklearn's hasher: abs() of the int32, -2**31 mapped as it maps it.
-        buckets = np.abs(signed) % N_FEATURES
-        buckets[signed == -(2**31)] = _MIN_INT32_BUCKET
-        group = np.fromiter(map(token_group, fresh), np.int64, len(fresh))
-        made = (buckets << _GROUP_BITS | group).tolist()
-        if len(_CODES) + len(fresh) > _CODES_MAX:
-            _CODES.clear()
-        _CODES.update(zip(fresh, made))
-        new = iter(made)
-        known = [next(new) if code is None else code for code in known]
-    return np.fromiter(known, np.int64, len(known))
+    Made from runs of strings whose group is known (``of_runs``), or from any
+    strings, each grouped by its prefix (``of``). The keys are in the order
+    of their first appearance, as ``Counter`` gives them; that order is what
+    makes the one-message row sum colliding strings as the batch sums them.
+    Two bags of distinct strings join with ``+`` (the strings of different
+    groups are distinct: a string's prefix names its group), which is how
+    the two classifiers share the hashing of the words they both read.
+    """
+
+    __slots__ = ("keys", "counts", "buckets", "groups")
+
+    def __init__(self, keys: list[str], counts: np.ndarray, buckets: np.ndarray,
+                 groups: np.ndarray) -> None:
+        self.keys = keys
+        self.counts = counts
+        self.buckets = buckets
+        self.groups = groups
+
+    @classmethod
+    def of_runs(cls, runs: Iterable[Run]) -> "Bag":
+        """of_runs - the bag of runs of strings, each run of one group."""
+        keys: list[str] = []
+        counts: list[int] = []
+        sizes: list[int] = []
+        names: list[int] = []
+        for tokens, group in runs:
+            counted = Counter(tokens)
+            keys.extend(counted)
+            counts.extend(counted.values())
+            sizes.append(len(counted))
+            names.append(group)
+        return cls(keys, np.array(counts, np.float64), _buckets(keys),
+                   np.repeat(np.array(names, np.int64), sizes))
+
+    @classmethod
+    def of(cls, tokens: Iterable[str]) -> "Bag":
+        """of - the bag of any strings, each in the group its prefix names."""
+        counted = Counter(tokens)
+        keys = list(counted)
+        return cls(keys, np.fromiter(counted.values(), np.float64, len(keys)), _buckets(keys),
+                   np.fromiter(map(token_group, keys), np.int64, len(keys)))
+
+    def __add__(self, other: "Bag") -> "Bag":
+        return Bag(self.keys + other.keys, np.concatenate((self.counts, other.counts)),
+                   np.concatenate((self.buckets, other.buckets)),
+                   np.concatenate((self.groups, other.groups)))
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
-def weighted(tokens: Iterable[str], groups: Weights = None
-             ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """weighted - (strings, buckets, values) of one message before hashing.
+def reading_bag(scratch: dict, message: Message) -> Bag:
+    """reading_bag - the bag of ``reading_runs``, made once per message judged.
+
+    ``scratch`` is the judged message's scratch space (``Task.scratch``); the
+    bag is kept there for the other classifier.
+    """
+    bag = scratch.get("reading_bag")
+    if bag is None:
+        bag = scratch["reading_bag"] = Bag.of_runs(reading_runs(message))
+    return bag
+
+
+def _buckets(keys: list[str]) -> np.ndarray:
+    """_buckets - each string's bucket, as sklearn's FeatureHasher computes it."""
+    signed = np.fromiter(map(murmurhash3_32, keys), np.int64, len(keys))
+    # As sklearn's hasher: abs() of the int32, -2**31 mapped as it maps it.
+    buckets = np.abs(signed) % N_FEATURES
+    buckets[signed == -(2**31)] = _MIN_INT32_BUCKET
+    return buckets
+
+
+def _as_bag(tokens: "Iterable[str] | Bag") -> Bag:
+    return tokens if isinstance(tokens, Bag) else Bag.of(tokens)
+
+
+def weighted(tokens: "Iterable[str] | Bag", groups: Weights = None
+             ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """weighted - (strings, buckets, values, groups) of one message before summing.
 
     Each distinct string's value is log(1 + count); with group weights,
     each group's values are divided by the group's L2 norm and multiplied by
-    its weight. Both the batch and the one-message path start from this.
+    its weight, and the strings of groups weighted 0 are left out. Both the
+    batch and the one-message path start from this.
     """
-    keys, codes, values = _weighted_codes(tokens, groups)
-    return keys, codes >> _GROUP_BITS, values
-
-
-def _weighted_codes(tokens: Iterable[str], groups: Weights
-                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """_weighted_codes - ``weighted`` with each string's bucket and group code."""
-    counts = Counter(tokens)
-    keys = list(counts)
-    codes = _codes(keys)
-    values = np.log1p(np.fromiter(counts.values(), np.float64, len(keys)))
+    bag = _as_bag(tokens)
+    keys, buckets, group = bag.keys, bag.buckets, bag.groups
+    values = np.log1p(bag.counts)
     if groups is not None and len(keys):
-        group = codes & ((1 << _GROUP_BITS) - 1)
-        squares = np.bincount(group, values * values, minlength=1 << _GROUP_BITS)
+        squares = np.bincount(group, values * values, minlength=len(GROUPS))
         norms = np.sqrt(np.where(squares > 0, squares, 1.0))
-        scale = np.zeros(1 << _GROUP_BITS)
+        scale = np.zeros(len(squares))
         scale[:len(groups)] = np.asarray(groups, np.float64)
         values = values * (scale / norms)[group]
         kept = values != 0
         if not kept.all():
             keys = [k for k, keep in zip(keys, kept) if keep]
-            codes, values = codes[kept], values[kept]
-    return keys, codes, values
+            buckets, values, group = buckets[kept], values[kept], group[kept]
+    return keys, buckets, values, group
 
 
-def vectorize(token_lists: Iterable[list[str]], groups: Weights = None) -> sparse.csr_matrix:
+def vectorize(token_lists: Iterable["list[str] | Bag"], groups: Weights = None
+              ) -> sparse.csr_matrix:
     """vectorize - the rows of many messages, hashed by sklearn's FeatureHasher."""
     pairs = []
     for tokens in token_lists:
-        keys, _, values = weighted(tokens, groups)
+        keys, _, values, _ = weighted(tokens, groups)
         pairs.append(zip(keys, values.tolist()))
     matrix = _HASHER.transform(pairs).tocsr()
     return normalize(matrix, copy=False)
 
 
-def row(tokens: Iterable[str], groups: Weights = None) -> tuple[np.ndarray, np.ndarray]:
+def row(tokens: "Iterable[str] | Bag", groups: Weights = None
+        ) -> tuple[np.ndarray, np.ndarray]:
     """row - (sorted buckets, values) of one message: ``vectorize``'s row, exactly."""
     buckets, values, _ = grouped_row(tokens, groups)
     return buckets, values
 
 
-def grouped_row(tokens: Iterable[str], groups: Weights = None
+def grouped_row(tokens: "Iterable[str] | Bag", groups: Weights = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """grouped_row - ``row`` and the group of each bucket (of its first string).
 
     Colliding strings are summed, then the row is divided by its L2 norm
     summed in bucket order, as sklearn's ``normalize`` sums it.
     """
-    _, codes, values = _weighted_codes(tokens, groups)
-    buckets, group = codes >> _GROUP_BITS, codes & ((1 << _GROUP_BITS) - 1)
+    _, buckets, values, group = weighted(tokens, groups)
     if len(buckets) == 0:
         return buckets, values, group
     order = np.argsort(buckets, kind="stable")
@@ -204,7 +252,7 @@ class LinearModel:
     meta: dict = field(default_factory=dict)
     groups: tuple[float, ...] | None = None
 
-    def row(self, tokens: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    def row(self, tokens: "Iterable[str] | Bag") -> tuple[np.ndarray, np.ndarray]:
         """row - this model's (buckets, values) of one message."""
         return row(tokens, self.groups)
 
@@ -212,7 +260,7 @@ class LinearModel:
         """vectorize - this model's rows of many messages."""
         return vectorize(token_lists, self.groups)
 
-    def raw(self, tokens: Iterable[str]) -> float:
+    def raw(self, tokens: "Iterable[str] | Bag") -> float:
         """raw - the uncalibrated score (log-odds before calibration)."""
         return self.raw_row(*self.row(tokens))
 
@@ -231,13 +279,14 @@ class LinearModel:
     def probability(self, tokens: Iterable[str]) -> float:
         return sigmoid(self.log_odds(self.raw(tokens)))
 
-    def update(self, tokens: list[str], label: int, margin: float = 2.0,
+    def update(self, tokens: "list[str] | Bag", label: int, margin: float = 2.0,
                max_step: float = 20.0, only: frozenset[int] | None = None) -> Update:
         """update - move this message to its label's side (1 positive, 0 negative).
 
         With ``only`` (indices of GROUPS), only the weights of those groups'
         features move, as far as needed to move the whole score the same.
         """
+        tokens = _as_bag(tokens)
         indices, data, group = grouped_row(tokens, self.groups)
         before = self.raw_row(indices, data)
         target = margin if label else -margin

@@ -24,10 +24,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
 
-from mailward.content.features import shared_reading_tokens, spam_tokens
+from mailward.content.features import spam_runs
 from mailward.content.hidden import hidden_findings
 from mailward.content.language import cue_findings, find_cues, reader_text
-from mailward.content.model import LinearModel, load_configured
+from mailward.content.model import Bag, LinearModel, load_configured, reading_bag
 from mailward.content.structure import structure_findings
 from mailward.config import Settings, load_settings
 from mailward.message import Message
@@ -198,9 +198,9 @@ class SpamModelCheck:
     async def check(self, task: Task) -> list[Finding]:
         assert task.message is not None
         model = self.model
-        tokens = spam_tokens(task.message, task.findings, self.internal_hosts,
-                             shared_reading_tokens(task.scratch, task.message))
-        log_odds = model.log_odds(model.raw(tokens))
+        bag = reading_bag(task.scratch, task.message) + Bag.of_runs(
+            spam_runs(task.message, task.findings, self.internal_hosts))
+        log_odds = model.log_odds(model.raw(bag))
         log_odds = max(-MAX_LOG_ODDS, min(MAX_LOG_ODDS, log_odds))
         probability = 1.0 / (1.0 + math.exp(-log_odds))
         task.scratch["spam_probability"] = probability

@@ -170,11 +170,11 @@ class Gateway:
         assert self.pipeline is not None, "Gateway.start() was not awaited"
         raw = self.strip_forged_results(raw, envelope.queue_id)
         async with self._judging:
-            message = await asyncio.to_thread(self.parse, raw)
-            task = Task(envelope=envelope, services=self.services, message=message,
+            task = Task(envelope=envelope, services=self.services,
                         findings=list(session_findings or []))
-            verdict = await self.pipeline.judge(task)
-        return message, verdict, task
+            verdict = await self.pipeline.judge(task, parse=lambda: self.parse(raw))
+        assert task.message is not None
+        return task.message, verdict, task
 
     # Receiving over SMTP.
 

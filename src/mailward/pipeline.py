@@ -20,7 +20,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
 from mailward.envelope import Envelope
 from mailward.hold import HoldRequest
@@ -127,19 +127,23 @@ class Pipeline:
                 found.extend(result)
         return found
 
-    async def judge(self, task: Task) -> Verdict:
-        """judge - every data-stage check under the deadline, then the policy."""
-        assert task.message is not None
+    async def judge(self, task: Task, parse: Callable[[], Message] | None = None) -> Verdict:
+        """judge - every data-stage check under the deadline, then the policy.
+
+        Without ``task.message``, ``parse`` makes it, under the same deadline.
+        """
+        assert task.message is not None or parse is not None
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.deadline):
-                # The expensive views are computed once, off the event loop.
+                # The message is parsed and its expensive views computed once, off
+                # the event loop, in one trip to a thread.
                 # TODO: a thread cannot be stopped, so when the deadline passes the
                 # views of the message go on being computed after the gateway's
                 # concurrency slot is given back, on a thread of the default executor
                 # that spool reads and writes also use; enough such messages at once
                 # would delay every message's spooling until their work ends.
-                await asyncio.to_thread(prepare, task.message)
+                task.message = await asyncio.to_thread(_prepared, task.message, parse)
                 for wave in self.waves[Stage.DATA]:
                     results = await asyncio.gather(*(self._run_one(c, task) for c in wave))
                     for found in results:
@@ -163,6 +167,15 @@ class Pipeline:
                                 f"{type(error).__name__}: {error}") from error
         task.timings[item.name] = time.perf_counter() - started
         return list(found)
+
+
+def _prepared(message: Message | None, parse: Callable[[], Message] | None) -> Message:
+    """_prepared - the message (parsed first when there is none yet), prepared."""
+    if message is None:
+        assert parse is not None
+        message = parse()
+    prepare(message)
+    return message
 
 
 def prepare(message: Message) -> None:

@@ -26,7 +26,7 @@ import logging
 import quopri
 import re
 from dataclasses import asdict, dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import dkim
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
@@ -285,15 +285,25 @@ class DkimVerifier:
         parsed = [signature_tags(value) for value in values]
         names = {name for tags in parsed if tags for name in [key_name(tags)] if name}
         keys = await fetch_keys(self.resolver, names)
+        if not any(key.text is not None for key in keys.values()):
+            # No key to verify with: nothing to hash, so no trip to a thread.
+            return self._verify_all(raw, parsed, keys)
         return await asyncio.to_thread(self._verify_all, raw, parsed, keys)
 
     def _verify_all(self, raw: bytes, parsed: list[dict[bytes, bytes] | None],
                     keys: dict[str, KeyRecord]) -> list[SignatureResult]:
-        message = _Message(raw, minkey=0, logger=_QUIET)
+        made: list[dkim.DKIM] = []
+
+        def message() -> dkim.DKIM:  # parsed for dkimpy once, when a key asks for it
+            if not made:
+                made.append(_Message(raw, minkey=0, logger=_QUIET))
+            return made[0]
+
         return [self._verify_one(message, index, tags, keys)
                 for index, tags in enumerate(parsed)]
 
-    def _verify_one(self, message: dkim.DKIM, index: int, tags: dict[bytes, bytes] | None,
+    def _verify_one(self, message: Callable[[], dkim.DKIM], index: int,
+                    tags: dict[bytes, bytes] | None,
                     keys: dict[str, KeyRecord]) -> SignatureResult:
         """_verify_one - the result of signature number index (RFC 6376 6.1)."""
         if tags is None:
@@ -312,7 +322,7 @@ class DkimVerifier:
             answer = check_key(key.text, tags, granularity=self.granularity)
         except KeyRecordError as error:
             return SignatureResult("permerror", reason=f"{name}: {error}", **base)
-        return self._crypto(message, index, tags, answer, base)
+        return self._crypto(message(), index, tags, answer, base)
 
     def _crypto(self, message: dkim.DKIM, index: int, tags: dict[bytes, bytes],
                 answer: bytes, base: dict[str, str]) -> SignatureResult:

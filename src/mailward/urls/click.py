@@ -10,9 +10,10 @@ by default, for malicious links).
 Clicks are written in batches (at most 500 rows, 50 ms apart) so that a
 burst of clicks costs one commit, not one each; a queue of pending rows
 bounds memory, and a full queue slows the clicks down instead of dropping
-them. TODO: the gateway does not flush the pending rows when it stops, so
-the clicks of the last 50 ms before a shutdown or crash can be missing from
-the log that answers "did anyone click?". Each click is a row of ``clicks``: the message, the recipient (found again
+them. A gateway that stops writes the pending rows before it closes the
+store (``close``, up to ``CLOSE_SECONDS``). TODO: a crash still loses the
+clicks of its last 50 ms, so they can be missing from the log that answers
+"did anyone click?". Each click is a row of ``clicks``: the message, the recipient (found again
 from the opaque recipient id among the message's recipients), the URL and
 the hash of its normalised form (``intel.store.url_hash``, as the index and
 the post-delivery response use it), the time, client IP and user agent, the
@@ -55,6 +56,8 @@ log = logging.getLogger("mailward.urls")
 ALLOWED, WARNED, BLOCKED, THROUGH = "allowed", "warned", "blocked", "clicked-through"
 _MALICIOUS = ("phish", "malware", "impostor")
 _BATCH_ROWS, _BATCH_WAIT, _QUEUE_ROWS = 500, 0.05, 20_000
+# How long a stopping gateway waits for the pending clicks to be written.
+CLOSE_SECONDS = 10.0
 _RECIPIENT_CACHE, _RECIPIENT_TTL = 10_000, 30.0
 _SUSPICIOUS_SIGNALS = ("URL_LOOKALIKE", "URL_USERINFO", "URL_IP_OBFUSCATED", "URL_MIXED_SCRIPT")
 
@@ -198,6 +201,19 @@ class ClickService:
         """flush - wait until every click logged so far is in the store."""
         if self._writer is not None and not self._writer.done():
             await self._pending.join()
+
+    async def close(self) -> None:
+        """close - write the pending clicks (for at most CLOSE_SECONDS), then stop."""
+        if self._writer is None:
+            return
+        try:
+            await asyncio.wait_for(self.flush(), CLOSE_SECONDS)
+        except TimeoutError:
+            log.error("%d clicks not logged: the store did not take them in %gs",
+                      self._pending.qsize(), CLOSE_SECONDS)
+        self._writer.cancel()
+        await asyncio.gather(self._writer, return_exceptions=True)
+        self._writer = None
 
     def automated(self, request: Request, delivered: datetime | None, now: datetime) -> str:
         """automated - why a click looks like a machine's, or ''."""

@@ -429,3 +429,20 @@ def test_a_message_deferred_past_its_maximum_age_bounces(gateway_factory, smtp_s
     [bounce] = smtp_sink.wait_for(1, timeout=40)
     assert bounce.mail_from == "" and bounce.rcpt_tos == ["sender@example.org"]
     assert b"Status: 4.4.7" in bounce.data and b"Action: failed" in bounce.data
+
+
+def test_a_message_failing_inside_the_gateway_bounces_past_its_maximum_age(
+        gateway_factory, smtp_sink, shared):
+    import sqlite3
+
+    smtp_sink.handler.codes["slow@example.com"] = 451
+    gateway = gateway_factory(relay=smtp_sink.url, config={"delivery": {"max_age": "3s"}})
+    reply = gateway.send(ham(shared), mail_from="sender@example.org", rcpts=["slow@example.com"])
+    queue_id = reply.rsplit(" ", 1)[-1]
+    # A record the delivery cannot read: every attempt now fails inside the gateway.
+    with sqlite3.connect(gateway.data_dir / "mailward.db") as db:
+        db.execute("UPDATE messages SET verdict = '{}' WHERE queue_id = ?", (queue_id,))
+    [bounce] = smtp_sink.wait_for(1, timeout=40)
+    assert bounce.mail_from == "" and bounce.rcpt_tos == ["sender@example.org"]
+    assert b"Status: 4.4.7" in bounce.data and b"internal error during delivery" in bounce.data
+    assert "internal error during delivery" in gateway.log()

@@ -114,11 +114,34 @@ class DeliveryQueue:
         try:
             async with self._limit:
                 await self.deliver(queue_id)
-        except Exception:
+        except Exception as error:
             QueueLog(log, queue_id).exception("delivery failed; will retry")
-            await self._defer_all(queue_id, "internal error during delivery")
+            await self._internal_failure(queue_id, "internal error during delivery: "
+                                         f"{type(error).__name__}")
         finally:
             self._busy.discard(queue_id)
+
+    async def _internal_failure(self, queue_id: str, reason: str) -> None:
+        """_internal_failure - a temporary failure of every due delivery.
+
+        It is retried like a relay's 451, and past ``delivery.max_age`` the
+        sender is told (4.4.7), so a message that keeps failing inside the
+        gateway is neither retried forever nor dropped without a word. When
+        even that cannot be recorded, the deliveries are only deferred.
+        """
+        try:
+            async with self.gateway.services.store.reading() as session:
+                record = await session.scalar(select(MessageRecord).where(
+                    MessageRecord.queue_id == queue_id))
+                due = list((await session.scalars(select(Delivery).where(
+                    Delivery.queue_id == queue_id, Delivery.status.in_(DUE)))).all())
+            if record is None:
+                return
+            failed = RecipientResult(451, f"4.3.0 {reason}")
+            await self._finish_rows(record, {row.recipient: failed for row in due}, {})
+        except Exception:
+            QueueLog(log, queue_id).exception("the failure could not be recorded; deferred")
+            await self._defer_all(queue_id, reason)
 
     async def _defer_all(self, queue_id: str, reason: str) -> None:
         async with self.gateway.services.store.session() as session:

@@ -250,14 +250,15 @@ class Retention:
                 size = self._held_size(item)
                 if size is None:
                     continue
-                result.removed["quarantine"].add(size)
                 if result.dry_run:
+                    result.removed["quarantine"].add(size)
                     continue
                 try:
                     await quarantine.delete(item.id, by=ACTOR, why=why)
                 except QuarantineError as error:  # released or deleted meanwhile
                     log.info("quarantine item %s not expired: %s", item.id, error)
                     continue
+                result.removed["quarantine"].add(size)
                 QueueLog(log, item.queue_id).info(
                     "quarantine item %s expired (%d bytes, held since %s)",
                     item.id, size, item.created_at.isoformat(timespec="seconds"))

@@ -25,7 +25,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from mailward.config import (ConfigError, Settings, defaults_toml, load_settings,
-                             parse_duration, parse_hostport, prepare_data_dir)
+                             parse_duration, parse_hostport, prepare_data_dir,
+                             shown_duration)
 from mailward.terminal import markup_cell, tsv_line
 
 # Messages are not wrapped at the terminal's width: a path or a value in an
@@ -845,6 +846,34 @@ def parked_delete(context: Context, queue_ids: tuple[str, ...], days: float | No
         sys.exit(1)
 
 
+# prune
+
+
+@main.command()
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="Only count what would be removed; remove nothing.")
+@pass_context
+def prune(context: Context, dry_run: bool) -> None:
+    """Remove what is past its [retention] age: archive days, parked copies, quarantine
+    items (the running gateway does it every retention.interval)."""
+    from mailward.log import setup_logging
+    from mailward.retention import Retention
+
+    settings = context.settings
+    # Each removal is logged (to stderr); the gateway's start-up is not.
+    setup_logging("warning", settings.log.format)
+    if not dry_run:
+        logging.getLogger("mailward.retention").setLevel(logging.INFO)
+    result = run(with_gateway(settings, lambda gateway: Retention(gateway).sweep(dry_run)))
+    verb = "would remove" if dry_run else "removed"
+    for kind, tally in result.removed.items():
+        ages = getattr(settings.retention, kind)
+        kept = f"older than {shown_duration(ages)}" if ages else "kept for ever"
+        click.echo(tsv_line(kind, f"{verb} {tally.count}", f"{tally.bytes} bytes", kept))
+    if result.kept:
+        click.echo(tsv_line("kept", f"{result.kept} copies with a delivery still to make"))
+
+
 @main.group()
 def token() -> None:
     """Manage API bearer tokens."""
@@ -969,6 +998,7 @@ BACKGROUND: list[str] = [
     "mailward.web.digest:run",
     "mailward.trap.service:run",
     "mailward.reports.service:run",
+    "mailward.retention:run",
 ]
 
 

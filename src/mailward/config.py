@@ -814,6 +814,40 @@ class TrapSettings(Section):
     campaign_tlsh_distance: int = Field(70, ge=0, description="TLSH distance at or below which a body counts as a look-alike of a campaign's")
 
 
+DAY = 86400.0
+
+
+def shown_duration(seconds: float) -> str:
+    """shown_duration - seconds as a person writes them: 30d, 36h, 90s."""
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+class RetentionSettings(Section):
+    archive: Duration = Field("30d", description="how long delivered originals are kept under archive/DAY, for retro-scans and user reports; at least trap.lookback (0 = for ever)")
+    parked: Duration = Field("14d", description="how long copies of messages that could not be judged (answered 451) are kept under spool/parked (0 = for ever)")
+    quarantine: Duration = Field("30d", description="how long a held quarantine item is kept before it expires: deleted as from the console, its pending release requests closed (0 = for ever)")
+    interval: Duration = Field("1h", description="how often the running gateway removes what is past these ages (mailward prune does it once by hand)")
+
+    @field_validator("archive", "parked", "quarantine")
+    @classmethod
+    def _for_ever_or_a_day(cls, value: float) -> float:
+        # A bare number is seconds: "quarantine = 30" must not empty the quarantine.
+        if 0 < value < DAY:
+            raise ValueError(f"{shown_duration(value)} is under a day; write a duration "
+                             "such as 30d (a bare number is seconds), or 0 to keep for ever")
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _minute_to_day(cls, value: float) -> float:
+        if not 60 <= value <= DAY:
+            raise ValueError(f"{shown_duration(value)} is not between 1m and 1d")
+        return value
+
+
 class ImapSettings(Section):
     host: str = Field("127.0.0.1", description="IMAP server holding the delivered mail")
     port: int = Field(143, ge=1, le=65535, description="its port")
@@ -885,6 +919,7 @@ class Settings(Section):
     log: LogSettings = Field(default_factory=LogSettings)
     reports: ReportSettings = Field(default_factory=ReportSettings)
     trap: TrapSettings = Field(default_factory=TrapSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     lists: ListSettings = Field(default_factory=ListSettings)
     imap: ImapSettings = Field(default_factory=ImapSettings)
     graph: GraphSettings = Field(default_factory=GraphSettings)
@@ -923,6 +958,16 @@ class Settings(Section):
         if remote == "graph" and not (graph.tenant_id and graph.client_id):
             raise ValueError("graph.tenant_id: graph.tenant_id and graph.client_id must be "
                              "set when trap.remote_mailbox is graph")
+        return self
+
+    @model_validator(mode="after")
+    def _archive_covers_lookback(self) -> "Settings":
+        keep, lookback = self.retention.archive, self.trap.lookback
+        if keep and keep < lookback:
+            raise ValueError(
+                f"retention.archive: {shown_duration(keep)} is shorter than trap.lookback "
+                f"({shown_duration(lookback)}); retro-scans look back on delivered "
+                "originals, so keep them at least that long (or 0 = for ever)")
         return self
 
     # Derived locations under the data directory.

@@ -3,8 +3,9 @@
 A quarantined message keeps its original bytes in the data directory and one
 row in the store. Release delivers the original to its recipients through
 the delivery queue, with the verdict headers and a note of who released it;
-delete removes the bytes and keeps the record for the message trace. The CLI
-and the REST API both work through this module. Releasing as "not spam"
+delete removes the bytes and keeps the record for the message trace. The CLI,
+the REST API and the expiry of old items (``mailward.retention``) all work
+through this module. Releasing as "not spam"
 teaches the spam model at once that the message is ham
 (``content.learn``), which also keeps a copy of the original under
 ``feedback/ham`` in the data directory for the next full training.
@@ -198,7 +199,9 @@ class Quarantine:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{queue_id}.eml"
 
-    async def delete(self, item_id: str, by: str) -> QuarantineItem:
+    async def delete(self, item_id: str, by: str, why: str = "") -> QuarantineItem:
+        """delete - remove the bytes, keep the record; why closes pending requests
+        (default: "deleted by BY")."""
         item = await self.get(item_id)
         if item.status == "released":
             raise QuarantineError(f"{item_id} was released; nothing to delete")
@@ -210,7 +213,7 @@ class Quarantine:
             stored = await session.get(QuarantineItem, item_id)
             now = datetime.now(UTC)
             stored.status, stored.released_at, stored.released_by = "deleted", now, by
-            await close_requests(session, item_id, f"deleted by {by}", by, now)
+            await close_requests(session, item_id, why or f"deleted by {by}", by, now)
             if item.copy_id is not None:
                 # One pulled copy is gone for good; the message and its other copies stay.
                 copy = await session.get(Copy, item.copy_id)

@@ -10,6 +10,9 @@ Layout under the data directory:
     archive/DAY/     delivered originals, kept for retro-scans and reports
     quarantine/      held for review
 
+Parked copies, archive days and quarantine items are removed after their
+``[retention]`` age (``mailward.retention``); the queue is never swept.
+
 A spool file is the message as received, with our trace header, preceded by
 one ``X-Mailward-Envelope:`` line (the SMTP envelope as JSON) so that a
 message found after a crash without a record in the store can be judged

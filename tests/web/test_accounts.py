@@ -82,6 +82,19 @@ def test_guessing_spread_over_many_addresses_reaches_the_per_user_limit(console,
     assert as_user(source="127.0.0.6").login("bob").status_code == 200
 
 
+def test_the_per_user_limit_spares_the_address_the_user_logs_in_from(console, as_user):
+    console.cli("user", "add", "regular", "--password-stdin",
+                input=(PASSWORD + "\n").encode())
+    home = as_user(source="127.0.0.7")
+    assert home.login("regular").status_code == 200
+    for source in ("127.0.0.8", "127.0.0.9"):
+        guesser = as_user(source=source)
+        assert [guesser.login("regular", f"guess {n}").status_code
+                for n in range(3)] == [401, 401, 401]
+    assert as_user(source="127.0.0.10").login("regular").status_code == 429
+    assert as_user(source="127.0.0.7").login("regular").status_code == 200
+
+
 def test_a_user_limit_below_the_address_limit_is_refused(tmp_path):
     import subprocess
     import sys

@@ -29,7 +29,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, func, select
 
 from mailward.store import Store
-from mailward.store.models import LoginFailure, User, WebSession
+from mailward.store.models import AuditEntry, LoginFailure, User, WebSession
 from mailward.web.security import sha256_hex
 
 log = logging.getLogger("mailward.web")
@@ -38,6 +38,8 @@ ROLES = ("admin", "analyst", "user")
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 ADDRESS = re.compile(r"[^@\s\"<>(),;:\\\[\]]{1,64}@[A-Za-z0-9.-]{1,255}")
 MIN_PASSWORD = 10
+# An address a user logged in from this recently is spared the per-user login limit.
+KNOWN_ADDRESS_DAYS = 30
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
@@ -164,12 +166,11 @@ class Accounts:
         """throttled - which limit of failed logins lately this attempt is past, or ''.
 
         per_pair counts failures for this user from this IP, per_ip those from
-        this IP for any user, per_user those for this user from every IP.
+        this IP for any user, per_user those for this user from every IP. The
+        per_user limit spares an address the user logged in from within
+        KNOWN_ADDRESS_DAYS, so guessing spread over many addresses cannot lock
+        the user out of their own; the other two limits still hold there.
         """
-        # TODO: past per_user the user is refused from every address, their own
-        # included, until the window passes; someone with that many addresses
-        # can still lock a user out, where letting through the addresses the
-        # user last logged in from would not.
         since = datetime.now(UTC) - timedelta(seconds=window)
         user = LoginFailure.username == username[:128]
         address = LoginFailure.client_ip == ip[:64]
@@ -182,9 +183,19 @@ class Accounts:
             return "this user from this address"
         if (by_ip or 0) >= per_ip:
             return "this address"
-        if (by_user or 0) >= per_user:
+        if (by_user or 0) >= per_user and not await self.known_address(username, ip):
             return "this user from all addresses"
         return ""
+
+    async def known_address(self, username: str, ip: str) -> bool:
+        """known_address - the user logged in from this IP within KNOWN_ADDRESS_DAYS."""
+        since = datetime.now(UTC) - timedelta(days=KNOWN_ADDRESS_DAYS)
+        async with self.store.reading() as session:
+            found = await session.scalar(select(AuditEntry.id).where(
+                AuditEntry.actor == f"user:{username[:128]}", AuditEntry.action == "login",
+                AuditEntry.outcome == "ok", AuditEntry.client_ip == ip[:64],
+                AuditEntry.at >= since).limit(1))
+        return found is not None
 
     async def authenticate(self, username: str, password: str, ip: str) -> User | None:
         """authenticate - the live user for these credentials; failures are counted."""

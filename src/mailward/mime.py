@@ -65,6 +65,11 @@ def canonicalize(raw: bytes) -> tuple[bytes, list[str]]:
         newline = raw.find(b"\n")
         raw = raw[newline + 1:] if newline >= 0 else b""
         defects.append("MBOX_FROM_LINE")
+    if b"\r" not in raw:  # every LF is bare: the common case of a file, done in C
+        if b"\n" in raw:
+            raw = raw.replace(b"\n", CRLF)
+            defects.append("BARE_NEWLINE_NORMALIZED")
+        return raw, defects
     without_crlf = raw.replace(CRLF, b"")
     if b"\n" in without_crlf or b"\r" in without_crlf:
         raw = _LONE_NEWLINE.sub(CRLF, raw)

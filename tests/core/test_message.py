@@ -347,3 +347,15 @@ def test_views_are_computed_once_per_message():
     message.__dict__["subject"] = "kept"
     assert message.subject == "kept"
     assert Message(b"Subject: other\r\n\r\nbody\r\n").subject == "other"
+
+
+@pytest.mark.parametrize("raw, canonical", [
+    (b"Subject: a\n\nbody\n", b"Subject: a\r\n\r\nbody\r\n"),
+    (b"Subject: a\r\n\nbody\rx\n", b"Subject: a\r\n\r\nbody\r\nx\r\n"),
+    (b"From a@b Mon\nSubject: a\n\nb", b"Subject: a\r\n\r\nb")])
+def test_bare_line_ends_become_crlf_and_a_defect(raw, canonical):
+    from mailward.mime import canonicalize
+
+    assert canonicalize(raw)[0] == canonical
+    assert "BARE_NEWLINE_NORMALIZED" in canonicalize(raw)[1]
+    assert canonicalize(canonical) == (canonical, [])

@@ -176,7 +176,8 @@ class Gateway:
         async with self._judging:
             task = Task(envelope=envelope, services=self.services,
                         findings=list(session_findings or []))
-            verdict = await self.pipeline.judge(task, parse=lambda: self.parse(raw))
+            verdict = await self.pipeline.judge(task, parse=lambda: self.parse(raw),
+                                                size=len(raw))
         assert task.message is not None
         return task.message, verdict, task
 

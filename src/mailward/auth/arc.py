@@ -37,7 +37,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailward.auth.dkim import _QUIET, fetch_keys, header_fields, key_name
 from mailward.auth.dns import Resolver
-from mailward.pipeline import Stage, Task
+from mailward.pipeline import INLINE_BYTES, Stage, Task
 from mailward.verdict import Category, Finding
 
 if TYPE_CHECKING:
@@ -126,6 +126,8 @@ class ArcVerifier:
         keys = await fetch_keys(self.resolver, names)
         answers = {name: (key.text.encode("utf-8", "replace") if key.text else None)
                    for name, key in keys.items()}
+        if len(raw) <= INLINE_BYTES:  # on the loop, as a small message's DKIM check
+            return self._verify(raw, answers)
         return await asyncio.to_thread(self._verify, raw, answers)
 
     def _verify(self, raw: bytes, answers: dict[str, bytes | None]) -> ArcResult:

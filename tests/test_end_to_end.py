@@ -446,3 +446,23 @@ def test_a_message_failing_inside_the_gateway_bounces_past_its_maximum_age(
     assert bounce.mail_from == "" and bounce.rcpt_tos == ["sender@example.org"]
     assert b"Status: 4.4.7" in bounce.data and b"internal error during delivery" in bounce.data
     assert "internal error during delivery" in gateway.log()
+
+
+def test_an_allow_rule_is_not_applied_to_a_forged_from(gateway_factory, smtp_sink):
+    # Loopback is no trusted relay here: the client is a sender on the internet.
+    gateway = gateway_factory(relay=smtp_sink.url, config={"auth": {"trusted_networks": []}})
+    gateway.cli("intel", "add", "--type", "url", "https://login.phish.example.net/verify")
+    made = httpx.post(f"{gateway.web_url}/api/v1/senders", timeout=10,
+                      headers={"Authorization": f"Bearer {gateway.token()}"},
+                      json={"kind": "allow", "sender": "ceo@partner.example"})
+    assert made.status_code in (200, 201), made.text
+    forged = crlf(b"From: CEO <ceo@partner.example>\nTo: user@example.com\n"
+                  b"Subject: verify\nMessage-ID: <forged@spam.example>\n\n"
+                  b"Verify now: https://login.phish.example.net/verify\n")
+    queue_id = gateway.send(forged, mail_from="spammer@spam.example").rsplit(" ", 1)[-1]
+    trace = httpx.get(f"{gateway.web_url}/api/v1/trace/{queue_id}", timeout=10,
+                      headers={"Authorization": f"Bearer {gateway.token()}"}).json()
+    assert trace["message"]["action"] == "quarantine"
+    assert "is not applied: the From address is not authenticated" in trace["message"]["reason"]
+    assert "\tphish\tceo@partner.example\t" in gateway.cli("quarantine", "list").stdout.decode()
+    assert not smtp_sink.messages

@@ -507,7 +507,7 @@ class PipelineSettings(Section):
 class PolicySettings(Section):
     scores_file: str = Field("", description="TOML file of symbol scores and action thresholds (empty = the shipped one)")
     tag_external: bool = Field(False, description="add the external-sender banner to all mail from outside accepted_domains")
-    allow_senders: list[SenderRule] = Field(default_factory=list, description="sender addresses or @domains always delivered (malware still stopped); a bare domain is refused")
+    allow_senders: list[SenderRule] = Field(default_factory=list, description="sender addresses or @domains always delivered when the From is authenticated (DMARC pass) or from auth.trusted_networks (malware still stopped); a bare domain is refused")
     block_senders: list[SenderRule] = Field(default_factory=list, description="sender addresses or @domains always rejected")
 
 

@@ -394,8 +394,12 @@ class Gateway:
             rule = policy.scores.rule(scored.symbol)
             weight = scored.score / rule.score if rule.score else 1.0
             earlier.append(Finding(scored.symbol, scored.category, scored.detail, weight))
+        from mailward.auth import is_trusted_peer
+
         verdict = policy.decide(earlier + list(findings),
-                                sender=record.header_from or record.mail_from)
+                                sender=record.header_from or record.mail_from,
+                                trusted_peer=is_trusted_peer(
+                                    self.settings.auth.trusted_networks, record.peer_ip))
         if verdict.action == Action.REJECT:
             verdict.action = Action.QUARANTINE
             verdict.reason += " (after acceptance a reject is a quarantine)"

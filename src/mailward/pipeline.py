@@ -164,7 +164,8 @@ class Pipeline:
         except TimeoutError:
             raise PipelineError(f"deadline of {self.deadline:g}s passed") from None
         task.timings["pipeline"] = time.perf_counter() - started
-        verdict = self.policy.decide(task.findings, sender=_sender(task))
+        verdict = self.policy.decide(task.findings, sender=_sender(task),
+                                     trusted_peer=_trusted_peer(task))
         verdict.headers = list(task.headers)
         return verdict
 
@@ -211,6 +212,14 @@ def _sender(task: Task) -> str:
         return task.envelope.mail_from
     addresses = message.from_addresses
     return addresses[0].address if len(addresses) == 1 else ""
+
+
+def _trusted_peer(task: Task) -> bool:
+    """_trusted_peer - the message came from a relay of ``auth.trusted_networks``."""
+    from mailward.auth import is_trusted_peer
+
+    return is_trusted_peer(task.services.settings.auth.trusted_networks,
+                           task.envelope.peer_ip)
 
 
 def _waves(checks: list[Check]) -> list[list[Check]]:

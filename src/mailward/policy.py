@@ -7,7 +7,11 @@ each symbol a score and optionally an action it forces; each category a cap
 and thresholds; and the thresholds on the total. The policy adds, caps and
 compares, and records which step chose the action so that anyone can audit
 the sum. A symbol that forces ``deliver`` acts as the sender allow list:
-it clears every action except for malware.
+it clears every action except for malware. An allow list (this, or
+``[policy] allow_senders``) applies only when the From address is
+authenticated (``AUTHENTICATED``: an aligned SPF or DKIM pass, or a
+trusted ARC sealer's) or the mail comes from a trusted relay: a From
+header anyone can write must not switch filtering off.
 
 A site's scores file replaces the shipped one whole, so one that would stop
 filtering without a word is an error: no ``[actions]`` thresholds, an
@@ -30,6 +34,9 @@ from mailward.verdict import Action, Category, Finding, ScoredFinding, Verdict
 log = logging.getLogger("mailward.policy")
 
 _THRESHOLD_ACTIONS = (Action.REJECT, Action.QUARANTINE, Action.TAG)
+# Findings that say the From domain is the sender's own: DMARC passed, or a
+# DMARC failure was overridden by a trusted ARC sealer that saw it pass.
+AUTHENTICATED = frozenset({"DMARC_PASS", "ARC_TRUSTED_OVERRIDE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +191,15 @@ class Policy:
                                         finding.data))
         return scored
 
-    def decide(self, findings: Iterable[Finding], sender: str = "") -> Verdict:
-        """decide - sum, cap, compare; the strictest rule reached wins."""
+    def decide(self, findings: Iterable[Finding], sender: str = "",
+               trusted_peer: bool = False) -> Verdict:
+        """decide - sum, cap, compare; the strictest rule reached wins.
+
+        ``trusted_peer``: the mail came from a trusted relay
+        (``auth.trusted_networks``), so its From counts as authenticated.
+        """
+        findings = list(findings)
+        authenticated = trusted_peer or any(f.symbol in AUTHENTICATED for f in findings)
         scored = self.score(findings)
         categories: dict[str, float] = {}
         for finding in scored:
@@ -237,8 +251,12 @@ class Policy:
             allowed = next((f.detail or f.symbol for f in scored
                             if self.scores.rule(f.symbol).action == Action.DELIVER), None)
         if allowed and not blocked and action.rank > 0 and category != Category.MALWARE:
-            reason = f"sender {sender} is on the allow list ({allowed}); was: {reason}"
-            action, category = Action.DELIVER, None
+            if authenticated:
+                reason = f"sender {sender} is on the allow list ({allowed}); was: {reason}"
+                action, category = Action.DELIVER, None
+            else:
+                reason += (f"; the allow list ({allowed}) is not applied: the From address "
+                           "is not authenticated (no DMARC pass)")
         return Verdict(action=action, score=total, reason=reason, findings=scored,
                        categories=categories, category=category,
                        reject_text=_reject_text(category, scored))

@@ -59,11 +59,19 @@ def test_unknown_symbols_score_zero():
 def test_block_and_allow_lists():
     blocked = policy(block_senders=["@bad.example"]).decide([], sender="x@bad.example")
     assert blocked.action == Action.REJECT and "block list" in blocked.reason
-    allowed = policy(allow_senders=["friend@example.org"]).decide(
-        [Finding("SPAMMY", Category.SPAM, weight=5)], sender="Friend@example.org")
+    spammy = Finding("SPAMMY", Category.SPAM, weight=5)
+    passed = Finding("DMARC_PASS", Category.AUTH)
+    friendly = policy(allow_senders=["friend@example.org"])
+    allowed = friendly.decide([spammy, passed], sender="Friend@example.org")
     assert allowed.action == Action.DELIVER and "allow list" in allowed.reason
-    malware = policy(allow_senders=["friend@example.org"]).decide(
-        [Finding("VIRUS", Category.MALWARE)], sender="friend@example.org")
+    # A From anyone can write allows nothing; a trusted relay's mail counts as authenticated.
+    forged = friendly.decide([spammy], sender="friend@example.org")
+    assert forged.action == Action.QUARANTINE
+    assert "allow list (friend@example.org) is not applied" in forged.reason
+    assert friendly.decide([spammy], sender="friend@example.org",
+                           trusted_peer=True).action == Action.DELIVER
+    malware = friendly.decide([Finding("VIRUS", Category.MALWARE), passed],
+                              sender="friend@example.org")
     assert malware.action == Action.REJECT
 
 

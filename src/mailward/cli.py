@@ -471,6 +471,15 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
     if phishing and not embed:
         click.echo("embedding model skipped: the embeddings extra is not installed "
                    f"({embedding.EXTRA})")
+    kinds = [(len(ham_files), "ham"), (len(spam_files), "spam"),
+             (len(phishing_files), "phishing")]
+    few = [f"{count} {name}" for count, name in kinds if 0 < count < FEW_MESSAGES]
+    if few:
+        console.print(f"[yellow]warning: trained on {' and '.join(few)}: a model learns the "
+                      "words of the mail it is trained on, and so few messages say little "
+                      "of the mail this site will receive, which figures held out of the "
+                      f"same folders cannot show. Train on {FEW_MESSAGES:,} or more of each "
+                      "kind, from this site's own mail.[/yellow]")
     refused = 0
     for result in results:
         target = targets[result.kind]
@@ -502,6 +511,10 @@ def train(context: Context, ham: tuple[str, ...], spam: tuple[str, ...],
         click.echo(f"{result.kind} model written to {target}")
     if refused:
         sys.exit(1)
+
+
+# Fewer messages of a kind than this, and train warns that the model knows little.
+FEW_MESSAGES = 1000
 
 
 def _copy_atomically(source: Path, target: Path) -> None:

@@ -123,6 +123,8 @@ def test_train_command_writes_both_models_and_prints_their_quality(corpus, tmp_p
     assert answer.exit_code == 0, answer.output
     assert "spam model written to" in answer.output
     assert "language model written to" in answer.output
+    assert "warning: trained on 30 ham and 30 spam and 30 phishing" in " ".join(
+        answer.output.split())
     assert (tmp_path / "data" / "spam-model.npz").exists()
     assert (tmp_path / "data" / "language-model.npz").exists()
     answer = CliRunner().invoke(main, ["-c", str(config), "train", "--ham", str(folders["ham"])])

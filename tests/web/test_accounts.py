@@ -272,6 +272,10 @@ def test_account_changes_schedule_and_password(console, as_user):
     client = as_user("erin")
     assert client.patch("/api/v1/account", json={"digest": "daily"}).json()["digest"] == "daily"
     assert client.patch("/api/v1/account", json={"digest": "sometimes"}).status_code == 422
+    # A field the account cannot change is refused by name, never silently ignored.
+    promote = client.patch("/api/v1/account", json={"role": "admin"})
+    assert promote.status_code == 422 and "role" in promote.text
+    assert client.get("/api/v1/auth/me").json()["role"] == "user"
     wrong = client.patch("/api/v1/account", json={"password": "a new password here",
                                                   "current_password": "wrong"})
     assert wrong.status_code == 403

@@ -13,11 +13,11 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mailward.web import audit
 from mailward.web.accounts import AccountError, Accounts, UserView, parse_schedule
-from mailward.web.deps import Principal, get_gateway, require
+from mailward.web.deps import Body, Principal, get_gateway, require
 from mailward.web.digest import Digests
 from mailward.web.senders import SenderRuleError, rules_of
 from mailward.web.tokens import create_token, list_tokens, revoke_token
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/api/v1", tags=["administration"])
 Role = Literal["admin", "analyst", "user"]
 
 
-class NewUser(BaseModel):
+class NewUser(Body):
     username: str = Field(..., max_length=128)
     password: str | None = Field(None, max_length=1024)
     role: Role = "user"
@@ -35,7 +35,7 @@ class NewUser(BaseModel):
     digest: str = Field("off", description="off, daily or a number of hours")
 
 
-class UserChange(BaseModel):
+class UserChange(Body):
     role: Role | None = None
     addresses: list[str] | None = Field(None, max_length=200)
     password: str | None = Field(None, max_length=1024)
@@ -43,19 +43,19 @@ class UserChange(BaseModel):
     disabled: bool | None = None
 
 
-class AccountChange(BaseModel):
+class AccountChange(Body):
     digest: str | None = Field(None, description="off, daily or a number of hours")
     password: str | None = Field(None, max_length=1024)
     current_password: str | None = Field(None, max_length=1024)
 
 
-class NewToken(BaseModel):
+class NewToken(Body):
     name: str = Field(..., max_length=128)
     scopes: list[str] = Field(default_factory=lambda: ["*"], max_length=50)
     user_id: int | None = None
 
 
-class NewRule(BaseModel):
+class NewRule(Body):
     kind: Literal["allow", "block"]
     sender: str = Field(..., max_length=320, description="address or @domain")
     recipient: str = Field("", max_length=320, description="one recipient, or empty for all")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
 
 from mailward.store.models import ApiToken, User, WebSession
 from mailward.web.accounts import Accounts
@@ -33,6 +34,16 @@ from mailward.web.tokens import verify_token
 
 if TYPE_CHECKING:
     from mailward.gateway import Gateway
+
+class Body(BaseModel):
+    """A request body: a field it does not know is an error (422), never ignored.
+
+    A client that sends ``{"role": "admin"}`` where no role can be changed
+    must learn that nothing changed it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
 
 log = logging.getLogger("mailward.web")
 COOKIE = "mw_session"

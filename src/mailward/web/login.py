@@ -22,12 +22,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mailward.store.models import User, WebSession
 from mailward.web import audit
 from mailward.web.accounts import Accounts, UserView
-from mailward.web.deps import COOKIE, Principal, current_principal, get_gateway
+from mailward.web.deps import Body, COOKIE, Principal, current_principal, get_gateway
 from mailward.web.pages import render
 from mailward.web.security import client_ip, is_loopback_http, security_headers
 
@@ -36,7 +36,7 @@ router = APIRouter(tags=["auth"])
 LOGIN_CSRF = "mw_login"
 
 
-class Credentials(BaseModel):
+class Credentials(Body):
     username: str = Field(..., max_length=128)
     password: str = Field(..., max_length=1024)
 

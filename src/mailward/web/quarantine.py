@@ -11,10 +11,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mailward.quarantine import Filters, item_dict
-from mailward.web.deps import Principal, get_gateway, require
+from mailward.web.deps import Body, Principal, get_gateway, require
 from mailward.web.review import Review, ReviewError
 
 log = logging.getLogger("mailward.web")
@@ -26,16 +26,16 @@ Action = Literal["release", "release_allow", "not_spam", "allow_sender", "block_
                  "delete", "request_release"]
 
 
-class ReleaseBody(BaseModel):
+class ReleaseBody(Body):
     allow_sender: bool = Field(False, description="also allow the sender from now on")
     not_spam: bool = Field(False, description="teach the spam model this is legitimate mail")
 
 
-class RequestBody(BaseModel):
+class RequestBody(Body):
     comment: str = Field("", max_length=2000, description="why the release is needed")
 
 
-class BulkBody(BaseModel):
+class BulkBody(Body):
     action: Action
     ids: list[str] = Field(..., min_length=1, max_length=500)
 

@@ -28,6 +28,7 @@ from mailward.config import (ConfigError, Settings, defaults_toml, load_settings
                              parse_duration, parse_hostport, prepare_data_dir,
                              shown_duration)
 from mailward.terminal import markup_cell, tsv_line
+from mailward.verdict import Category
 
 # Messages are not wrapped at the terminal's width: a path or a value in an
 # error stays on one line, whole, for people and for scripts that read it.
@@ -291,7 +292,11 @@ def scan(context: Context, paths: tuple[str, ...], as_json: bool) -> None:
     counts = run(with_gateway(settings, lambda gateway: _scan(gateway, files, as_json)))
     summary = ", ".join(f"{action} {counts.get(action, 0)}" for action in
                         ("deliver", "tag", "quarantine", "reject", "error"))
-    console.print(f"{len(files)} messages: {summary}")
+    skipped = counts.get(NOT_MAIL, 0)
+    console.print(f"{len(files) - skipped} messages: {summary}"
+                  + (f"; {skipped} files skipped, not mail" if skipped else ""))
+    if skipped == len(files):
+        sys.exit(1)
 
 
 def scan_envelope(raw: bytes) -> Any:
@@ -309,7 +314,12 @@ def scan_envelope(raw: bytes) -> Any:
     return Envelope(queue_id=new_queue_id(), mail_from=mail_from, rcpt_to=rcpts[:100])
 
 
+# What scan reports for a file that `mailward learn` would refuse as no message.
+NOT_MAIL = "not mail"
+
+
 async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
+    from mailward.content.commands import not_mail
     from mailward.pipeline import PipelineError
 
     counts: Counter = Counter()
@@ -319,6 +329,17 @@ async def _scan(gateway: Any, files: list[Path], as_json: bool) -> Counter:
         job = bar.add_task("scanning", total=len(files))
         for path in files:
             raw = path.read_bytes()[:gateway.settings.smtp.max_message_size]
+            problem = not_mail(raw)
+            # Judged as mail, a zip or a PDF would get a meaningless verdict.
+            if problem:
+                counts[NOT_MAIL] += 1
+                if as_json:
+                    click.echo(json.dumps({"file": str(path), "action": NOT_MAIL,
+                                           "reason": problem}))
+                elif len(table.rows) < 200:
+                    table.add_row(markup_cell(path), NOT_MAIL, "", problem)
+                bar.advance(job)
+                continue
             try:
                 _, verdict, _ = await gateway.judge(scan_envelope(raw), raw)
             except Exception as error:  # one file's failure never hides the others'
@@ -634,9 +655,11 @@ def _expiry(text: str | None) -> datetime | None:
 def intel_add(context: Context, kind: str, value: str, source: str, category: str | None,
               expires: str | None, comment: str, force: bool) -> None:
     """Add one indicator; a running gateway sees it within a second and retro-scans it."""
-    from mailward.intel.store import IndicatorError, NewIndicator
+    from mailward.intel.store import IndicatorError, NewIndicator, normalize
     from mailward.store import Store
     from mailward.trap.intake import add_checked
+    from mailward.web import audit
+    from mailward.web.commands import actor
 
     item = NewIndicator(kind, value, source,
                         category or ("malware" if kind == "sha256" else "phish"),
@@ -647,7 +670,12 @@ def intel_add(context: Context, kind: str, value: str, source: str, category: st
         store = Store(context.settings.database_url)
         try:
             await store.migrate()
-            return await add_checked(context.settings, store, [item], force, "cli")
+            report = await add_checked(context.settings, store, [item], force, "cli")
+            if report.added or report.updated:
+                await audit.record(store, actor(), "admin", "intel.add",
+                                   f"{kind}:{normalize(kind, value)}", source=source,
+                                   force=force)
+            return report
         finally:
             await store.close()
 
@@ -657,14 +685,46 @@ def intel_add(context: Context, kind: str, value: str, source: str, category: st
         console.print(f"[red]{escape(str(error))}[/red]")
         sys.exit(2)
     if report.refused:
-        console.print(f"[red]refused {kind} {value}: {report.refused[0][1]}[/red]")
+        reason = escape(report.refused[0][1])
+        console.print(f"[red]refused {kind} {value}: {reason}[/red]")
         sys.exit(3)
     click.echo(f"{'added' if report.added else 'updated'} {kind} {value}")
 
 
+@intel.command("remove")
+@click.option("--type", "kind", required=True,
+              type=click.Choice(["url", "domain", "ip", "sha256", "sender", "sender_domain"]))
+@click.argument("value")
+@click.option("--source", default=None, help="Remove only the one from this source.")
+@pass_context
+def intel_remove(context: Context, kind: str, value: str, source: str | None) -> None:
+    """Remove one indicator (from every source unless --source names one)."""
+    from mailward.intel.store import IndicatorError, IntelStore, normalize
+    from mailward.web import audit
+    from mailward.web.commands import actor
+
+    try:
+        value = normalize(kind, value)
+    except IndicatorError as error:
+        raise click.BadParameter(str(error), param_hint="VALUE") from None
+
+    async def body(store: Any) -> int:
+        removed = await IntelStore(store).remove(kind, value, source)
+        if removed:
+            await audit.record(store, actor(), "admin", "intel.remove",
+                               f"{kind}:{value}", source=source, removed=removed)
+        return removed
+
+    if not run(_with_store(context.settings, body)):
+        console.print(f"[red]no {kind} indicator {escape(value)}"
+                      + (f" from {escape(source)}" if source else "") + "[/red]")
+        sys.exit(1)
+    click.echo(f"removed {kind} {value}")
+
+
 @intel.command("list")
 @click.option("--type", "kind", default=None)
-@click.option("--limit", default=100, show_default=True)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
 @pass_context
 def intel_list(context: Context, kind: str | None, limit: int) -> None:
     """List indicators, newest first."""
@@ -721,11 +781,12 @@ async def _with_quarantine(settings: Settings, body: Callable[[Any], Awaitable[A
 
 
 @quarantine.command("list")
-@click.option("--category", default=None)
+@click.option("--category", default=None,
+              type=click.Choice([category.value for category in Category]))
 @click.option("--recipient", default=None)
 @click.option("--sender", default=None)
 @click.option("--all", "show_all", is_flag=True, help="Include released and deleted items.")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @pass_context
 def quarantine_list(context: Context, category: str | None, recipient: str | None,
                     sender: str | None, show_all: bool, limit: int) -> None:
@@ -918,7 +979,12 @@ def token_create(context: Context, name: str, scopes: tuple[str, ...],
     from mailward.web import audit
     from mailward.web.accounts import Accounts
     from mailward.web.commands import actor
-    from mailward.web.tokens import create_token
+    from mailward.web.tokens import check_scopes, create_token
+
+    try:
+        check_scopes(list(scopes))
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--scope") from None
 
     async def body(store: Any) -> str:
         user_id = None

@@ -70,8 +70,11 @@ def test_csv_import_parses_and_names_bad_rows():
     assert people[1].aliases == ("Toby Lindqvist",)
     with pytest.raises(DirectoryError, match="name and email"):
         parse_csv("who,where\nA,b@c.d\n")
-    with pytest.raises(DirectoryError, match="row 3: 'not-an-address'"):
+    with pytest.raises(DirectoryError, match="line 3: 'not-an-address'"):
         parse_csv("name,email\nA B,a@b.example\nC D,not-an-address\n")
+    # The number is the file's line, blank and comment lines counted.
+    with pytest.raises(DirectoryError, match="line 5: 'X' has no email address"):
+        parse_csv("name,email\nA B,a@b.example\n\n# later\nX\n")
     with pytest.raises(DirectoryError, match="empty"):
         parse_csv("\n\n")
 
@@ -218,6 +221,11 @@ def test_smtp_vip_import_then_spoof_is_quarantined_and_known_sender_is_not_first
     bad.write_text("name\nX\n")
     refused = gateway.cli("vip", "import", str(bad), check=False)
     assert refused.returncode == 2 and b"name and email" in refused.stderr
+    bad.write_text("name,email\nX\n")
+    refused = gateway.cli("vip", "import", str(bad), check=False)
+    assert refused.returncode == 2, refused.stdout
+    assert b"line 2: 'X' has no email address" in refused.stderr
+    assert len(gateway.cli("vip", "list").stdout.splitlines()) == 5
 
     sender = "helena.m.office@gmail.com"
     first = (f"From: =?utf-8?B?SGVsZW5hIE1hcmNoZXR0aQ==?= <{sender}>\r\n"

@@ -43,3 +43,27 @@ def test_scan_json_names_the_category_and_the_reason(tmp_path, shared):
     [row] = [json.loads(line) for line in answer.output.splitlines() if line.startswith("{")]
     assert row["action"] in ("tag", "quarantine") and row["category"] == "spam"
     assert "threshold" in row["reason"]
+
+
+def test_scan_skips_files_learn_would_refuse_and_judges_the_messages(tmp_path, shared):
+    import json
+
+    from mailward.cli import main
+
+    config = tmp_path / "mailward.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    archive = shared / "corpus" / "malware" / "synthetic" / "eicar_com.zip"
+    message = shared / "cases" / "C26_zerofont.eml"
+    answer = CliRunner().invoke(main, ["-c", str(config), "scan", "--json", str(archive),
+                                       str(message)])
+    assert answer.exit_code == 0, answer.output
+    rows = {row["file"]: row for row in (json.loads(line) for line in
+                                         answer.output.splitlines() if line.startswith("{"))}
+    assert rows[str(archive)]["action"] == "not mail"
+    assert "mail header" in rows[str(archive)]["reason"]
+    assert rows[str(message)]["action"] in ("deliver", "tag", "quarantine", "reject")
+    assert "1 messages:" in answer.output and "1 files skipped, not mail" in answer.output
+    only = CliRunner().invoke(main, ["-c", str(config), "scan", str(archive)],
+                              env={"COLUMNS": "200"})
+    assert only.exit_code == 1 and "not mail" in only.output
+    assert "HDR_FROM_MISSING" not in only.output

@@ -37,6 +37,10 @@ async def test_accounts_sessions_and_throttling(store):
         await accounts.create("bob", PASSWORD, "root", [])
     with pytest.raises(AccountError):
         await accounts.create("bob", PASSWORD, "user", ["not an address"])
+    # An empty password is a short one; only None (no password at all) is not.
+    with pytest.raises(AccountError, match="at least 10"):
+        await accounts.create("bob", "", "user", [])
+    assert (await accounts.create("carl", None, "user", [])).password_hash == ""
     assert await accounts.authenticate("alice", "wrong password", "192.0.2.1") is None
     assert await accounts.authenticate("nobody", PASSWORD, "192.0.2.1") is None
     assert await accounts.authenticate("alice", "wrong again", "192.0.2.2") is None

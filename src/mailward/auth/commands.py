@@ -72,8 +72,18 @@ def spf() -> None:
 def spf_check(ip: str, mail_from: str, helo: str, nameservers: tuple[str, ...],
               zone: str | None) -> None:
     """Evaluate SPF; prints the result word, then the explanation."""
+    import ipaddress
+
     from mailward.auth.spf import SpfEvaluator
 
+    try:
+        ipaddress.ip_address(ip.strip().strip("[]"))
+    except ValueError:
+        raise click.BadParameter(f"{ip!r} is not an IP address",
+                                 param_hint="--ip") from None
+    if "@" not in mail_from and not helo:
+        raise click.UsageError("give --mail-from ADDRESS, whose domain is checked, or "
+                               "--helo NAME, which is checked for the null sender <>")
     settings = _context_settings()
     evaluator = SpfEvaluator(make_resolver(settings, nameservers, zone),
                              receiver=settings.hostname,

@@ -159,8 +159,12 @@ def parse_csv(text: str) -> list[Person]:
     are skipped.
     """
     reader = csv.reader(io.StringIO(text))
-    rows = [row for row in reader if row and any(c.strip() for c in row)
-            and not row[0].lstrip().startswith("#")]
+    # Each row with the number of the line it ends on, for the errors below.
+    numbered = [(reader.line_num, row) for row in reader]
+    numbered = [(line, row) for line, row in numbered
+                if row and any(c.strip() for c in row)
+                and not row[0].lstrip().startswith("#")]
+    rows = [row for _, row in numbered]
     if not rows:
         raise DirectoryError("the file is empty; expected a header row: name,email,role")
     header = [c.strip().lower() for c in rows[0]]
@@ -173,14 +177,17 @@ def parse_csv(text: str) -> list[Person]:
     if len(rows) > MAX_ROWS + 1:
         raise DirectoryError(f"more than {MAX_ROWS} people")
     people = []
-    for number, row in enumerate(rows[1:], start=2):
+    for number, row in numbered[1:]:
         values = dict(zip(header, (c.strip() for c in row)))
         name = values.get("name", "")
         addresses = [a for a in re.split(r"[;|\s]+", values.get("email", "")) if a]
         bad = [a for a in addresses if not _ADDRESS.fullmatch(a)]
-        if not name or bad:
-            raise DirectoryError(f"row {number}: " + (f"{bad[0]!r} is not an email address"
-                                                      if bad else "the name is empty"))
+        # A person with no address would make all of their own mail look forged.
+        problem = ("the name is empty" if not name else
+                   f"{bad[0]!r} is not an email address" if bad else
+                   f"{name!r} has no email address" if not addresses else "")
+        if problem:
+            raise DirectoryError(f"line {number}: {problem}")
         people.append(Person.make(name, addresses, values.get("role", ""),
                                   [a for a in re.split(r"[;|]", values.get("aliases", ""))]))
     return people

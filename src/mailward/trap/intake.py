@@ -4,8 +4,10 @@
 MISP) all add through ``add_checked``: the indicators that would match more
 than ``trap.max_share`` of the delivered copies in the look-back are
 refused (not stored) unless forced, and a forced one is remembered so the
-retro-scan does not refuse it either. What is stored moves the store's
-generation, which is what starts the retro-scan.
+retro-scan does not refuse it either. A domain that is one of ours (or a
+parent of one) is refused unless forced, since it would block our own mail;
+a public suffix (com, co.uk, github.io) is always refused. What is stored
+moves the store's generation, which is what starts the retro-scan.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from mailward.intel.feeds import FeedResult
-from mailward.intel.store import IntelStore, NewIndicator
+from mailward.intel.store import IndicatorError, IntelStore, NewIndicator, normalize
 from mailward.store.models import FeedState, ForcedIndicator
 from mailward.trap.lookup import IndexLookup, Indicator
 from mailward.trap.retroscan import too_common
@@ -47,6 +49,44 @@ class IntakeReport:
                 "duplicates": self.duplicates}
 
 
+_PUBLIC_SUFFIXES: dict[str, Any] = {}
+
+
+def _is_public_suffix(settings: "Settings", domain: str) -> bool:
+    """_is_public_suffix - is domain on the public suffix list (one label always is)."""
+    path = settings.dmarc.psl_file
+    if path not in _PUBLIC_SUFFIXES:
+        from publicsuffixlist import PublicSuffixList
+
+        if path:
+            with open(path, encoding="utf-8") as handle:
+                _PUBLIC_SUFFIXES[path] = PublicSuffixList(handle)
+        else:
+            _PUBLIC_SUFFIXES[path] = PublicSuffixList()
+    return bool(_PUBLIC_SUFFIXES[path].is_public(domain))
+
+
+def domain_refusal(settings: "Settings", item: NewIndicator) -> tuple[str, bool]:
+    """domain_refusal - why a domain indicator is refused ("" if not), and if force may."""
+    if item.kind not in ("domain", "sender_domain"):
+        return "", True
+    try:
+        domain = normalize(item.kind, item.value)
+    except IndicatorError:
+        return "", True  # the store names what is wrong with it
+    if _is_public_suffix(settings, domain):
+        reach = ("so it never matches" if "." not in domain else
+                 "so it would match every domain registered under it")
+        return (f"{domain} is a public suffix, not a registered domain, {reach}; "
+                f"name the registered domain (such as evil.{domain})"), False
+    ours = [own for own in settings.smtp.accepted_domains
+            if own.lower() == domain or own.lower().endswith("." + domain)]
+    if ours:
+        return (f"{ours[0]} is one of smtp.accepted_domains, so this would block "
+                f"our own mail; add it with --force if meant"), True
+    return "", True
+
+
 async def add_checked(settings: "Settings", store: "Store", items: list[NewIndicator],
                       force: bool = False, actor: str = "") -> IntakeReport:
     """add_checked - store the indicators that are not too common (or all, forced)."""
@@ -54,11 +94,16 @@ async def add_checked(settings: "Settings", store: "Store", items: list[NewIndic
     if not items:
         return report
     keyed = {f"{i.kind}:{i.value}": i for i in items}
+    refused, never = {}, {}
+    for key, item in keyed.items():
+        reason, forcible = domain_refusal(settings, item)
+        if reason:
+            (refused if forcible else never)[key] = reason
     async with store.session() as session:
         lookup = IndexLookup.window(session, datetime.now(UTC), settings.trap.lookback)
-        found = await lookup.find(Indicator(i.kind, i.value, i.category) for i in items)
+        found = await lookup.find(Indicator(i.kind, i.value, i.category) for i in items
+                                  if f"{i.kind}:{i.value}" not in never)
         total = await lookup.total() if found else 0
-        refused = {}
         for indicator, hits in found.items():
             reason = too_common(len(hits), total, settings)
             if reason:
@@ -74,6 +119,7 @@ async def add_checked(settings: "Settings", store: "Store", items: list[NewIndic
             log.warning("forced past the too-common check by %s: %s", actor or "?",
                         ", ".join(sorted(refused)))
             refused = {}
+    refused |= never
     report.refused = sorted(refused.items())
     accepted = [item for key, item in keyed.items() if key not in refused]
     if accepted:

@@ -165,6 +165,31 @@ async def add_indicators(request: Request, body: IndicatorsIn,
     return report.as_dict()
 
 
+@router.delete("/indicators", summary="Remove an indicator (of every source or one)")
+async def remove_indicator(request: Request,
+                           type: Literal["url", "domain", "ip", "sha256", "sender",
+                                         "sender_domain"],
+                           value: str = Query(max_length=2048),
+                           source: str | None = Query(None, max_length=128),
+                           principal: Principal = Depends(require("trap:write"))
+                           ) -> dict[str, Any]:
+    from mailward.intel.store import IntelStore, normalize
+
+    gateway = get_gateway(request)
+    try:
+        value = normalize(type, value)
+    except IndicatorError as error:
+        raise HTTPException(422, str(error)) from None
+    removed = await IntelStore(gateway.services.store).remove(type, value, source)
+    if not removed:
+        raise HTTPException(404, f"no {type} indicator {value}"
+                                 + (f" from {source}" if source else ""))
+    await audit.record(gateway.services.store, principal.name, principal.role,
+                       "intel.remove", f"{type}:{value}", ip=principal.ip,
+                       source=source, removed=removed)
+    return {"type": type, "value": value, "removed": removed}
+
+
 @router.post("/scan", summary="Retro-scan what changed since the last scan, now")
 async def scan_now(request: Request, principal: Principal = Depends(require("trap:write"))
                    ) -> dict[str, Any]:

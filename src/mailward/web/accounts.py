@@ -109,7 +109,7 @@ class Accounts:
             raise AccountError(f"{username!r} is not a user name (letters, digits, ._@+-)")
         if role not in ROLES:
             raise AccountError(f"role {role!r} is not one of {', '.join(ROLES)}")
-        hashed = hash_password(password) if password else ""
+        hashed = hash_password(password) if password is not None else ""
         user = User(username=username, password_hash=hashed, role=role,
                     addresses=normalise_addresses(addresses), created_at=datetime.now(UTC))
         async with self.store.session() as session:

@@ -13,7 +13,8 @@ import click
 
 from mailward.terminal import tsv_line
 from mailward.web import audit
-from mailward.web.accounts import AccountError, Accounts, UserView, parse_schedule
+from mailward.web.accounts import (MIN_PASSWORD, AccountError, Accounts, UserView,
+                                   parse_schedule)
 
 
 def actor() -> str:
@@ -28,6 +29,20 @@ def _run(context, body):
     from mailward.cli import _with_store, run
 
     return run(_with_store(context.settings, body))
+
+
+def _read_password(from_stdin: bool) -> str:
+    """_read_password - one line of stdin, or asked twice; exit 2 if too short."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise click.BadParameter(
+            f"the password read has {len(password)} characters; it needs at least "
+            f"{MIN_PASSWORD}",
+            param_hint="--password-stdin" if from_stdin else "password")
+    return password
 
 
 @click.group("user")
@@ -48,10 +63,7 @@ def user() -> None:
 def user_add(context, username: str, role: str, addresses: tuple[str, ...], digest: str,
              password_stdin: bool) -> None:
     """Create a user."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin)
 
     async def body(store):
         accounts = Accounts(store)
@@ -86,8 +98,7 @@ def user_list(context) -> None:
 @click.pass_obj
 def user_passwd(context, username: str, password_stdin: bool) -> None:
     """Set a user's password (ends their sessions)."""
-    password = (sys.stdin.readline().rstrip("\r\n") if password_stdin else
-                click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    password = _read_password(password_stdin)
 
     async def body(store):
         accounts = Accounts(store)

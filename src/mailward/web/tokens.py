@@ -22,12 +22,27 @@ from mailward.store.models import ApiToken
 PREFIX = "mw_"
 SCOPE = re.compile(r"\*|[a-z][a-z0-9_-]{0,31}(:([a-z][a-z0-9_-]{0,31}|\*))?")
 
+# Every scope a route or page asks for. A token may also carry "*" or
+# "<area>:*" for one of these areas; any other scope would grant nothing,
+# so it is refused rather than stored.
+SCOPES = ("account", "audit:read", "digest:run", "metrics:read", "quarantine:read",
+          "quarantine:write", "reports:read", "reports:write", "senders:read",
+          "senders:write", "stats:read", "trace:read", "trap:read", "trap:write",
+          "url:read", "users:admin")
+AREAS = tuple(dict.fromkeys(scope.partition(":")[0] for scope in SCOPES))
+
 
 def check_scopes(scopes: list[str]) -> list[str]:
-    """check_scopes - the scopes, or ValueError naming one that is malformed."""
+    """check_scopes - the scopes, or ValueError naming one that is unknown."""
     for scope in scopes:
         if not SCOPE.fullmatch(scope):
             raise ValueError(f"{scope!r} is not a scope such as quarantine:read, trace:* or *")
+        area, _, action = scope.partition(":")
+        known = scope in SCOPES or (action == "*" and area in AREAS)
+        if scope != "*" and not known:
+            raise ValueError(f"unknown scope {scope!r}: valid scopes are *, "
+                             f"{', '.join(SCOPES)}, or <area>:* for one of "
+                             f"{', '.join(AREAS)}")
     return list(dict.fromkeys(scopes)) or ["*"]
 
 

@@ -36,7 +36,7 @@ from mailward.mailbox.base import INBOX, JUNK
 from mailward.mailbox.maildir import MaildirStore
 from mailward.message import Message
 from mailward.mime import Limits
-from mailward.pipeline import Pipeline, PipelineError, QueueLog, Task
+from mailward.pipeline import Outage, Pipeline, PipelineError, Probed, QueueLog, Task
 from mailward.quarantine import new_quarantine_id
 from mailward.registry import build_pipeline
 from mailward.services import Services
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
     from mailward.lists import Expanded
 
 log = logging.getLogger("mailward.gateway")
+
+# Seconds an answer of the outside services is reused: /readyz is not
+# authenticated, and each probe opens a connection to a daemon.
+PROBE_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,8 @@ class Gateway:
         self.intakes: list[Callable[[Envelope, bytes], Awaitable[Reply | None]]] = []
         self._report_key: bytes | None = None
         self._resolving = asyncio.Lock()
+        self._probing = asyncio.Lock()
+        self._probed: tuple[float, list[Outage]] | None = None
         self._judging = asyncio.Semaphore(settings.pipeline.concurrency)
         self.mime_limits = Limits(settings.pipeline.max_mime_depth,
                                   settings.pipeline.max_mime_parts)
@@ -99,8 +105,29 @@ class Gateway:
 
         await self.services.start()
         self.pipeline = build_pipeline(self.services)
+        for outage in await self.outages():
+            log.warning("%s does not answer: %s", outage.name, outage.detail
+                        + ("; until it does, every message is answered 451 and parked"
+                           if outage.stops_mail else ""))
         self.queue = DeliveryQueue(self)
         await self.recover()
+
+    async def outages(self) -> list[Outage]:
+        """outages - the daemons the checks need that do not answer (cached briefly)."""
+        async with self._probing:
+            now = time.monotonic()
+            if self._probed is not None and now - self._probed[0] < PROBE_CACHE_SECONDS:
+                return self._probed[1]
+            found: list[Outage] = []
+            for item in self.pipeline.checks if self.pipeline is not None else []:
+                if not isinstance(item, Probed):
+                    continue
+                try:
+                    found.extend(await item.probe())
+                except Exception as error:  # a probe that breaks says so, never "ready"
+                    found.append(Outage(item.name, f"probe failed: {error!r}"))
+            self._probed = (time.monotonic(), found)
+            return found
 
     async def close(self) -> None:
         """close - finish what is kept in memory for the store, then close it."""

@@ -101,6 +101,31 @@ class Check(Protocol):
     async def check(self, task: Task) -> list[Finding]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A service outside the process that a check needs and that does not answer.
+
+    ``stops_mail`` says that while it lasts every message it would have judged
+    is answered 451 (the check's on_fail is tempfail), so the node is not ready.
+    """
+
+    name: str
+    detail: str
+    stops_mail: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.detail}"
+
+
+@runtime_checkable
+class Probed(Protocol):
+    """A check that relies on a daemon (clamd...) and can ask whether it answers."""
+
+    name: ClassVar[str]
+
+    async def probe(self) -> list[Outage]: ...
+
+
 # A message up to this size is parsed and prepared on the event loop: most
 # mail is, and the trip to a thread costs about a third of what preparing
 # such a message does. The most costly shapes of this size (unclosed tags

@@ -6,12 +6,14 @@ shipped as ``scores.toml``, replaceable with ``[policy] scores_file``) gives
 each symbol a score and optionally an action it forces; each category a cap
 and thresholds; and the thresholds on the total. The policy adds, caps and
 compares, and records which step chose the action so that anyone can audit
-the sum. A symbol that forces ``deliver`` acts as the sender allow list:
-it clears every action except for malware. An allow list (this, or
-``[policy] allow_senders``) applies only when the From address is
-authenticated (``AUTHENTICATED``: an aligned SPF or DKIM pass, or a
-trusted ARC sealer's) or the mail comes from a trusted relay: a From
-header anyone can write must not switch filtering off.
+the sum. The verdict's category, which decides who may release a held
+message, is the most dangerous one whose own score reaches its lowest
+threshold, not the one with the most points. A symbol that forces
+``deliver`` acts as the sender allow list: it clears every action except for
+malware. An allow list (this, or ``[policy] allow_senders``) applies only
+when the From address is authenticated (``AUTHENTICATED``: an aligned SPF or
+DKIM pass, or a trusted ARC sealer's) or the mail comes from a trusted
+relay: a From header anyone can write must not switch filtering off.
 
 A site's scores file replaces the shipped one whole, so one that would stop
 filtering without a word is an error: no ``[actions]`` thresholds, an
@@ -225,8 +227,7 @@ class Policy:
                     break
         for action in _THRESHOLD_ACTIONS:
             if action in self.scores.totals and total >= self.scores.totals[action]:
-                candidates.append((action, _main_category(categories,
-                                                          self.scores.category_thresholds),
+                candidates.append((action, _largest_category(categories),
                                    f"total score {total:.2f} >= {action} "
                                    f"threshold {self.scores.totals[action]:g}"))
                 break
@@ -235,13 +236,17 @@ class Policy:
             candidates.append((Action.REJECT, Category.POLICY,
                                f"sender {sender} is on the block list ({blocked})"))
 
-        # Of rules reaching the same action, the most dangerous category names the
-        # verdict: it decides who may release the message and what the reply says.
+        # The strictest rule chooses the action. The category decides who may
+        # release the message and what the reply says, so the most dangerous one
+        # that is significant names the verdict, whichever rule chose the action.
         action, category, reason = Action.DELIVER, None, "no rule reached"
         for candidate in candidates:
             if (candidate[0].rank, _SEVERITY.get(candidate[1], 0)) > (
                     action.rank, _SEVERITY.get(category, 0)):
                 action, category, reason = candidate
+        dangerous = _dangerous_category(categories, self.scores.category_thresholds)
+        if action.rank > 0 and _SEVERITY.get(dangerous, 0) > _SEVERITY.get(category, 0):
+            category = dangerous
         if (self.settings.tag_external and action == Action.DELIVER
                 and any(f.symbol == "EXTERNAL_SENDER" for f in scored)):
             action, category, reason = Action.TAG, Category.POLICY, "external sender"
@@ -266,19 +271,27 @@ _SEVERITY = {Category.MALWARE: 5, Category.PHISH: 4, Category.IMPOSTOR: 3, Categ
              Category.AUTH: 1, Category.POLICY: 1}
 
 
-def _main_category(categories: dict[str, float],
-                   thresholds: dict[Category, dict[Action, float]]) -> Category | None:
-    """_main_category - what a verdict reached by its total score is held as.
+def _dangerous_category(
+        categories: dict[str, float],
+        thresholds: dict[Category, dict[Action, float]]) -> Category | None:
+    """_dangerous_category - the most dangerous category whose findings are significant.
 
-    A dangerous category (malware, phish, impostor) whose own score reaches
-    its lowest threshold names it, even when the spam score is larger: a
-    phishing message also reads as spam to the spam model, and what it is
-    held as decides who may release it. Otherwise the largest score does.
+    A dangerous category (malware, phish, impostor) is significant when its
+    own score reaches its lowest threshold, however small it is beside the
+    spam score: a phishing message also reads as spam to the spam model, a
+    spam run may carry a macro dropper, and what a message is held as
+    decides who may release it. Scores of other categories (a spam model
+    that says ham) neither add to it nor take from it.
     """
     for category in (Category.MALWARE, Category.PHISH, Category.IMPOSTOR):
         limits = thresholds.get(category)
         if limits and categories.get(category, 0.0) >= min(limits.values()):
             return category
+    return None
+
+
+def _largest_category(categories: dict[str, float]) -> Category | None:
+    """_largest_category - the category with the most points, sender auth aside."""
     positive = {k: v for k, v in categories.items() if v > 0 and k != Category.AUTH}
     if not positive:
         return None

@@ -14,6 +14,7 @@ import struct
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mailward.attachments.files import FileNode
@@ -30,6 +31,7 @@ from tests.content.clamd_support import (  # noqa: F401 (clamd is a fixture)
     SAMPLE_SIGNATURE,
     clamd,
 )
+from tests.support.dnsserver import free_port
 from tests.support.gateway import SHARED
 
 MALWARE = SHARED / "corpus" / "malware"
@@ -233,6 +235,55 @@ def test_a_bad_clamav_address_stops_start_up(tmp_path):
 
     with pytest.raises(ConfigError, match="clamav.address: .* socket path"):
         load_settings(overrides={"clamav.address": "no port here:"})
+
+
+# Readiness: a configured clamd that does not answer.
+
+
+def readyz(gateway) -> httpx.Response:
+    return httpx.get(f"{gateway.web_url}/readyz", timeout=10)
+
+
+def test_a_clamd_that_does_not_answer_makes_the_node_not_ready(gateway_factory,
+                                                                smtp_sink):
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    gateway = gateway_factory(clamd_config(address), relay=smtp_sink.url, start=False)
+    gateway.start(ready=False)
+    answer = readyz(gateway)
+    assert answer.status_code == 503
+    assert answer.json()["status"] == "not ready"
+    detail = answer.json()["detail"]
+    assert detail.startswith(f"clamav: clamd at {address}: ")
+    assert "on_fail = tempfail" in detail
+    log = gateway.wait_log("clamav does not answer")
+    assert f"clamav does not answer: clamd at {address}" in log
+    assert "every message is answered 451 and parked" in log
+
+
+def test_a_clamd_down_with_mail_still_flowing_is_ready_and_named(gateway_factory,
+                                                                  smtp_sink):
+    address = f"127.0.0.1:{free_port()}"
+    gateway = gateway_factory(clamd_config(address, on_fail="tag"), relay=smtp_sink.url)
+    answer = readyz(gateway)
+    assert answer.status_code == 200
+    [degraded] = answer.json()["degraded"]
+    assert degraded.startswith(f"clamav: clamd at {address}: ")
+    assert "on_fail = tag" in degraded
+    assert "clamav does not answer" in gateway.wait_log("clamav does not answer")
+
+
+def test_readiness_follows_a_real_clamd(gateway_factory, smtp_sink, clamd):
+    gateway = gateway_factory(clamd_config(clamd.tcp), relay=smtp_sink.url)
+    assert readyz(gateway).json() == {"status": "ready"}
+    assert "does not answer" not in gateway.log()
+    clamd.kill()
+    # Answers are reused for a few seconds; then the dead daemon is named.
+    deadline = time.monotonic() + 30
+    while (answer := readyz(gateway)).status_code == 200 \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["detail"].startswith(f"clamav: clamd at {clamd.tcp}: ")
 
 
 # YARA.

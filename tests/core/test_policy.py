@@ -138,3 +138,57 @@ def test_a_total_score_verdict_is_held_as_phishing_when_its_phish_score_reaches_
     assert lure.action == Action.QUARANTINE and lure.category == Category.PHISH
     cue = judged([Finding("SPAMMY", Category.SPAM), Finding("CUE", Category.PHISH)])
     assert cue.action == Action.QUARANTINE and cue.category == Category.SPAM
+
+
+def test_significant_malware_names_the_verdict_whichever_rule_chose_the_action():
+    scores = parse_scores("[actions]\nquarantine = 15.0\n[categories.malware]\n"
+                          "tag = 4.0\nquarantine = 8.0\n[symbols]\nSPAMMY = 20.0\n"
+                          "MACRO = 5.0\nHINT = 2.0\n"
+                          "DMARC_Q = { score = 1.0, action = 'quarantine' }\n", "test")
+    judged = Policy(scores, PolicySettings()).decide
+    # The malware score reaches only its tag threshold; the quarantine came from
+    # the larger spam score, or from a symbol of another category.
+    spammy = judged([Finding("SPAMMY", Category.SPAM),
+                     Finding("MACRO", Category.MALWARE)])
+    assert spammy.action == Action.QUARANTINE and spammy.category == Category.MALWARE
+    assert spammy.reason == "total score 25.00 >= quarantine threshold 15"
+    forced = judged([Finding("DMARC_Q", Category.AUTH),
+                     Finding("MACRO", Category.MALWARE)])
+    assert forced.action == Action.QUARANTINE and forced.category == Category.MALWARE
+    assert forced.reason == "symbol DMARC_Q forces quarantine"
+    # Malware below its lowest threshold does not name the verdict.
+    weak = judged([Finding("SPAMMY", Category.SPAM), Finding("HINT", Category.MALWARE)])
+    assert weak.action == Action.QUARANTINE and weak.category == Category.SPAM
+    assert judged([Finding("DMARC_Q", Category.AUTH),
+                   Finding("HINT", Category.MALWARE)]).category == Category.AUTH
+    # Nor does the allow list clear a message that significant malware names.
+    allowed = Policy(scores, PolicySettings(allow_senders=["@example.org"])).decide(
+        [Finding("DMARC_Q", Category.AUTH), Finding("MACRO", Category.MALWARE)],
+        sender="a@example.org", trusted_peer=True)
+    assert allowed.action == Action.QUARANTINE and allowed.category == Category.MALWARE
+
+
+def test_shipped_scores_hold_a_dmarc_quarantine_with_a_phishing_lure_as_phishing():
+    verdict = Policy(load_scores(), PolicySettings()).decide(
+        [Finding("DMARC_POLICY_QUARANTINE", Category.AUTH),
+         Finding("URL_LOOKALIKE", Category.PHISH)])
+    assert verdict.action == Action.QUARANTINE and verdict.category == Category.PHISH
+
+
+@pytest.mark.parametrize("symbols", [("ATTACH_MACRO", "ATTACH_MACRO_AUTOEXEC"),
+                                     ("ATTACH_XLM_MACRO",)])
+@pytest.mark.parametrize("spam", [("SPAM_MODEL", 3.0), ("HAM_MODEL", 8.0)])
+def test_shipped_scores_hold_auto_exec_and_excel4_macros_as_malware(symbols, spam):
+    # As spam (a spam run carrying a dropper) or as ham (a site model that learnt
+    # a similar message as good mail), the macros alone hold the message as malware.
+    findings = [Finding(name, Category.MALWARE) for name in symbols]
+    findings.append(Finding(spam[0], Category.SPAM, weight=spam[1]))
+    verdict = Policy(load_scores(), PolicySettings()).decide(findings)
+    assert verdict.action == Action.QUARANTINE and verdict.category == Category.MALWARE
+
+
+def test_shipped_scores_leave_macros_that_do_not_run_on_their_own_to_the_total():
+    findings = [Finding("ATTACH_MACRO", Category.MALWARE),
+                Finding("SPAM_MODEL", Category.SPAM, weight=5.0)]
+    verdict = Policy(load_scores(), PolicySettings()).decide(findings)
+    assert verdict.action == Action.QUARANTINE and verdict.category == Category.SPAM

@@ -84,7 +84,8 @@ class RunningGateway:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start(self, timeout: float = 120.0) -> "RunningGateway":
+    def start(self, timeout: float = 120.0, ready: bool = True) -> "RunningGateway":
+        """start - serve, and wait until /readyz says ready (or, not ready, answers)."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mailward", "serve", "--config", str(self.config_path)],
@@ -95,7 +96,8 @@ class RunningGateway:
                 raise RuntimeError(f"mailward serve exited {self.process.returncode}:\n"
                                    f"{self.log()}")
             try:
-                if httpx.get(f"{self.web_url}/readyz", timeout=1).status_code == 200:
+                status = httpx.get(f"{self.web_url}/readyz", timeout=5).status_code
+                if status == 200 or (not ready and status == 503):
                     return self
             except httpx.HTTPError:
                 pass

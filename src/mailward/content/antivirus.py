@@ -27,7 +27,7 @@ from typing import ClassVar, Protocol
 
 from mailward.attachments.files import FileNode
 from mailward.intel.store import IntelCache
-from mailward.pipeline import PipelineError, Stage, Task
+from mailward.pipeline import Outage, PipelineError, Stage, Task
 from mailward.services import Services
 from mailward.verdict import Category, Finding
 
@@ -65,7 +65,9 @@ class Engine(Protocol):
 
     ``symbol`` names a malicious result; ``fail_symbol`` an engine that could
     not answer; ``too_big_symbol`` a file over the engine's limits;
-    ``suspicious_symbol`` a weaker match.
+    ``suspicious_symbol`` a weaker match. An engine backed by a daemon also
+    has ``async probe() -> str``: "" when the daemon answers, else why not
+    (readiness and the start-up warning ask it).
     """
 
     name: str
@@ -219,6 +221,18 @@ class AntivirusCheck:
                 settings.yara.max_size, settings.yara.timeout))
             on_fail["yara"] = settings.yara.on_fail
         return cls(engines, services.intel_cache, on_fail)
+
+    async def probe(self) -> list[Outage]:
+        """probe - the engines backed by a daemon that does not answer now."""
+        outages = []
+        for engine in self.engines:
+            probe = getattr(engine, "probe", None)
+            detail = await probe() if probe is not None else ""
+            if detail:
+                action = self.on_fail.get(engine.name, "deliver")
+                outages.append(Outage(engine.name, f"{detail} (on_fail = {action})",
+                                      stops_mail=action == "tempfail"))
+        return outages
 
     async def check(self, task: Task) -> list[Finding]:
         assert task.message is not None

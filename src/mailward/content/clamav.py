@@ -28,6 +28,9 @@ from mailward.config import parse_hostport
 from mailward.content.antivirus import CLEAN, EngineResult
 
 CHUNK_SIZE = 64 * 1024
+# Time a readiness probe (PING) may take: a daemon that answers a scan in
+# seconds answers a PING at once, and readiness must not hang on a dead host.
+PROBE_TIMEOUT = 2.0
 MAX_REPLY = 4096
 _LIMIT_SIGNATURE = "Heuristics.Limits.Exceeded"
 
@@ -81,10 +84,12 @@ class ClamdClient:
         host, port = parse_hostport(self.address, 3310)
         return await asyncio.open_connection(host, port)
 
-    async def _command(self, request: bytes, body: bytes | None = None) -> bytes:
+    async def _command(self, request: bytes, body: bytes | None = None,
+                       timeout: float | None = None) -> bytes:
         """_command - send one z-command (and a stream); the NUL-ended reply."""
+        timeout = self.timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout):
                 reader, writer = await self._connect()
                 # The reply is read while the stream is sent: clamd answers a
                 # stream over its StreamMaxLength at once and closes, and on a
@@ -104,13 +109,13 @@ class ClamdClient:
                     writer.close()
         except TimeoutError:
             raise ClamdError(f"clamd at {self.address} did not answer within "
-                             f"{self.timeout:g}s") from None
+                             f"{timeout:g}s") from None
         except OSError as error:
             raise ClamdError(f"clamd at {self.address}: {error.strerror or error}") from None
 
-    async def ping(self) -> bool:
-        """ping - clamd answers PONG."""
-        return await self._command(b"zPING\0") == b"PONG"
+    async def ping(self, timeout: float | None = None) -> bool:
+        """ping - clamd answers PONG (within timeout, default the scan timeout)."""
+        return await self._command(b"zPING\0", timeout=timeout) == b"PONG"
 
     async def version(self) -> str:
         return (await self._command(b"zVERSION\0")).decode("utf-8", "replace")
@@ -160,6 +165,15 @@ class ClamavEngine:
         self.client = client
         self.max_size = max_size
         self._slots = asyncio.Semaphore(concurrency)
+
+    async def probe(self) -> str:
+        """probe - why clamd cannot scan now, or "" when it answers PING."""
+        try:
+            if await self.client.ping(PROBE_TIMEOUT):
+                return ""
+        except ClamdError as error:
+            return str(error)
+        return f"clamd at {self.client.address} did not answer PING with PONG"
 
     async def scan(self, node: FileNode) -> EngineResult:
         if node.size > self.max_size:

@@ -94,7 +94,14 @@ def create_app(gateway: "Gateway") -> FastAPI:
         if gateway.pipeline is None:
             return JSONResponse({"status": "not ready", "detail": "pipeline not built"},
                                 status_code=503)
-        return JSONResponse({"status": "ready"})
+        outages = await gateway.outages()
+        down = [str(o) for o in outages if o.stops_mail]
+        if down:
+            return JSONResponse({"status": "not ready", "detail": "; ".join(down)},
+                                status_code=503)
+        degraded = [str(o) for o in outages if not o.stops_mail]
+        extra = {"degraded": degraded} if degraded else {}
+        return JSONResponse({"status": "ready", **extra})
 
     @app.exception_handler(LoginRequired)
     async def need_login(request: Request, exc: LoginRequired) -> Response:

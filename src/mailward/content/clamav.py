@@ -13,8 +13,11 @@ a fixed size; a file larger than the daemon accepts (its StreamMaxLength,
 which ``clamav.max_size`` must not exceed) is never sent and never called
 clean: it is reported as too big. A daemon that refuses the stream for its
 size, or says that a file broke one of its limits (``Heuristics.Limits.
-Exceeded`` with AlertExceedsMax), is reported the same way. Any other
-failure is an error for the antivirus check to turn into ``CLAMAV_FAIL``.
+Exceeded`` with AlertExceedsMax), is reported the same way; so is a stream
+whose connection clamd closes before its answer could be read, which it
+does past StreamMaxLength (its answer can be lost in the race with our
+writes). Any other failure is an error for the antivirus check to turn
+into ``CLAMAV_FAIL``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ _LIMIT_SIGNATURE = "Heuristics.Limits.Exceeded"
 
 class ClamdError(Exception):
     """clamd could not be reached, timed out, or answered with an error."""
+
+
+class StreamCut(ClamdError):
+    """clamd closed the connection while a stream was sent, and no answer came."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +102,22 @@ class ClamdClient:
                 # stream over its StreamMaxLength at once and closes, and on a
                 # unix socket an answer not yet read is lost with the close.
                 reply = asyncio.ensure_future(_read_reply(reader))
+                cut = False
                 try:
                     writer.write(request)
                     if body is not None:
                         await _send_stream(writer, body, reply)
                     await writer.drain()
                 except (BrokenPipeError, ConnectionResetError):
-                    pass
+                    cut = True
                 try:
                     return await reply
+                except (ConnectionError, ClamdError) as error:
+                    if cut and body is not None:
+                        raise StreamCut(f"clamd closed the connection while the stream was "
+                                        f"sent, as it does past its size limit ({error})"
+                                        ) from None
+                    raise
                 finally:
                     reply.cancel()
                     writer.close()
@@ -122,7 +136,10 @@ class ClamdClient:
 
     async def instream(self, data: bytes) -> ClamdReply:
         """instream - scan bytes with INSTREAM."""
-        reply = await self._command(b"zINSTREAM\0", data)
+        try:
+            reply = await self._command(b"zINSTREAM\0", data)
+        except StreamCut as cut:
+            return ClamdReply("TOO_BIG", detail=str(cut))
         return parse_reply(reply)
 
 

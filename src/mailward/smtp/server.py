@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import re
 from typing import Any
@@ -68,6 +69,10 @@ class GatewaySMTP(SMTP):
         # Set by a hook that has logged the refusal it returns, with more
         # detail than push could; push then does not log it again.
         self.refusal_logged = False
+        # aiosmtpd closes the session with a 502 of its own after a few
+        # unrecognised commands, whatever smtp.max_bad_commands says: they are
+        # answered here instead, and push counts them with every other error.
+        self._smtp_methods = _Verbs(self._smtp_methods, self._unrecognised)
 
     @property
     def client_ip(self) -> str:
@@ -109,6 +114,10 @@ class GatewaySMTP(SMTP):
                     self.transport.close()
                 return
         await super().push(status)
+
+    async def _unrecognised(self, command: str, arg: str | None) -> None:
+        """_unrecognised - a verb we do not know: 500, one error reply like any other."""
+        await self.push(f'500 Error: command "{command}" not recognized')
 
     async def smtp_XCLIENT(self, arg: str) -> None:
         """smtp_XCLIENT - a trusted proxy names the real client (Postfix XCLIENT)."""
@@ -200,6 +209,23 @@ class GatewaySMTP(SMTP):
                 return b"", "550 5.5.2 Message contains a bare LF or CR; use CRLF line ends"
             data = _BARE_NEWLINE.sub(b"\r\n", data)
         return data, None
+
+
+class _Verbs(dict):
+    """The verb table of a session: an unknown verb gets the fallback, not None.
+
+    aiosmtpd looks a command up with ``get``; its own budget of unrecognised
+    commands then never runs, and smtp.max_bad_commands is the only limit.
+    """
+
+    def __init__(self, methods: dict[str, Any], fallback: Any) -> None:
+        super().__init__(methods)
+        self.fallback = fallback
+
+    def get(self, command: str, default: Any = None) -> Any:
+        if command in self:
+            return self[command]
+        return functools.partial(self.fallback, command)
 
 
 class GatewayHandler:

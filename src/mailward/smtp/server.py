@@ -17,6 +17,11 @@ SECURITY:
   the trusted relays of ``auth.trusted_networks``).
 - Open relay: a recipient outside the accepted domains is refused at RCPT
   (550 5.7.1) unless the session is a trusted outbound connector.
+- Envelope addresses: a MAIL or RCPT path must be an RFC 5321 mailbox as the
+  client wrote it (553 otherwise); aiosmtpd's RFC 5322 parser alone would
+  turn <bad address> into a quoted local part.
+- Unrecognised verbs are error replies like any other, under the same
+  smtp.max_bad_commands (aiosmtpd's own smaller budget never runs).
 - XCLIENT: only a proxy in ``smtp.xclient_networks`` (judged by the socket's
   own peer, never by an earlier XCLIENT) may give the real client's address
   and HELO name; the session then starts over, connection checks included.

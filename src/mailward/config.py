@@ -197,6 +197,23 @@ def _domain(value: Any) -> str:
 Domain = Annotated[str, BeforeValidator(_domain)]
 
 
+def _domain_rule(value: Any) -> str:
+    """_domain_rule - a domain (that domain only) or ``*.domain`` (every name under it)."""
+    text = str(value).strip().lower().rstrip(".")
+    if text.startswith("*.") and "*" not in text[2:]:
+        try:
+            return "*." + _domain(text[2:])
+        except ValueError:
+            raise ValueError(f"{value!r} is not *. and a domain name") from None
+    if "*" in text:
+        raise ValueError(f"{value!r}: a wildcard is understood only as a whole first "
+                         "label, e.g. *.example.com")
+    return _domain(text)
+
+
+DomainRule = Annotated[str, BeforeValidator(_domain_rule)]
+
+
 def _host_name(value: Any) -> str:
     """_host_name - empty, or a DNS name to say in protocol lines (greeting, EHLO).
 
@@ -426,7 +443,7 @@ def _is_size(section: type[BaseModel], name: str | None) -> bool:
 class SmtpSettings(Section):
     listen: SmtpListen = Field("127.0.0.1:2525", description="address and port the SMTP server listens on, HOST:PORT or [IPv6]:PORT (the port is required)")
     hostname: HostName = Field("", description="name in the banner, EHLO and Received (empty = this host's FQDN)")
-    accepted_domains: list[Domain] = Field(default_factory=list, description="recipient domains we accept mail for (empty = any, allowed only on loopback)")
+    accepted_domains: list[DomainRule] = Field(default_factory=list, description="recipient domains we accept mail for: example.com is that domain only, *.example.com any domain under it (empty = any, allowed only on loopback)")
     max_message_size: Size = Field("25MiB", ge=1024, description="largest message accepted (SIZE); larger gets 552")
     max_recipients: int = Field(100, ge=1, description="recipients per message; more get 452")
     command_timeout: Duration = Field("300s", description="idle time allowed between client commands")

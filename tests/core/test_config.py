@@ -36,6 +36,12 @@ def test_a_file_overrides_only_what_it_names(tmp_path):
     assert settings.smtp.listen == "127.0.0.1:2525"
 
 
+def test_accepted_domains_take_a_wildcard_for_the_domains_under_one():
+    settings = Settings.model_validate(
+        {"smtp": {"accepted_domains": ["Example.COM.", "*.Example.COM."]}})
+    assert settings.smtp.accepted_domains == ["example.com", "*.example.com"]
+
+
 @pytest.mark.parametrize("text, key", [
     ('[smtp]\nlisten = "nonsense"', "smtp.listen"),
     ('[smtp]\nmax_message_size = "lots"', "smtp.max_message_size"),
@@ -217,8 +223,11 @@ def config_check(tmp_path, text: str) -> subprocess.CompletedProcess:
     ('[spam]\ninternal_hosts = ["mx.example.com", "*.example.com"]',
      "spam.internal_hosts.1: '*.example.com' is not a host name, domain or IP address (no "
      "wildcards: example.com also covers every host under it)"),
-    ('[smtp]\naccepted_domains = ["*.example.com"]',
-     "smtp.accepted_domains.0: '*.example.com': wildcards are not understood here"),
+    ('[smtp]\naccepted_domains = ["mail.*.example.com"]',
+     "smtp.accepted_domains.0: 'mail.*.example.com': a wildcard is understood only as a "
+     "whole first label, e.g. *.example.com"),
+    ('[smtp]\naccepted_domains = ["*.example..com"]',
+     "smtp.accepted_domains.0: '*.example..com' is not *. and a domain name"),
     ('[impostor]\npartner_domains = ["supplier..example"]',
      "impostor.partner_domains.0: 'supplier..example' is not a domain name"),
     ('[policy]\nallow_senders = ["example.org"]',

@@ -15,9 +15,23 @@ from mailward.verdict import Category, Finding
 
 
 def is_own_domain(domain: str, accepted: list[str]) -> bool:
-    """is_own_domain - the domain or a parent of it is an accepted domain."""
+    """is_own_domain - the domain is an accepted domain (``smtp.accepted_domains``).
+
+    ``example.com`` is that domain only; ``*.example.com`` is every domain
+    under it, and not example.com itself.
+    """
     domain = domain.lower().rstrip(".")
-    return any(domain == own or domain.endswith("." + own) for own in accepted)
+    return any(domain.endswith(own[1:]) if own.startswith("*.") else domain == own
+               for own in accepted)
+
+
+def own_domains(settings) -> list[str]:
+    """own_domains - the accepted domains as parents of our hosts (``*.`` dropped).
+
+    For the hosts of links and the like, where every host under one of our
+    domains is ours, whichever way the domain is written in the setting.
+    """
+    return list(dict.fromkeys(d.removeprefix("*.") for d in settings.smtp.accepted_domains))
 
 
 class ExternalSenderCheck:

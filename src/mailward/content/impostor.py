@@ -279,7 +279,8 @@ class ImpostorCheck:
                  lookback: float = 365 * 86400) -> None:
         self.accepted = [d.lower() for d in accepted]
         self.partners = [d.lower() for d in partners]
-        self.protected = list(dict.fromkeys(registrable(d) for d in self.accepted + self.partners))
+        self.protected = list(dict.fromkeys(registrable(d.removeprefix("*."))
+                                            for d in self.accepted + self.partners))
         self.org_names = [fold(n) for n in org_names if len(n) >= 4]
         self.free_mail = free_mail
         self.max_text = max_text
@@ -296,7 +297,7 @@ class ImpostorCheck:
             return None
         accepted = services.settings.smtp.accepted_domains
         org_names = settings.organisation_names or [
-            _split(registrable(d))[0] for d in accepted]
+            _split(registrable(d.removeprefix("*.")))[0] for d in accepted]
         free_mail = free_mail_domains() | {d.lower() for d in settings.free_mail_domains}
         return cls(accepted, settings.partner_domains, org_names, frozenset(free_mail),
                    settings.max_text, lookback=settings.first_contact_lookback)

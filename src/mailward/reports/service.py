@@ -31,6 +31,7 @@ from sqlalchemy import or_, select, update
 
 from mailward.config import parse_rate
 from mailward.connection.ratelimit import MemoryBuckets, RedisBuckets
+from mailward.content.external import own_domains
 from mailward.mailbox.base import INBOX, JUNK, QUARANTINE
 from mailward.reports import analysis
 from mailward.reports.analysis import CLEAN, MALICIOUS, SIMULATION, SPAM, VERDICTS, Outcome
@@ -257,7 +258,7 @@ class ReportService:
                     await session.commit()
                 return cluster, added
         core, related = await campaign(self.store, queue_id, self.settings.cluster_window,
-                                       self.gateway.settings.smtp.accepted_domains)
+                                       own_domains(self.gateway.settings))
         async with self.store.session() as session:
             first = await session.scalar(select(Copy.delivered_at).where(
                 Copy.queue_id.in_(core)).order_by(Copy.delivered_at).limit(1))
@@ -496,7 +497,7 @@ class ReportService:
                 MessageUrl.queue_id.in_(ids[:500])).limit(500))).all()
             files = (await session.scalars(select(MessageFile.sha256).where(
                 MessageFile.queue_id.in_(ids[:500])).limit(200))).all()
-        own = self.gateway.settings.smtp.accepted_domains
+        own = own_domains(self.gateway.settings)
         category = "malware" if evidence.get("category") == "malware" else "phish"
         comment = f"reported campaign {cluster_id}: {cluster.subject}"[:500]
         wanted: list[tuple[str, str]] = []

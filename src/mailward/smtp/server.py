@@ -17,6 +17,11 @@ SECURITY:
   the trusted relays of ``auth.trusted_networks``).
 - Open relay: a recipient outside the accepted domains is refused at RCPT
   (550 5.7.1) unless the session is a trusted outbound connector.
+- Envelope addresses: a MAIL or RCPT path must be an RFC 5321 mailbox as the
+  client wrote it (553 otherwise); aiosmtpd's RFC 5322 parser alone would
+  turn <bad address> into a quoted local part.
+- Unrecognised verbs are error replies like any other, under the same
+  smtp.max_bad_commands (aiosmtpd's own smaller budget never runs).
 - XCLIENT: only a proxy in ``smtp.xclient_networks`` (judged by the socket's
   own peer, never by an earlier XCLIENT) may give the real client's address
   and HELO name; the session then starts over, connection checks included.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import re
 from typing import Any
@@ -50,6 +56,10 @@ _ENHANCED = {
 }
 
 
+# aiosmtpd's reply to a MAIL or RCPT path its parser refuses; see _malformed.
+_MALFORMED = "553 5.1.3 Error: malformed address"
+
+
 class GatewaySMTP(SMTP):
     """aiosmtpd's protocol with mailward's DATA reader and session limits."""
 
@@ -68,6 +78,14 @@ class GatewaySMTP(SMTP):
         # Set by a hook that has logged the refusal it returns, with more
         # detail than push could; push then does not log it again.
         self.refusal_logged = False
+        # The path of the last MAIL or RCPT as the client wrote it, before
+        # aiosmtpd's RFC 5322 parser made it lenient (see _getaddr).
+        self.path_text = ""
+        self.path_keyword = ""
+        # aiosmtpd closes the session with a 502 of its own after a few
+        # unrecognised commands, whatever smtp.max_bad_commands says: they are
+        # answered here instead, and push counts them with every other error.
+        self._smtp_methods = _Verbs(self._smtp_methods, self._unrecognised)
 
     @property
     def client_ip(self) -> str:
@@ -94,6 +112,8 @@ class GatewaySMTP(SMTP):
         text = status.decode() if isinstance(status, bytes) else str(status)
         if text in _ENHANCED:
             status = text = _ENHANCED[text]
+        elif text == _MALFORMED:
+            status = text = self._malformed()
         if text[:1] in ("4", "5"):
             if self.refusal_logged:
                 self.refusal_logged = False
@@ -109,6 +129,28 @@ class GatewaySMTP(SMTP):
                     self.transport.close()
                 return
         await super().push(status)
+
+    async def _unrecognised(self, command: str, arg: str | None) -> None:
+        """_unrecognised - a verb we do not know: 500, one error reply like any other."""
+        await self.push(f'500 Error: command "{command}" not recognized')
+
+    def _strip_command_keyword(self, keyword: str, arg: str) -> str | None:
+        """_strip_command_keyword - note whose path follows: FROM: or TO:."""
+        self.path_keyword = keyword
+        return super()._strip_command_keyword(keyword, arg)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """_getaddr - keep the path as written; the hooks judge its syntax."""
+        self.path_text = arg or ""
+        return super()._getaddr(arg)
+
+    def _malformed(self) -> str:
+        """_malformed - aiosmtpd's reply to a path it cannot parse, saying why."""
+        if self.path_keyword == "FROM:":
+            problem = path_problem(self.path_text, sender=True) or "malformed"
+            return f"553 5.1.7 Bad sender address syntax: {problem}"
+        problem = path_problem(self.path_text, sender=False) or "malformed"
+        return f"553 5.1.3 Bad recipient address syntax: {problem}"
 
     async def smtp_XCLIENT(self, arg: str) -> None:
         """smtp_XCLIENT - a trusted proxy names the real client (Postfix XCLIENT)."""
@@ -200,6 +242,23 @@ class GatewaySMTP(SMTP):
                 return b"", "550 5.5.2 Message contains a bare LF or CR; use CRLF line ends"
             data = _BARE_NEWLINE.sub(b"\r\n", data)
         return data, None
+
+
+class _Verbs(dict):
+    """The verb table of a session: an unknown verb gets the fallback, not None.
+
+    aiosmtpd looks a command up with ``get``; its own budget of unrecognised
+    commands then never runs, and smtp.max_bad_commands is the only limit.
+    """
+
+    def __init__(self, methods: dict[str, Any], fallback: Any) -> None:
+        super().__init__(methods)
+        self.fallback = fallback
+
+    def get(self, command: str, default: Any = None) -> Any:
+        if command in self:
+            return self[command]
+        return functools.partial(self.fallback, command)
 
 
 class GatewayHandler:
@@ -342,6 +401,9 @@ class GatewayHandler:
                           mail_options: list[str]) -> str:
         if _CONTROL.search(address):
             return "501 5.1.7 Bad sender address syntax (control character)"
+        problem = path_problem(server.path_text, sender=True)
+        if problem:
+            return f"553 5.1.7 Bad sender address syntax: {problem}"
         ip = str(session.peer[0]) if session.peer else ""
         refusal = await self.limiter.message(ip)
         if refusal:
@@ -381,6 +443,9 @@ class GatewayHandler:
             return "452 4.5.3 Too many recipients"
         if _CONTROL.search(address):
             return "501 5.1.3 Bad recipient address syntax (control character)"
+        problem = path_problem(server.path_text, sender=False)
+        if problem:
+            return f"553 5.1.3 Bad recipient address syntax: {problem}"
         domain = address.rpartition("@")[2].lower()
         if "@" not in address or not domain:
             return "550 5.1.3 Recipient address has no domain"
@@ -462,6 +527,48 @@ _XTEXT = re.compile(r"\+([0-9A-F]{2})")
 # No address of RFC 5321 holds a control character; a NUL would reach the
 # mailbox store's file names and every log line.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# RFC 5321 4.1.2 paths, with the UTF-8 of RFC 6531 3.3 in local parts and
+# domain labels. aiosmtpd reads a path with the RFC 5322 parser, which takes
+# obsolete forms (spaces and comments between words) and quotes the result,
+# so these are matched against the path as the client wrote it.
+_UTF8 = r"\u0080-\ud7ff\ue000-\U0010ffff"  # no surrogates: not valid UTF-8
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-" + _UTF8 + "]"
+_DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e' + _UTF8 + r']|\\[\x20-\x7e])*"'
+_LET_DIG = rf"[A-Za-z0-9{_UTF8}]"
+_LABEL = rf"{_LET_DIG}(?:[A-Za-z0-9{_UTF8}\-]*{_LET_DIG})?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+_LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"
+# The domain is optional here: a recipient without one ("<postmaster>") is
+# answered by handle_RCPT, a sender without one by path_problem.
+_MAILBOX = rf"(?:{_DOT_STRING}|{_QUOTED})(?:@(?:{_DOMAIN}|{_LITERAL}))?"
+_SOURCE_ROUTE = rf"@{_DOMAIN}(?:,@{_DOMAIN})*:"  # obsolete, accepted and ignored
+# Angle brackets as RFC 5321 asks, or a bare mailbox as many clients send;
+# then the end, or a space before the parameters.
+_PATH = re.compile(rf"(?:<(?:{_SOURCE_ROUTE})?{_MAILBOX}>|{_MAILBOX})(?=[ \t]|$)")
+_NULL_PATH = re.compile(r"<>(?=[ \t]|$)")
+
+
+def path_problem(text: str, sender: bool) -> str | None:
+    """path_problem - why a MAIL or RCPT path is not an RFC 5321 mailbox, or None.
+
+    The null sender ``<>`` is a path for MAIL only (RFC 5321 4.5.5); a quoted
+    local part (``"a b"@example.com``) is a mailbox like any other.
+    """
+    text = text.strip()
+    if sender and _NULL_PATH.match(text):
+        return None
+    found = _PATH.match(text)
+    if found is None:
+        address = text[1:].partition(">")[0] if text.startswith("<") else text
+        if address.partition("@")[0].count('"') == 0 and " " in address.strip():
+            return 'space outside quotes (write "a b"@example.com)'
+        return "not local-part@domain (RFC 5321 4.1.2)"
+    if sender and "@" not in found.group(0).rpartition('"')[2]:
+        return "no domain"
+    return None
 
 
 def parse_xclient(arg: str) -> dict[str, str]:

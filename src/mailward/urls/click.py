@@ -95,7 +95,7 @@ class ClickService:
         self.lists = self.services.extras.get("url_lists") or heuristics.load_lists(
             self.settings.lists_file)
         own = list(self.settings.protected_domains) + [
-            d for d in gateway.settings.smtp.accepted_domains if "*" not in d]
+            d.removeprefix("*.") for d in gateway.settings.smtp.accepted_domains]
         self.protected = heuristics.Protected(own, self.lists)
         self.scanners = [re.compile(p) for p in (*self.lists.scanner_agents,
                                                  *self.settings.scanner_agents)]

@@ -80,7 +80,7 @@ class UrlReputationCheck:
         self.settings = settings.urls
         self.lists = lists
         own = list(settings.urls.protected_domains) + [
-            d for d in settings.smtp.accepted_domains if "*" not in d]
+            d.removeprefix("*.") for d in settings.smtp.accepted_domains]
         self.protected = heuristics.Protected(own, lists)
         # The gateway's own web service: its links are not a sender's.
         self.own_hosts = {host.lower() for host in (urlsplit(settings.public_url).hostname,

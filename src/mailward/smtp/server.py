@@ -537,8 +537,10 @@ _UTF8 = r"\u0080-\ud7ff\ue000-\U0010ffff"  # no surrogates: not valid UTF-8
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-" + _UTF8 + "]"
 _DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 _QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e' + _UTF8 + r']|\\[\x20-\x7e])*"'
-_LET_DIG = rf"[A-Za-z0-9{_UTF8}]"
-_LABEL = rf"{_LET_DIG}(?:[A-Za-z0-9{_UTF8}\-]*{_LET_DIG})?"
+# RFC 5321 has no "_" in a domain, but real hosts' names carry it and mail
+# servers take it; refusing it would refuse their mail, not a forgery.
+_LET_DIG = rf"[A-Za-z0-9_{_UTF8}]"
+_LABEL = rf"{_LET_DIG}(?:[A-Za-z0-9_{_UTF8}\-]*{_LET_DIG})?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
 _LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"
 # The domain is optional here: a recipient without one ("<postmaster>") is
